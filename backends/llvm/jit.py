@@ -1,0 +1,347 @@
+"""JIT compilation of LLVM IR for the host CPU, with an in-memory and an on-disk cache.
+
+This is the only module of graphc that touches ``llvmlite.binding``. Everything else
+builds IR with ``llvmlite.ir`` and hands it to :func:`compile_module`.
+
+Why it looks like this:
+
+* The target machine decides everything (see shared/FACTS.md): without the host CPU
+  name and feature string, ``llvm.fma`` becomes a libm call and AVX-512 is not used.
+  ``GRAPHC_LLVM_GENERIC=1`` forces a generic x86-64 target (for debugging/portability).
+* Compiling costs tens of milliseconds (optimisation + code generation), so compiled
+  modules are cached in memory (keyed by the IR text and the target) and on disk as
+  object code.  A disk hit loads the object file straight into MCJIT: neither the
+  optimiser nor the code generator runs.
+* Disk entries carry a header (magic, format version, key hash, payload checksum);
+  anything that does not match exactly is ignored and rebuilt, never loaded blindly.
+  Entries are written atomically (temp file + ``os.replace``) into a per-user directory
+  created with mode 0700 (``GRAPHC_CACHE_DIR``, default ``~/.cache/graphc``).
+* ``GRAPHC_DUMP_LLVM=dir`` writes the IR before and after optimisation and the
+  assembly of every freshly compiled module into ``dir`` (debugging aid).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import llvmlite
+import llvmlite.binding as llvm
+
+_LOCK = threading.RLock()
+_INITIALISED = False
+
+#: bump when the meaning of a cached object changes (pipeline, header layout...)
+CACHE_FORMAT_VERSION = 1
+_MAGIC = b"GRAPHCOBJ\0"
+_HEADER = struct.Struct("<10sI32s32sQ")  # magic, version, key digest, sha256(payload), size
+
+
+def _initialise() -> None:
+    global _INITIALISED
+    with _LOCK:
+        if not _INITIALISED:
+            # llvmlite >= 0.45: binding.initialize() raises; only these are needed.
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            _INITIALISED = True
+
+
+# --------------------------------------------------------------------------- target
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the generated code is specialised for; part of every cache key."""
+
+    triple: str
+    cpu: str
+    features: str
+    generic: bool
+
+    def machine(self) -> "llvm.TargetMachine":
+        """A fresh target machine (MCJIT takes ownership of the one it is given)."""
+        _initialise()
+        target = llvm.Target.from_triple(self.triple)
+        return target.create_target_machine(
+            cpu=self.cpu, features=self.features, opt=3, reloc="default",
+            codemodel="jitdefault", jit=True)
+
+    def has_feature(self, name: str) -> bool:
+        return ("+" + name) in self.features.split(",")
+
+
+_TARGET: TargetInfo | None = None
+
+
+def host_target() -> TargetInfo:
+    """The host CPU target, or generic x86-64 when GRAPHC_LLVM_GENERIC=1 or detection fails."""
+    global _TARGET
+    generic = os.environ.get("GRAPHC_LLVM_GENERIC", "") not in ("", "0")
+    if _TARGET is not None and _TARGET.generic == generic:
+        return _TARGET
+    _initialise()
+    triple = llvm.get_process_triple()
+    cpu, features = "", ""
+    if not generic:
+        try:
+            cpu = llvm.get_host_cpu_name()
+            features = llvm.get_host_cpu_features().flatten()
+        except RuntimeError:  # feature detection unsupported: fall back below
+            cpu, features = "", ""
+    if not cpu or cpu == "generic":
+        generic = True
+        cpu = "x86-64" if triple.startswith("x86_64") else "generic"
+        features = ""
+    _TARGET = TargetInfo(triple, cpu, features, generic)
+    return _TARGET
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class CompiledModule:
+    """A JIT-compiled module. Keeps the execution engine (and so the code) alive.
+
+    ``source`` is ``"compiled"`` (optimised and code-generated now), ``"disk"`` (object
+    code loaded from the disk cache) or ``"memory"`` (returned from the in-memory cache).
+    ``timings`` holds seconds per phase of the compilation that produced this object.
+    """
+
+    key: str
+    engine: object
+    target: TargetInfo
+    source: str
+    timings: dict = field(default_factory=dict)
+    _cfuncs: dict = field(default_factory=dict, repr=False)
+
+    def get_function_address(self, name: str) -> int:
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise KeyError(f"function {name!r} not found in compiled module")
+        return addr
+
+    def cfunc(self, name: str, restype, *argtypes):
+        """A ctypes callable for ``name`` (ctypes releases the GIL during the call)."""
+        sig = (name, restype, argtypes)
+        fn = self._cfuncs.get(sig)
+        if fn is None:
+            fn = ctypes.CFUNCTYPE(restype, *argtypes)(self.get_function_address(name))
+            self._cfuncs[sig] = fn
+        return fn
+
+    @property
+    def compile_seconds(self) -> float:
+        return sum(self.timings.values())
+
+
+# --------------------------------------------------------------------------- caches
+
+_MEMORY_CACHE: dict[str, CompiledModule] = {}
+
+#: counts real code generations (tests use it to prove a disk hit skipped codegen)
+STATS = {"codegen": 0, "disk_hits": 0, "disk_rejects": 0, "memory_hits": 0}
+
+
+def cache_dir() -> str | None:
+    """The per-user disk cache directory (created 0700), or None if disabled/unusable."""
+    path = os.environ.get("GRAPHC_CACHE_DIR")
+    if path is None:
+        path = os.path.join(os.path.expanduser("~"), ".cache", "graphc")
+    if path in ("", "0", "off", "none"):
+        return None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            return None  # someone else's directory: do not trust or write it
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError:
+        return None
+    return path
+
+
+def cache_key(ir_text: str, target: TargetInfo) -> str:
+    h = hashlib.sha256()
+    for part in (f"graphc-llvm-cache/{CACHE_FORMAT_VERSION}", llvmlite.__version__,
+                 target.triple, target.cpu, target.features, "O3", ir_text):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _entry_path(directory: str, key: str) -> str:
+    return os.path.join(directory, f"{key[:40]}.gco")
+
+
+def read_entry(path: str, key: str) -> bytes | None:
+    """The object code in ``path`` if its header matches ``key`` exactly, else None."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    if len(blob) < _HEADER.size:
+        return None
+    magic, version, digest, checksum, size = _HEADER.unpack_from(blob)
+    payload = blob[_HEADER.size:]
+    if (magic != _MAGIC or version != CACHE_FORMAT_VERSION
+            or digest != bytes.fromhex(key) or size != len(payload)
+            or hashlib.sha256(payload).digest() != checksum):
+        return None
+    return payload
+
+
+def write_entry(path: str, key: str, payload: bytes) -> None:
+    """Atomically write a cache entry (never leaves a half-written file at ``path``)."""
+    header = _HEADER.pack(_MAGIC, CACHE_FORMAT_VERSION, bytes.fromhex(key),
+                          hashlib.sha256(payload).digest(), len(payload))
+    directory = os.path.dirname(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(header)
+                f.write(payload)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError:
+        pass  # a cache that cannot be written is only slower, never wrong
+
+
+def clear_memory_cache() -> None:
+    with _LOCK:
+        _MEMORY_CACHE.clear()
+
+
+# --------------------------------------------------------------------------- compile
+
+
+def _optimise(mod, tm) -> None:
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pto.loop_unrolling = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pm = pb.getModulePassManager()
+    pm.run(mod, pb)
+
+
+def _parse(ir_text: str, tm):
+    mod = llvm.parse_assembly(ir_text)
+    mod.verify()
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    return mod
+
+
+def _load_object(obj: bytes, target: TargetInfo):
+    """An engine holding only ``obj``: no optimisation and no code generation happen."""
+    tm = target.machine()
+    empty = llvm.parse_assembly(f'target triple = "{tm.triple}"\n')
+    engine = llvm.create_mcjit_compiler(empty, tm)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return engine
+
+
+def _dump(directory: str, key: str, suffix: str, text: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{key[:12]}{suffix}"), "w") as f:
+        f.write(text)
+
+
+def compile_module(module_or_text, *, use_disk_cache: bool = True) -> CompiledModule:
+    """Parse, verify, optimise (new pass manager, O3) and JIT ``module_or_text``.
+
+    Accepts an ``llvmlite.ir.Module`` or IR text. Returns a :class:`CompiledModule`
+    whose ``timings`` report the phases that ran. Cached in memory and on disk.
+    """
+    ir_text = module_or_text if isinstance(module_or_text, str) else str(module_or_text)
+    target = host_target()
+    key = cache_key(ir_text, target)
+    with _LOCK:
+        hit = _MEMORY_CACHE.get(key)
+        if hit is not None:
+            STATS["memory_hits"] += 1
+            return CompiledModule(key, hit.engine, target, "memory", dict(hit.timings),
+                                  hit._cfuncs)
+        directory = cache_dir() if use_disk_cache else None
+        path = _entry_path(directory, key) if directory else None
+        result = None
+        if path is not None and os.path.exists(path):
+            t0 = time.perf_counter()
+            obj = read_entry(path, key)
+            if obj is None:
+                STATS["disk_rejects"] += 1
+            else:
+                try:
+                    engine = _load_object(obj, target)
+                except RuntimeError:
+                    STATS["disk_rejects"] += 1
+                else:
+                    STATS["disk_hits"] += 1
+                    result = CompiledModule(key, engine, target, "disk",
+                                            {"load": time.perf_counter() - t0})
+        if result is None:
+            result = _compile_fresh(ir_text, key, target, path)
+        _MEMORY_CACHE[key] = result
+        return result
+
+
+def _compile_fresh(ir_text: str, key: str, target: TargetInfo, path: str | None):
+    timings = {}
+    tm = target.machine()
+    t0 = time.perf_counter()
+    mod = _parse(ir_text, tm)
+    t1 = time.perf_counter()
+    _optimise(mod, tm)
+    t2 = time.perf_counter()
+    timings["parse"], timings["optimise"] = t1 - t0, t2 - t1
+    dump_dir = os.environ.get("GRAPHC_DUMP_LLVM")
+    if dump_dir:
+        _dump(dump_dir, key, ".ll", ir_text)
+        _dump(dump_dir, key, ".opt.ll", str(mod))
+        _dump(dump_dir, key, ".s", target.machine().emit_assembly(mod))
+    objects = []
+    engine = llvm.create_mcjit_compiler(mod, tm)
+    engine.set_object_cache(notify_func=lambda _m, buf: objects.append(buf))
+    engine.finalize_object()
+    STATS["codegen"] += 1
+    timings["codegen"] = time.perf_counter() - t2
+    if path is not None and objects:
+        write_entry(path, key, objects[0])
+    return CompiledModule(key, engine, target, "compiled", timings)
+
+
+def assembly(module_or_text, optimise: bool = True) -> str:
+    """Assembly of a module for the host target (for tests and dumps; not cached)."""
+    ir_text = module_or_text if isinstance(module_or_text, str) else str(module_or_text)
+    target = host_target()
+    tm = target.machine()
+    mod = _parse(ir_text, tm)
+    if optimise:
+        _optimise(mod, tm)
+    return tm.emit_assembly(mod)
+
+
+def optimised_ir(module_or_text) -> str:
+    """The module's IR after the O3 pipeline for the host target (debugging aid)."""
+    ir_text = module_or_text if isinstance(module_or_text, str) else str(module_or_text)
+    tm = host_target().machine()
+    mod = _parse(ir_text, tm)
+    _optimise(mod, tm)
+    return str(mod)
