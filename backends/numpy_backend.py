@@ -1,0 +1,125 @@
+"""The numpy reference backend: an interpreter that runs a graph node by node.
+
+It is the oracle: every other backend and every pass is tested against it.  One table,
+``IMPLS``, maps each op to a numpy function of (attrs, *operand arrays); a test fails
+when an op in the registry has no entry.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir import ArgumentError, Graph, get_op
+
+
+def _sigmoid(a, x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _unslice(a, g):
+    out = np.zeros(a["shape"], g.dtype)
+    out[tuple(slice(*t) for t in zip(a["starts"], a["stops"], a["steps"]))] = g
+    return out
+
+
+IMPLS = {
+    "add": lambda a, x, y: x + y,
+    "sub": lambda a, x, y: x - y,
+    "mul": lambda a, x, y: x * y,
+    "div": lambda a, x, y: x / y if x.dtype.kind == "f" else x // y,
+    "pow": lambda a, x, y: np.power(x, y),
+    "maximum": lambda a, x, y: np.maximum(x, y),
+    "minimum": lambda a, x, y: np.minimum(x, y),
+    "neg": lambda a, x: -x,
+    "exp": lambda a, x: np.exp(x),
+    "log": lambda a, x: np.log(x),
+    "tanh": lambda a, x: np.tanh(x),
+    "sigmoid": _sigmoid,
+    "relu": lambda a, x: np.maximum(x, x.dtype.type(0)),
+    "sqrt": lambda a, x: np.sqrt(x),
+    "abs": lambda a, x: np.abs(x),
+    "sign": lambda a, x: np.sign(x),
+    "lt": lambda a, x, y: x < y,
+    "le": lambda a, x, y: x <= y,
+    "gt": lambda a, x, y: x > y,
+    "ge": lambda a, x, y: x >= y,
+    "eq": lambda a, x, y: x == y,
+    "ne": lambda a, x, y: x != y,
+    "logical_and": lambda a, x, y: x & y,
+    "logical_or": lambda a, x, y: x | y,
+    "logical_not": lambda a, x: ~x,
+    "where": lambda a, c, x, y: np.where(c, x, y),
+    "cast": lambda a, x: x.astype(a["dtype"]),
+    "stop_gradient": lambda a, x: x,
+    "matmul": lambda a, x, y: np.matmul(x, y),
+    "sum": lambda a, x: np.sum(x, axis=a["axes"], keepdims=a["keepdims"], dtype=x.dtype),
+    "max": lambda a, x: np.max(x, axis=a["axes"], keepdims=a["keepdims"]),
+    "reshape": lambda a, x: np.reshape(x, a["shape"]),
+    "transpose": lambda a, x: np.transpose(x, a["perm"]),
+    "broadcast_to": lambda a, x: np.broadcast_to(x, a["shape"]),
+    "slice": lambda a, x: x[tuple(slice(*t) for t in zip(a["starts"], a["stops"], a["steps"]))],
+    "unslice": _unslice,
+    "concatenate": lambda a, *xs: np.concatenate(xs, axis=a["axis"]),
+    "constant": lambda a: a["value"],
+}
+
+
+def check_inputs(graph: Graph, args) -> list[np.ndarray]:
+    """Arrays for ``graph.inputs``: right count, shapes and dtypes, else ArgumentError."""
+    if len(args) != len(graph.inputs):
+        raise ArgumentError(f"{graph.name}: expected {len(graph.inputs)} inputs, got {len(args)}")
+    out = []
+    for v, a in zip(graph.inputs, args):
+        if not isinstance(a, (np.ndarray, np.generic, int, float, bool)):
+            raise ArgumentError(f"{graph.name}: input %{v.name} must be an array of {v.type}, "
+                                f"got {type(a).__name__}")
+        arr = np.asarray(a)
+        if arr.shape != v.shape:
+            raise ArgumentError(f"{graph.name}: input %{v.name} has shape {arr.shape}, "
+                                f"expected {v.shape}")
+        if arr.dtype != v.dtype:
+            if np.can_cast(arr.dtype, v.dtype, "same_kind") and arr.dtype.kind == v.dtype.kind:
+                arr = arr.astype(v.dtype)
+            else:
+                raise ArgumentError(f"{graph.name}: input %{v.name} has dtype {arr.dtype}, "
+                                    f"expected {v.dtype}")
+        out.append(arr)
+    return out
+
+
+def run(graph: Graph, args, apply_updates=True) -> list[np.ndarray]:
+    """Execute ``graph`` on ``args``; returns its outputs.
+
+    With ``apply_updates``, each ``(input, new)`` pair in ``graph.updates`` is written
+    back into the caller's input array in place (how optimizer steps update params).
+    """
+    arrays = check_inputs(graph, args)
+    env = dict(zip(graph.inputs, arrays))
+    with np.errstate(all="ignore"):
+        for n in graph.nodes:
+            if n.op == "input":
+                continue
+            out = IMPLS[n.op](n.attrs, *[env[x] for x in n.inputs])
+            env[n.output] = np.asarray(out, dtype=n.output.dtype)
+    if apply_updates:
+        new = [np.array(env[b]) for _, b in graph.updates]   # read all before writing any
+        for (a, _), val in zip(graph.updates, new):
+            target = args[graph.inputs.index(a)]
+            if not isinstance(target, np.ndarray) or not target.flags.writeable:
+                raise ArgumentError(f"{graph.name}: state input %{a.name} must be a writeable "
+                                    "numpy array to be updated in place")
+            target[...] = val
+    return [env[v] for v in graph.outputs]
+
+
+def missing_lowerings() -> list[str]:
+    """Ops in the registry this backend cannot run (a test asserts the list is empty)."""
+    from graphc.ir import all_ops
+    return [name for name in all_ops() if name != "input" and name not in IMPLS]
+
+
+def compile(graph: Graph):
+    """The backend interface shared with llvm: ``compile(graph)(*arrays) -> outputs``."""
+    for n in graph.nodes:
+        get_op(n.op)
+    return lambda *args: run(graph, list(args))

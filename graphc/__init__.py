@@ -1,0 +1,20 @@
+"""graphc: a static-graph compiler for training neural networks on the CPU.
+
+Trace numpy-style Python into a node/edge IR, append the backward pass as a graph pass,
+plan memory, and lower the whole training step to LLVM-JIT code.
+"""
+from . import ir, nn
+from .api import grad, jit, jvp, trace, value_and_grad
+from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concatenate,
+                        divide, dot, equal, exp, expand_dims, expm1, full, getitem,
+                        greater, greater_equal, less, less_equal, log, log1p, logical_and,
+                        logical_not, logical_or, logsumexp, matmul, max, maximum, mean, min,
+                        minimum, multiply, negative, not_equal, one_hot, ones_like, power,
+                        reciprocal, relu, reshape, sigmoid, sign, sqrt, square, squeeze,
+                        stack, stop_gradient, subtract, sum, swapaxes, tanh, transpose, var,
+                        where, zeros_like)
+from .ir import (ArgumentError, DTypeError, Graph, GraphcError, ShapeError, TraceError,
+                 VerifyError, bool_, float32, float64, int32, int64)
+from .tracing import Tracer
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""graphc.data -- datasets, splits and mini-batches."""

@@ -1,0 +1,448 @@
+"""The numpy-style array functions (``gc.exp``, ``gc.sum``, ``gc.matmul`` ...).
+
+On Tracers they record IR nodes, inserting the explicit ``cast`` and ``broadcast_to``
+nodes that numpy's promotion and broadcasting imply (IR elementwise ops take operands of
+one shape and dtype).  On plain arrays they simply call numpy, so the same model code
+runs eagerly.  ``dispatch_ufunc``/``dispatch_function`` route numpy's own functions
+(``np.tanh(t)``, ``np.sum(t, axis=1)``) here.
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from .ir import ShapeError, TraceError
+from .ir import dtypes as dt
+from .ir.ops.shape import broadcast_shapes
+from .source import user_source
+from .tracing import Tracer, deepest_context
+
+# ---- operand preparation ---------------------------------------------------------------------
+
+
+def _is_weak(x):
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+def result_dtype(*xs, floating=False):
+    """numpy promotion, with Python scalars weak (they take the array's dtype)."""
+    strong = [x.dtype if isinstance(x, Tracer) else np.asarray(x).dtype
+              for x in xs if not _is_weak(x)]
+    strong = [dt.float32 if d == np.float16 else d for d in strong]
+    res = np.result_type(*strong) if strong else np.dtype(np.float32)
+    weak_float = any(isinstance(x, float) for x in xs if _is_weak(x))
+    if (floating or weak_float) and res.kind != "f":
+        res = dt.float32
+    if res.kind == "b" and any(isinstance(x, int) and not isinstance(x, bool)
+                               for x in xs if _is_weak(x)):
+        res = dt.int64
+    if res.kind in "iu" and res not in dt.INTS:
+        res = dt.int64
+    return dt.as_dtype(res)
+
+
+def _prep(ctx, xs, dtype=None, floating=False, shape=None):
+    """Lift operands into ``ctx``'s graph with a common dtype and broadcast shape."""
+    dtype = dtype or result_dtype(*xs, floating=floating)
+    vals = []
+    for x in xs:
+        v = ctx.lift(x, dtype if not isinstance(x, Tracer) else None)
+        if v.dtype != dtype:
+            v = ctx.emit("cast", v, dtype=dtype).value
+        vals.append(v)
+    if shape is None:
+        try:
+            shape = broadcast_shapes(*[v.shape for v in vals])
+        except ShapeError as e:
+            raise ShapeError(f"{e} (at {user_source()})") from None
+    return [v if v.shape == shape else ctx.emit("broadcast_to", v, shape=shape).value
+            for v in vals]
+
+
+def _elementwise(op, np_fn, *xs, dtype=None, floating=False):
+    ctx = deepest_context(*xs)
+    if ctx is None:
+        return np_fn(*xs)
+    return ctx.emit(op, *_prep(ctx, xs, dtype, floating))
+
+
+def _wrap(v, ctx):
+    return Tracer(v, ctx)
+
+
+# ---- elementwise -------------------------------------------------------------------------------
+def add(x, y): return _elementwise("add", np.add, x, y)
+def subtract(x, y): return _elementwise("sub", np.subtract, x, y)
+def multiply(x, y): return _elementwise("mul", np.multiply, x, y)
+def divide(x, y): return _elementwise("div", np.true_divide, x, y, floating=True)
+def maximum(x, y): return _elementwise("maximum", np.maximum, x, y)
+def minimum(x, y): return _elementwise("minimum", np.minimum, x, y)
+def less(x, y): return _elementwise("lt", np.less, x, y)
+def less_equal(x, y): return _elementwise("le", np.less_equal, x, y)
+def greater(x, y): return _elementwise("gt", np.greater, x, y)
+def greater_equal(x, y): return _elementwise("ge", np.greater_equal, x, y)
+def equal(x, y): return _elementwise("eq", np.equal, x, y)
+def not_equal(x, y): return _elementwise("ne", np.not_equal, x, y)
+def logical_and(x, y): return _elementwise("logical_and", np.logical_and, x, y, dtype=dt.bool_)
+def logical_or(x, y): return _elementwise("logical_or", np.logical_or, x, y, dtype=dt.bool_)
+def logical_not(x): return _elementwise("logical_not", np.logical_not, x, dtype=dt.bool_)
+
+
+def power(x, y):
+    if isinstance(x, Tracer) and _is_weak(y) and not isinstance(y, bool):
+        if y == 1:
+            return x
+        if y == 2:
+            return multiply(x, x)
+    return _elementwise("pow", np.power, x, y, floating=True)
+
+
+def negative(x): return _elementwise("neg", np.negative, x)
+def abs(x): return _elementwise("abs", np.abs, x)
+def sign(x): return _elementwise("sign", np.sign, x)
+def exp(x): return _elementwise("exp", np.exp, x, floating=True)
+def log(x): return _elementwise("log", np.log, x, floating=True)
+def tanh(x): return _elementwise("tanh", np.tanh, x, floating=True)
+def sqrt(x): return _elementwise("sqrt", np.sqrt, x, floating=True)
+def square(x): return multiply(x, x)
+def log1p(x): return log(add(x, 1.0))
+def expm1(x): return subtract(exp(x), 1.0)
+def reciprocal(x): return divide(1.0, x)
+
+
+def sigmoid(x):
+    def np_sigmoid(a):
+        a = np.asarray(a, dtype=result_dtype(a, floating=True))
+        e = np.exp(-np.abs(a))
+        return np.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype)
+    return _elementwise("sigmoid", np_sigmoid, x, floating=True)
+
+
+def relu(x):
+    return _elementwise("relu", lambda a: np.maximum(a, 0).astype(np.asarray(a).dtype), x)
+
+
+def stop_gradient(x):
+    return _elementwise("stop_gradient", lambda a: a, x)
+
+
+def clip(x, lo=None, hi=None):
+    if lo is not None:
+        x = maximum(x, lo)
+    if hi is not None:
+        x = minimum(x, hi)
+    return x
+
+
+def where(cond, x, y):
+    ctx = deepest_context(cond, x, y)
+    if ctx is None:
+        return np.where(cond, x, y)
+    c = cond if isinstance(cond, Tracer) and cond.dtype == dt.bool_ else not_equal(cond, 0)
+    shape = broadcast_shapes(c.shape, np.shape(x), np.shape(y))
+    (cv,) = _prep(ctx, [c], dtype=dt.bool_, shape=shape)
+    xv, yv = _prep(ctx, [x, y], shape=shape)
+    return ctx.emit("where", cv, xv, yv)
+
+
+def cast(x, dtype):
+    dtype = dt.as_dtype(dtype)
+    if not isinstance(x, Tracer):
+        return np.asarray(x).astype(dtype)
+    return x if x.dtype == dtype else x.ctx.emit("cast", x.value, dtype=dtype)
+
+
+astype = cast
+
+
+def zeros_like(x, dtype=None):
+    if not isinstance(x, Tracer):
+        return np.zeros_like(x, dtype=dtype)
+    return full(x.shape, 0, dtype or x.dtype, like=x)
+
+
+def ones_like(x, dtype=None):
+    if not isinstance(x, Tracer):
+        return np.ones_like(x, dtype=dtype)
+    return full(x.shape, 1, dtype or x.dtype, like=x)
+
+
+def full(shape, value, dtype=dt.float32, like=None):
+    if not isinstance(like, Tracer):
+        return np.full(shape, value, dtype=dtype)
+    c = like.ctx.const(value, dt.as_dtype(dtype))
+    return like.ctx.emit("broadcast_to", c, shape=tuple(shape)) if tuple(shape) else Tracer(c, like.ctx)
+
+
+# ---- reductions ---------------------------------------------------------------------------------
+def _reduce(op, np_fn, x, axis, keepdims):
+    if not isinstance(x, Tracer):
+        return np_fn(x, axis=axis, keepdims=keepdims)
+    v = x.value
+    if v.dtype == dt.bool_:
+        v = x.ctx.emit("cast", v, dtype=dt.int64).value
+    return x.ctx.emit(op, v, axes=axis, keepdims=keepdims)
+
+
+def sum(x, axis=None, keepdims=False, dtype=None):
+    out = _reduce("sum", np.sum, x, axis, keepdims)
+    return cast(out, dtype) if dtype is not None else out
+
+
+def max(x, axis=None, keepdims=False):
+    return _reduce("max", np.max, x, axis, keepdims)
+
+
+amax = max
+
+
+def min(x, axis=None, keepdims=False):
+    if not isinstance(x, Tracer):
+        return np.min(x, axis=axis, keepdims=keepdims)
+    return negative(max(negative(x), axis, keepdims))
+
+
+amin = min
+
+
+def mean(x, axis=None, keepdims=False, dtype=None):
+    if not isinstance(x, Tracer):
+        return np.mean(x, axis=axis, keepdims=keepdims, dtype=dtype)
+    s = sum(x, axis, keepdims)
+    if not isinstance(s, Tracer):
+        return s
+    n = x.size // builtins.max(s.size, 1) if x.size else 1
+    s = cast(s, dtype) if dtype is not None else s
+    if s.dtype.kind != "f":
+        s = cast(s, dt.float32)
+    return multiply(s, 1.0 / n) if n != 1 else s
+
+
+def var(x, axis=None, keepdims=False):
+    d = subtract(x, mean(x, axis, keepdims=True))
+    return mean(multiply(d, d), axis, keepdims)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    m = stop_gradient(max(x, axis, keepdims=True))
+    out = add(log(sum(exp(subtract(x, m)), axis, keepdims=True)), m)
+    if not keepdims:
+        out = squeeze(out, axis if axis is not None else tuple(range(np.ndim(x))))
+    return out
+
+
+# ---- shapes ------------------------------------------------------------------------------------------
+def _resolve_shape(shape, size):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape: more than one -1 in {shape}")
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        if known == 0 or size % known:
+            raise ShapeError(f"reshape: cannot reshape {size} elements to {shape} "
+                             f"(at {user_source()})")
+        shape = tuple(size // known if d == -1 else d for d in shape)
+    return shape
+
+
+def reshape(x, shape):
+    if not isinstance(x, Tracer):
+        return np.reshape(x, shape)
+    shape = _resolve_shape(shape, x.size)
+    return x if shape == x.shape else x.ctx.emit("reshape", x.value, shape=shape)
+
+
+def transpose(x, axes=None):
+    if not isinstance(x, Tracer):
+        return np.transpose(x, axes)
+    if x.ndim < 2 and axes is None:
+        return x
+    return x.ctx.emit("transpose", x.value, perm=axes)
+
+
+def swapaxes(x, a, b):
+    perm = list(range(np.ndim(x)))
+    perm[a], perm[b] = perm[b], perm[a]
+    return transpose(x, tuple(perm))
+
+
+def broadcast_to(x, shape):
+    ctx = deepest_context(x)
+    if ctx is None:
+        return np.broadcast_to(x, shape)
+    v = ctx.lift(x)
+    return ctx.emit("broadcast_to", v, shape=tuple(shape)) if v.shape != tuple(shape) \
+        else Tracer(v, ctx)
+
+
+def expand_dims(x, axis):
+    shape = list(np.shape(x))
+    axes = (axis,) if isinstance(axis, int) else axis
+    for a in sorted(a % (len(shape) + len(axes)) for a in axes):
+        shape.insert(a, 1)
+    return reshape(x, tuple(shape))
+
+
+def squeeze(x, axis=None):
+    shape = np.shape(x)
+    if axis is None:
+        axes = {i for i, d in enumerate(shape) if d == 1}
+    else:
+        axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+        if any(shape[a] != 1 for a in axes):
+            raise ShapeError(f"squeeze: axis {axis} of shape {shape} is not 1 (at {user_source()})")
+    return reshape(x, tuple(d for i, d in enumerate(shape) if i not in axes))
+
+
+def concatenate(xs, axis=0):
+    xs = list(xs)
+    ctx = deepest_context(*xs)
+    if ctx is None:
+        return np.concatenate(xs, axis=axis)
+    dtype = result_dtype(*xs)
+    vals = [ctx.lift(x, dtype if not isinstance(x, Tracer) else None) for x in xs]
+    vals = [v if v.dtype == dtype else ctx.emit("cast", v, dtype=dtype).value for v in vals]
+    return ctx.emit("concatenate", *vals, axis=axis)
+
+
+def stack(xs, axis=0):
+    return concatenate([expand_dims(x, axis) for x in xs], axis=axis)
+
+
+def getitem(x, idx):
+    """Basic indexing: ints, slices (positive steps), None and Ellipsis."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    for i in idx:
+        if isinstance(i, (Tracer, list, np.ndarray)) or (isinstance(i, slice) and any(
+                isinstance(s, Tracer) for s in (i.start, i.stop, i.step))):
+            raise TraceError(f"indexing with arrays (advanced indexing) is not supported by "
+                             f"the tracer (at {user_source()}); use basic slices, or a "
+                             "one-hot mask with gc.where / gc.sum")
+    n_real = len([i for i in idx if i is not None and i is not Ellipsis])
+    if n_real > x.ndim:
+        raise ShapeError(f"too many indices ({n_real}) for a {x.ndim}-d array of shape "
+                         f"{x.shape} (at {user_source()})")
+    if Ellipsis in idx:
+        k = idx.index(Ellipsis)
+        idx = idx[:k] + (slice(None),) * (x.ndim - n_real) + idx[k + 1:]
+    idx = idx + (slice(None),) * (x.ndim - n_real)
+    starts, stops, steps, out_shape, axis = [], [], [], [], 0
+    for i in idx:
+        if i is None:
+            out_shape.append(1)
+            continue
+        d = x.shape[axis]
+        if isinstance(i, slice):
+            a, b, s = i.indices(d)
+            if s <= 0:
+                raise TraceError(f"slices with negative steps are not supported "
+                                 f"(at {user_source()})")
+            b = builtins.max(a, b)
+            starts.append(a), stops.append(b), steps.append(s)
+            out_shape.append(len(range(a, b, s)))
+        else:
+            k = int(i)
+            if not -d <= k < d:
+                raise ShapeError(f"index {k} is out of bounds for axis {axis} of size {d} "
+                                 f"(at {user_source()})")
+            k %= d
+            starts.append(k), stops.append(k + 1), steps.append(1)
+        axis += 1
+    v = x.value
+    if (tuple(starts), tuple(stops), tuple(steps)) != ((0,) * x.ndim, x.shape, (1,) * x.ndim):
+        v = x.ctx.emit("slice", v, starts=starts, stops=stops, steps=steps).value
+    return reshape(Tracer(v, x.ctx), tuple(out_shape))
+
+
+# ---- linear algebra -------------------------------------------------------------------------
+def matmul(a, b):
+    ctx = deepest_context(a, b)
+    if ctx is None:
+        return np.matmul(a, b)
+    dtype = result_dtype(a, b, floating=True)
+    av, bv = (ctx.lift(x, dtype if not isinstance(x, Tracer) else None) for x in (a, b))
+    av, bv = (v if v.dtype == dtype else ctx.emit("cast", v, dtype=dtype).value
+              for v in (av, bv))
+    if av.ndim == 0 or bv.ndim == 0:
+        raise ShapeError(f"matmul: operands must not be scalars, got shapes {av.shape} and "
+                         f"{bv.shape} (at {user_source()}); use * for scaling")
+    a1, b1 = av.ndim == 1, bv.ndim == 1
+    if a1:
+        av = ctx.emit("reshape", av, shape=(1,) + av.shape).value
+    if b1:
+        bv = ctx.emit("reshape", bv, shape=bv.shape + (1,)).value
+    if av.shape[-1] != bv.shape[-2]:
+        ctx.emit("matmul", av, bv)  # raises the ShapeError with op, shapes and source
+    try:
+        batch = broadcast_shapes(av.shape[:-2], bv.shape[:-2])
+    except ShapeError as e:
+        raise ShapeError(f"matmul: {e} (at {user_source()})") from None
+    if av.shape[:-2] != batch:
+        av = ctx.emit("broadcast_to", av, shape=batch + av.shape[-2:]).value
+    if bv.shape[:-2] != batch:
+        bv = ctx.emit("broadcast_to", bv, shape=batch + bv.shape[-2:]).value
+    out = ctx.emit("matmul", av, bv)
+    if a1 or b1:
+        shape = out.shape
+        shape = shape[:-2] + ((shape[-2],) if not a1 else ()) + ((shape[-1],) if not b1 else ())
+        out = reshape(out, shape)
+    return out
+
+
+def dot(a, b):
+    if np.ndim(a) > 2 or np.ndim(b) > 2:
+        raise TraceError("gc.dot supports 1-d and 2-d operands; use gc.matmul for batches")
+    return matmul(a, b)
+
+
+def one_hot(labels, num_classes, dtype=dt.float32):
+    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (how cross_entropy gathers)."""
+    if not isinstance(labels, Tracer):
+        return (np.asarray(labels)[..., None] == np.arange(num_classes)).astype(dtype)
+    classes = np.arange(num_classes, dtype=labels.dtype)
+    return cast(equal(expand_dims(labels, -1), classes), dtype)
+
+
+# ---- numpy's own functions on tracers -------------------------------------------------------------
+UFUNCS = {
+    np.add: add, np.subtract: subtract, np.multiply: multiply, np.true_divide: divide,
+    np.divide: divide, np.power: power, np.negative: negative, np.positive: lambda x: x,
+    np.exp: exp, np.log: log, np.tanh: tanh, np.sqrt: sqrt, np.absolute: abs, np.sign: sign,
+    np.maximum: maximum, np.minimum: minimum, np.less: less, np.less_equal: less_equal,
+    np.greater: greater, np.greater_equal: greater_equal, np.equal: equal,
+    np.not_equal: not_equal, np.logical_and: logical_and, np.logical_or: logical_or,
+    np.logical_not: logical_not, np.square: square, np.log1p: log1p, np.expm1: expm1,
+    np.reciprocal: reciprocal, np.matmul: matmul,
+}
+
+FUNCTIONS = {
+    np.sum: sum, np.mean: mean, np.max: max, np.amax: max, np.min: min, np.amin: min,
+    np.var: var, np.reshape: reshape, np.transpose: transpose, np.swapaxes: swapaxes,
+    np.broadcast_to: broadcast_to, np.expand_dims: expand_dims, np.squeeze: squeeze,
+    np.concatenate: concatenate, np.stack: stack, np.where: where, np.clip: clip,
+    np.dot: dot, np.matmul: matmul, np.zeros_like: zeros_like, np.ones_like: ones_like,
+    np.shape: lambda x: x.shape, np.ndim: lambda x: x.ndim, np.size: lambda x: x.size,
+}
+
+
+def dispatch_ufunc(ufunc, method, inputs, kwargs):
+    fn = UFUNCS.get(ufunc)
+    if method != "__call__" or fn is None:
+        what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        raise TraceError(f"{what} is not supported on traced arrays (at {user_source()}); "
+                         "supported ufuncs: " + ", ".join(sorted(u.__name__ for u in UFUNCS)))
+    if kwargs.get("out") is not None:
+        raise TraceError(f"np.{ufunc.__name__}(..., out=...) cannot be traced: graphs have "
+                         f"no in-place writes (at {user_source()})")
+    return fn(*inputs)
+
+
+def dispatch_function(func, args, kwargs):
+    fn = FUNCTIONS.get(func)
+    if fn is None:
+        raise TraceError(f"np.{func.__name__} is not supported on traced arrays "
+                         f"(at {user_source()}); supported: "
+                         + ", ".join(sorted(f.__name__ for f in FUNCTIONS)))
+    return fn(*args, **kwargs)

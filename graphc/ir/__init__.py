@@ -1,0 +1,20 @@
+"""graphc.ir -- the node/edge IR, the op registry and the tools that read graphs.
+
+Layer 1: imports nothing of graphc above it.
+"""
+from . import ops  # noqa: F401  (registers every op)
+from .analysis import saved_activations, to_networkx
+from .dot import to_dot
+from .dtypes import as_dtype, bool_, float32, float64, int32, int64
+from .emitter import Emitter
+from .errors import (ArgumentError, DTypeError, GraphcError, ShapeError, TraceError,
+                     VerifyError)
+from .graph import Graph, Node, TensorType, Value
+from .printer import format_graph
+from .registry import all_ops, get_op, register
+from .verify import verify
+
+__all__ = ["Graph", "Node", "Value", "TensorType", "Emitter", "verify", "format_graph",
+           "to_dot", "to_networkx", "saved_activations", "all_ops", "get_op", "register",
+           "GraphcError", "ShapeError", "DTypeError", "TraceError", "ArgumentError",
+           "VerifyError", "as_dtype", "float32", "float64", "int32", "int64", "bool_"]
