@@ -1,0 +1,588 @@
+"""GEMM without BLAS: a register-blocked micro-kernel emitted with ``llvmlite.ir``.
+
+``C[i0:i1, j0:j1] (=|+=) op(A) · op(B)`` for row-major float32/float64 operands, where
+``op(A)`` is ``A`` (M×K, ``lda``) or, with ``trans_a``, the transpose of a K×M array, and
+``op(B)`` is ``B`` (K×N, ``ldb``) or, with ``trans_b``, the transpose of an N×K array.
+These are the three products an MLP's forward and backward passes need.
+
+Why it is built this way (shared/FACTS.md has the measurements):
+
+* The micro-kernel keeps an MR×NR tile of C in vector registers as loop-carried phi
+  values (≤ 24 accumulators so nothing spills), loops once over K, loads a row of
+  op(B) as NV vectors (``align`` = element size: nothing else is guaranteed),
+  broadcasts one element of op(A) per row and issues ``llvm.fma``; C is touched only
+  after the loop.  LLVM turns this into the FMA-bound loop a BLAS kernel has.
+* Edge tiles (sizes 1, primes, non-multiples of the vector width) use the same
+  kernel specialised for fewer rows and vectors, the last vector masked with
+  ``llvm.masked.load/store`` so nothing outside the operands is read or written.
+* K is blocked by KC so that a K×NR panel of B stays in L2 while every row tile of
+  the range streams past it; with ``trans_b`` that panel is packed (transposed) into
+  a stack buffer once per panel, which makes op(B) rows contiguous.
+* The function computes a *range* of C (rows i0:i1, columns j0:j1): threads own
+  disjoint ranges, and every element's summation order (K blocks in order, k in
+  order inside a block) does not depend on the range, so results are bitwise
+  identical for any thread count.  :func:`emit_gemm_parallel` adds the fixed
+  partition as a ``(tid, nthreads, ...)`` function for the step function / launcher.
+* Everything is emitted into a caller-supplied ``ir.Module`` so the full backend can
+  put GEMMs into the one module of a training step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from . import jit
+
+I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+
+#: minimum multiply-adds per thread before a GEMM is split across threads
+MIN_WORK_PER_THREAD = 1 << 19
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """One GEMM variant. ``vw`` lanes per vector; the tile is ``mr`` × ``nv*vw``."""
+
+    dtype: str = "float32"
+    trans_a: bool = False
+    trans_b: bool = False
+    mr: int = 6
+    nv: int = 4
+    vw: int = 16
+    kc: int = 256
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.vw
+
+    @property
+    def name(self) -> str:
+        t = ("t" if self.trans_a else "n") + ("t" if self.trans_b else "n")
+        d = {"float32": "f32", "float64": "f64"}[self.dtype]
+        return f"graphc_gemm_{d}_{t}_{self.mr}x{self.nr}_kc{self.kc}"
+
+
+def default_spec(dtype="float32", trans_a=False, trans_b=False) -> GemmSpec:
+    """Tile shape for the host: 6×4 vectors on AVX-512 (24 zmm accumulators)."""
+    dtype = np.dtype(dtype).name
+    if dtype not in ("float32", "float64"):
+        raise TypeError(f"gemm: unsupported dtype {dtype}")
+    t = jit.host_target()
+    bits = 512 if t.has_feature("avx512f") else 256 if t.has_feature("avx2") else 128
+    size = 4 if dtype == "float32" else 8
+    vw = bits // (8 * size)
+    if bits == 512:
+        mr, nv = 6, 4
+    elif bits == 256:
+        mr, nv = 6, 2  # 12 ymm accumulators of 16 registers
+    else:
+        mr, nv = 4, 2
+    return GemmSpec(dtype, bool(trans_a), bool(trans_b), mr, nv, vw, 256)
+
+
+# --------------------------------------------------------------------------- IR helpers
+
+
+def _scalar_type(spec):
+    return ir.FloatType() if spec.dtype == "float32" else ir.DoubleType()
+
+
+def _declare(module, name, fnty):
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, fnty, name)
+    return fn
+
+
+class _Emitter:
+    """Per-(module, spec) helpers: intrinsic declarations and typed GEP/load/store."""
+
+    def __init__(self, module, spec):
+        self.m, self.s = module, spec
+        self.t = _scalar_type(spec)
+        self.vt = ir.VectorType(self.t, spec.vw)
+        self.mt = ir.VectorType(I1, spec.vw)
+        self.align = 4 if spec.dtype == "float32" else 8
+        sfx = f"v{spec.vw}{'f32' if spec.dtype == 'float32' else 'f64'}"
+        self.fma = _declare(module, f"llvm.fma.{sfx}",
+                            ir.FunctionType(self.vt, [self.vt, self.vt, self.vt]))
+        # old (alignment-argument) form: auto-upgraded by newer LLVMs, accepted by older
+        self.mload = _declare(module, f"llvm.masked.load.{sfx}.p0",
+                              ir.FunctionType(self.vt, [PTR, I32, self.mt, self.vt]))
+        self.mstore = _declare(module, f"llvm.masked.store.{sfx}.p0",
+                               ir.FunctionType(ir.VoidType(), [self.vt, PTR, I32, self.mt]))
+        self.zero = ir.Constant(self.vt, [0.0] * spec.vw)
+
+    def gep(self, b, ptr, idx):
+        return b.gep(ptr, [idx], source_etype=self.t, inbounds=True)
+
+    def vload(self, b, ptr, mask=None):
+        if mask is None:
+            ld = b.load(ptr, typ=self.vt)
+            ld.align = self.align
+            return ld
+        return b.call(self.mload, [ptr, I32(self.align), mask, self.zero])
+
+    def vstore(self, b, val, ptr, mask=None):
+        if mask is None:
+            st = b.store(val, ptr)
+            st.align = self.align
+        else:
+            b.call(self.mstore, [val, ptr, I32(self.align), mask])
+
+    def splat(self, b, x):
+        v = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, I32(0))
+        return b.shuffle_vector(v, ir.Constant(self.vt, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, self.s.vw), [0] * self.s.vw))
+
+    def lane_mask(self, b, nvalid, first=0):
+        """<vw x i1>: first + lane < nvalid (nvalid is i64)."""
+        lanes = ir.Constant(ir.VectorType(I64, self.s.vw), list(range(first, first + self.s.vw)))
+        v = b.insert_element(ir.Constant(ir.VectorType(I64, self.s.vw), ir.Undefined),
+                             nvalid, I32(0))
+        v = b.shuffle_vector(v, ir.Constant(ir.VectorType(I64, self.s.vw), ir.Undefined),
+                             ir.Constant(ir.VectorType(I32, self.s.vw), [0] * self.s.vw))
+        return b.icmp_unsigned("<", lanes, v)
+
+
+# --------------------------------------------------------------------------- micro-kernel
+
+
+def _kernel_prefix(spec) -> str:
+    d = {"float32": "f32", "float64": "f64"}[spec.dtype]
+    return f"graphc_gemmk_{d}_{spec.mr}x{spec.nr}"
+
+
+def _no_unroll(module: ir.Module, br, tag: str) -> None:
+    """Attach ``llvm.loop.unroll.disable`` to a loop back-edge: kernel bodies are
+    already MR×NV FMAs wide, and unrolling them costs more compile time than it gains."""
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop_id = module.add_metadata([ir.MetaDataString(module, f"graphc.loop.{tag}")])
+    loop_id.operands = (loop_id, disable)  # loop IDs refer to themselves
+    br.set_metadata("llvm.loop", loop_id)
+
+
+def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool) -> ir.Function:
+    """C[mr × nv·vw] (=|+=) A-tile · B-panel over kc; if ``masked`` only the first
+    ``ncols`` columns are read or written (vectors wholly beyond them compute zeros).
+
+    Arguments: (A, B, C, kc, rs, ks, ldb, ldc, beta:i32, ncols:i64), pointers already
+    offset to the tile.  A's element (r, k) is at ``r*rs + k*ks`` so one kernel serves
+    A and Aᵀ; op(B) rows are contiguous (``trans_b`` packs first).  Shared by every
+    GEMM variant of the same dtype and tile shape in a module.
+    """
+    s = em.s
+    name = f"{_kernel_prefix(s)}_{mr}x{nv}{'m' if masked else ''}"
+    fn = em.m.globals.get(name)
+    if fn is not None:
+        return fn
+    fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR] + [I64] * 5 + [I32, I64])
+    fn = ir.Function(em.m, fnty, name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")  # inlining 9 kernels into each driver triples compile time
+    a, bp, c, kc, rs, ks, ldb, ldc, beta, ncols = fn.args
+    for p in (a, bp, c):
+        p.add_attribute("noalias")
+    entry, loop, done, acc_blk, st_blk = (fn.append_basic_block(n) for n in
+                                          ("entry", "loop", "done", "accumulate", "store"))
+    b = ir.IRBuilder(entry)
+    masks = [em.lane_mask(b, ncols, v * s.vw) if masked else None for v in range(nv)]
+    arows = [a] + [em.gep(b, a, b.mul(I64(r), rs)) for r in range(1, mr)]
+    b.cbranch(b.icmp_signed(">", kc, I64(0)), loop, done)
+
+    b.position_at_end(loop)
+    k = b.phi(I64, "k")
+    k.add_incoming(I64(0), entry)
+    accs = [[b.phi(em.vt, f"c{r}_{v}") for v in range(nv)] for r in range(mr)]
+    for row in accs:
+        for acc in row:
+            acc.add_incoming(em.zero, entry)
+    brow = em.gep(b, bp, b.mul(k, ldb))
+    bvec = [em.vload(b, em.gep(b, brow, I64(v * s.vw)), masks[v]) for v in range(nv)]
+    koff = b.mul(k, ks)
+    new = []
+    for r in range(mr):
+        ld = b.load(em.gep(b, arows[r], koff), typ=em.t)
+        ld.align = em.align
+        av = em.splat(b, ld)
+        new.append([b.call(em.fma, [av, bvec[v], accs[r][v]]) for v in range(nv)])
+    k1 = b.add(k, I64(1))
+    k.add_incoming(k1, loop)
+    for r in range(mr):
+        for v in range(nv):
+            accs[r][v].add_incoming(new[r][v], loop)
+    _no_unroll(em.m, b.cbranch(b.icmp_signed("<", k1, kc), loop, done), name)
+
+    b.position_at_end(done)
+    fin = [[b.phi(em.vt) for v in range(nv)] for r in range(mr)]
+    for r in range(mr):
+        for v in range(nv):
+            fin[r][v].add_incoming(em.zero, entry)
+            fin[r][v].add_incoming(new[r][v], loop)
+    cptrs = [[em.gep(b, c, b.add(b.mul(I64(r), ldc), I64(v * s.vw))) for v in range(nv)]
+             for r in range(mr)]
+    b.cbranch(b.icmp_signed("!=", beta, I32(0)), acc_blk, st_blk)
+
+    b.position_at_end(acc_blk)
+    for r in range(mr):
+        for v in range(nv):
+            old = em.vload(b, cptrs[r][v], masks[v])
+            em.vstore(b, b.fadd(old, fin[r][v]), cptrs[r][v], masks[v])
+    b.ret_void()
+
+    b.position_at_end(st_blk)
+    for r in range(mr):
+        for v in range(nv):
+            em.vstore(b, fin[r][v], cptrs[r][v], masks[v])
+    b.ret_void()
+    return fn
+
+
+def _counted_loop(b, start, stop, step, body, name, no_unroll=False):
+    """Emit ``for i in range(start, stop, step): body(b, i)`` (i64, step > 0)."""
+    pre = b.block
+    head = b.append_basic_block(name + ".head")
+    bod = b.append_basic_block(name + ".body")
+    out = b.append_basic_block(name + ".out")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name)
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), bod, out)
+    b.position_at_end(bod)
+    body(b, i)
+    nxt = b.add(i, I64(step))
+    i.add_incoming(nxt, b.block)
+    br = b.branch(head)
+    if no_unroll:
+        fn = b.function
+        _no_unroll(fn.module, br, f"{fn.name}.{name}.{len(fn.blocks)}")
+    b.position_at_end(out)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _emit_pack_bt(em: _Emitter) -> ir.Function:
+    """P[kk*NR + jj] = B[(j+jj)*ldb + k + kk] for jj < nrem, kk < kc (B stored N×K).
+
+    Turns an NR-column panel of op(B) = Bᵀ into contiguous rows for the micro-kernel.
+    Full vw×vw blocks are transposed in registers (vw loads, vw·log2(vw) shuffles,
+    vw stores); the ragged edges are copied element by element.
+    """
+    s = em.s
+    name = f"{s.name}_packbt"
+    fn = em.m.globals.get(name)
+    if fn is not None:
+        return fn
+    fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64, I64])
+    fn = ir.Function(em.m, fnty, name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")
+    p, bsrc, ldb, nrem, kc = fn.args
+    p.add_attribute("noalias")
+    bsrc.add_attribute("noalias")
+    vw, nr = s.vw, s.nr
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    nfull_j = b.mul(b.sdiv(nrem, I64(vw)), I64(vw))
+    nfull_k = b.mul(b.sdiv(kc, I64(vw)), I64(vw))
+
+    def block_transpose(b, jj):
+        def over_k(b, kk):
+            rows = [em.vload(b, em.gep(b, bsrc, b.add(b.mul(b.add(jj, I64(r)), ldb), kk)))
+                    for r in range(vw)]
+            h = vw // 2
+            while h >= 1:  # swap off-diagonal h×h blocks of every 2h×2h block
+                new = list(rows)
+                for i in range(vw):
+                    if i & h:
+                        continue
+                    j = i + h
+                    lo = [c if (c // h) % 2 == 0 else vw + c - h for c in range(vw)]
+                    hi = [c + h if (c // h) % 2 == 0 else vw + c for c in range(vw)]
+                    new[i] = b.shuffle_vector(rows[i], rows[j],
+                                              ir.Constant(ir.VectorType(I32, vw), lo))
+                    new[j] = b.shuffle_vector(rows[i], rows[j],
+                                              ir.Constant(ir.VectorType(I32, vw), hi))
+                rows = new
+                h //= 2
+            for r in range(vw):
+                dst = em.gep(b, p, b.add(b.mul(b.add(kk, I64(r)), I64(nr)), jj))
+                em.vstore(b, rows[r], dst)
+        _counted_loop(b, I64(0), nfull_k, vw, over_k, "pk", True)
+
+    _counted_loop(b, I64(0), nfull_j, vw, block_transpose, "pj", True)
+
+    def scalar_copy(b, jj, k_lo, k_hi, tag):
+        def over_k(b, kk):
+            ld = b.load(em.gep(b, bsrc, b.add(b.mul(jj, ldb), kk)), typ=em.t)
+            st = b.store(ld, em.gep(b, p, b.add(b.mul(kk, I64(nr)), jj)))
+            ld.align = st.align = em.align
+        _counted_loop(b, k_lo, k_hi, 1, over_k, tag, True)
+
+    # ragged K tail of the full column blocks, then the ragged column tail
+    _counted_loop(b, I64(0), nfull_j, 1,
+                  lambda b, jj: scalar_copy(b, jj, nfull_k, kc, "ek"), "ej", True)
+    _counted_loop(b, nfull_j, nrem, 1,
+                  lambda b, jj: scalar_copy(b, jj, I64(0), kc, "tk"), "tj", True)
+    b.ret_void()
+    return fn
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def emit_gemm(module: ir.Module, spec: GemmSpec) -> ir.Function:
+    """Emit (once per module) ``spec.name``: C[i0:i1, j0:j1] (=|+=) op(A)·op(B).
+
+    Signature: ``void(A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta:i32)`` with
+    row-major strides in elements; ``beta`` 0 overwrites C, 1 accumulates into it.
+    """
+    fn = module.globals.get(spec.name)
+    if fn is not None:
+        return fn
+    em = _Emitter(module, spec)
+    s = em.s
+    fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR] + [I64] * 8 + [I32])
+    fn = ir.Function(module, fnty, spec.name)
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")  # one copy per variant, called once per GEMM
+    A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta = fn.args
+    for p in (A, B, C):
+        p.add_attribute("noalias")
+    # Five kernels cover every tile: full row tiles, then leftover rows one at a time;
+    # a ragged column panel uses a one-vector kernel when it fits, else a fully masked
+    # one (wasting at most the unused vectors of one panel).  Fewer variants would
+    # waste more work; more would cost compile time (~8 ms each).
+    kernels = {(mr, nv): _emit_kernel(em, mr, nv, True)
+               for mr in (s.mr, 1) for nv in sorted({1, s.nv})}
+    main = _emit_kernel(em, s.mr, s.nv, False)
+    pack = _emit_pack_bt(em) if s.trans_b else None
+
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pbuf = None
+    if s.trans_b:
+        pbuf = b.alloca(ir.ArrayType(em.t, s.kc * s.nr))
+        pbuf.align = 64
+    nonempty = b.and_(b.icmp_signed("<", i0, i1), b.icmp_signed("<", j0, j1))
+    # K == 0 still runs one (empty) block so that beta == 0 zeroes C
+    kblocks = b.select(b.icmp_signed(">", K, I64(0)),
+                       b.sdiv(b.add(K, I64(s.kc - 1)), I64(s.kc)), I64(1))
+    kblocks = b.select(nonempty, kblocks, I64(0))
+    # row-tile strides of A: element (r, k) at r*rs + k*ks
+    rs, ks = (I64(1), lda) if s.trans_a else (lda, I64(1))
+    ifull_end = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), I64(s.mr)), I64(s.mr)))
+
+    def over_kblocks(b, kbi):
+        kb = b.mul(kbi, I64(s.kc))
+        kc = b.sub(K, kb)
+        kc = b.select(b.icmp_signed("<", kc, I64(s.kc)), kc, I64(s.kc))
+        kc = b.select(b.icmp_signed("<", kc, I64(0)), I64(0), kc)
+        beff = b.select(b.icmp_signed("==", kbi, I64(0)), beta, I32(1))
+
+        def over_panels(b, jp):
+            nrem = b.sub(j1, jp)
+            nrem = b.select(b.icmp_signed("<", nrem, I64(s.nr)), nrem, I64(s.nr))
+            full_cols = b.icmp_signed("==", nrem, I64(s.nr))
+            narrow = b.icmp_signed("<=", nrem, I64(s.vw))
+            if s.trans_b:
+                b.call(pack, [pbuf, em.gep(b, B, b.add(b.mul(jp, ldb), kb)), ldb, nrem, kc])
+                bptr, ldbe = pbuf, I64(s.nr)
+            else:
+                bptr, ldbe = em.gep(b, B, b.add(b.mul(kb, ldb), jp)), ldb
+
+            # pick the kernels once per panel; an indirect call keeps the row loops
+            # tiny (no loop unswitching into copies per kernel)
+            k_rows = b.select(narrow, kernels[(s.mr, 1)],
+                              b.select(full_cols, main, kernels[(s.mr, s.nv)]))
+            k_row1 = b.select(narrow, kernels[(1, 1)], kernels[(1, s.nv)])
+
+            def tile(b, ip, kernel):
+                aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))
+                cptr = em.gep(b, C, b.add(b.mul(ip, ldc), jp))
+                b.call(kernel, [aptr, bptr, cptr, kc, rs, ks, ldbe, ldc, beff, nrem])
+
+            _counted_loop(b, i0, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip")
+            _counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, k_row1), "ir")
+
+        _counted_loop(b, j0, j1, s.nr, over_panels, "jp")
+
+    _counted_loop(b, I64(0), kblocks, 1, over_kblocks, "kb")
+    b.ret_void()
+    return fn
+
+
+def emit_gemm_parallel(module: ir.Module, spec: GemmSpec) -> ir.Function:
+    """Emit ``spec.name + '_par'``: ``void(tid:i64, nthreads:i64, A, B, C, M, N, K,
+    lda, ldb, ldc, beta:i32)`` computing thread ``tid``'s fixed share of C.
+
+    The partition depends only on (M, N, K, nthreads): columns in vector-width units
+    when there are enough of them (always for ``trans_b``, whose B panels are packed
+    per column panel), else rows in MR units; tiny products stay on thread 0.
+    """
+    name = spec.name + "_par"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    inner = emit_gemm(module, spec)
+    fnty = ir.FunctionType(ir.VoidType(), [I64, I64, PTR, PTR, PTR] + [I64] * 6 + [I32])
+    fn = ir.Function(module, fnty, name)
+    fn.attributes.add("nounwind")
+    tid, nth, A, B, C, M, N, K, lda, ldb, ldc, beta = fn.args
+    for p in (A, B, C):
+        p.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def smin(x, y):
+        return b.select(b.icmp_signed("<", x, y), x, y)
+
+    def smax(x, y):
+        return b.select(b.icmp_signed(">", x, y), x, y)
+
+    work = b.mul(b.mul(M, N), smax(K, I64(1)))
+    parts = smin(smax(b.sdiv(work, I64(MIN_WORK_PER_THREAD)), I64(1)), smax(nth, I64(1)))
+    cunits = b.sdiv(b.add(N, I64(spec.vw - 1)), I64(spec.vw))
+    runits = b.sdiv(b.add(M, I64(spec.mr - 1)), I64(spec.mr))
+    by_cols = b.icmp_signed(">=", cunits, b.mul(parts, I64(spec.nv)))
+    if spec.trans_b:
+        by_cols = b.or_(by_cols, b.icmp_signed("<", runits, parts))
+    units = b.select(by_cols, cunits, runits)
+    parts = smin(parts, units)
+    width = b.select(by_cols, I64(spec.vw), I64(spec.mr))
+    lo = b.mul(b.sdiv(b.mul(units, tid), parts), width)
+    hi = b.mul(b.sdiv(b.mul(units, b.add(tid, I64(1))), parts), width)
+    active = b.icmp_signed("<", tid, parts)
+    run, done = fn.append_basic_block("run"), fn.append_basic_block("done")
+    b.cbranch(active, run, done)
+    b.position_at_end(run)
+    i0 = b.select(by_cols, I64(0), smin(lo, M))
+    i1 = b.select(by_cols, M, smin(hi, M))
+    j0 = b.select(by_cols, smin(lo, N), I64(0))
+    j1 = b.select(by_cols, smin(hi, N), N)
+    b.call(inner, [A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta])
+    b.branch(done)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
+def emit_gemm_entry(module: ir.Module, spec: GemmSpec) -> ir.Function:
+    """Emit ``spec.name + '_entry'``: ``void(tid:i64, nthreads:i64, argv:ptr)`` with
+    ``argv`` = i64[10] {A, B, C, M, N, K, lda, ldb, ldc, beta}.
+
+    The Python entry point: three scalar arguments keep a ctypes call at a fraction of
+    a microsecond (each extra argument costs ~0.1 µs), which matters at 64³.
+    """
+    name = spec.name + "_entry"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    par = emit_gemm_parallel(module, spec)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, PTR]), name)
+    fn.attributes.add("nounwind")
+    tid, nth, argv = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vals = []
+    for i in range(10):
+        v = b.load(b.gep(argv, [I64(i)], source_etype=I64), typ=I64)
+        v.align = 8
+        vals.append(v)
+    ptrs = [b.inttoptr(v, PTR) for v in vals[:3]]
+    b.call(par, [tid, nth] + ptrs + vals[3:9] + [b.trunc(vals[9], I32)])
+    b.ret_void()
+    return fn
+
+
+# --------------------------------------------------------------------------- Python API
+
+_COMPILED: dict = {}
+_COMPILE_LOCK = threading.Lock()
+_ENTRY_ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+
+
+def build_module(spec: GemmSpec) -> ir.Module:
+    """A module holding one GEMM variant and its thread-partition wrapper."""
+    module = ir.Module(name=spec.name)
+    emit_gemm_entry(module, spec)
+    return module
+
+
+def compiled(spec: GemmSpec):
+    """(CompiledModule, ctypes function of the ``_entry`` function) for ``spec``, cached."""
+    hit = _COMPILED.get(spec)
+    if hit is None:
+        with _COMPILE_LOCK:
+            hit = _COMPILED.get(spec)
+            if hit is None:
+                cm = jit.compile_module(build_module(spec))
+                hit = (cm, cm.cfunc(spec.name + "_entry", None, *_ENTRY_ARGTYPES))
+                _COMPILED[spec] = hit
+    return hit
+
+
+def _shapes(a, b, trans_a, trans_b):
+    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(f"gemm: inner dimensions differ: op(A) is {m}x{ka}, op(B) is {kb}x{n}")
+    return m, n, ka
+
+
+class GemmPlan:
+    """A GEMM bound to fixed arrays, with pointers cached as ints (0.3 µs per call).
+
+    ``plan()`` computes ``out (=|+=) op(a)·op(b)`` on ``threads`` threads through
+    :mod:`.parallel`; this is how benchmarks measure the kernel without Python-side
+    argument conversion, as the compiled step function will call it.
+    """
+
+    def __init__(self, a, b, out, trans_a=False, trans_b=False, accumulate=False,
+                 threads=None, spec=None):
+        from . import parallel
+        for x in (a, b, out):
+            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.ndim == 2):
+                raise ValueError("gemm: operands must be C-contiguous 2-D numpy arrays")
+        if not (a.dtype == b.dtype == out.dtype):
+            raise TypeError(f"gemm: dtypes differ: {a.dtype}, {b.dtype}, {out.dtype}")
+        m, n, k = _shapes(a, b, trans_a, trans_b)
+        if out.shape != (m, n):
+            raise ValueError(f"gemm: out has shape {out.shape}, expected {(m, n)}")
+        self.spec = spec or default_spec(a.dtype, trans_a, trans_b)
+        self.cm, fn = compiled(self.spec)
+        self.arrays = (a, b, out)  # keep the buffers alive while the plan exists
+        self.argv = np.array([a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k,
+                              a.shape[1], b.shape[1], out.shape[1], int(bool(accumulate))],
+                             dtype=np.int64)
+        self.threads = parallel.num_threads(threads)
+        self._run = parallel.Launcher(fn, self.threads).bind(self.argv.ctypes.data)
+
+    def __call__(self):
+        self._run()
+        return self.arrays[2]
+
+
+def gemm(a, b, trans_a=False, trans_b=False, threads=None, out=None, accumulate=False):
+    """``op(a) @ op(b)`` (or ``out += ...`` with ``accumulate``) by the JIT kernel.
+
+    A convenience for tests and benchmarks: compiles the variant once (memory and disk
+    cache) and runs it through ctypes, the row/column partition split over ``threads``
+    (default ``GRAPHC_NUM_THREADS`` or the core count) Python threads.
+    """
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"gemm: dtypes differ: {a.dtype} and {b.dtype}")
+    m, n, _ = _shapes(a, b, trans_a, trans_b)
+    if out is None:
+        if accumulate:
+            raise ValueError("gemm: accumulate=True needs out=")
+        out = np.empty((m, n), dtype=a.dtype)
+    return GemmPlan(a, b, out, trans_a, trans_b, accumulate, threads)()
