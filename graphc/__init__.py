@@ -3,7 +3,7 @@
 Trace numpy-style Python into a node/edge IR, append the backward pass as a graph pass,
 plan memory, and lower the whole training step to LLVM-JIT code.
 """
-from . import ir, nn
+from . import ir, nn, optim
 from .api import grad, jit, jvp, trace, value_and_grad
 from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concatenate,
                         divide, dot, equal, exp, expand_dims, expm1, full, getitem,
@@ -15,6 +15,7 @@ from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concaten
                         where, zeros_like)
 from .ir import (ArgumentError, DTypeError, Graph, GraphcError, ShapeError, TraceError,
                  VerifyError, bool_, float32, float64, int32, int64)
+from .step import CompiledStep, compile_step
 from .tracing import Tracer
 
 __version__ = "0.1.0"

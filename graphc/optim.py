@@ -1,0 +1,115 @@
+"""Optimizers as IR: each emits its update rule into the training-step graph.
+
+Hyper-parameters are baked into the graph as constants; the state (momentum buffers,
+Adam moments and step count) lives in graph inputs that the step updates in place.
+Semantics follow PyTorch's SGD and Adam/AdamW so benchmarks compare like with like.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import GraphcError
+
+
+def _scalar(E, v, like):
+    return E.const(v, like.dtype, like.shape)
+
+
+class Optimizer:
+    def shared_state(self):
+        return []
+
+    def param_state(self, p):
+        return []
+
+    def emit_shared(self, E, shared):
+        return []
+
+    def init_state(self, graph_state_inputs):
+        """Initial arrays for the state inputs ``append_update`` created."""
+        out = []
+        for v in graph_state_inputs:
+            out.append(np.zeros(v.shape, v.dtype))
+        return out
+
+
+class SGD(Optimizer):
+    """p -= lr * d, d = g + wd·p (+ momentum buffer v = mu·v + d; nesterov: d + mu·v)."""
+
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        if lr <= 0 or momentum < 0 or weight_decay < 0:
+            raise GraphcError(f"SGD: need lr > 0, momentum >= 0, weight_decay >= 0; got "
+                              f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+        if nesterov and momentum == 0:
+            raise GraphcError("SGD: nesterov needs momentum > 0")
+        self.lr, self.momentum, self.nesterov, self.weight_decay = lr, momentum, nesterov, \
+            weight_decay
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
+                f"weight_decay={self.weight_decay})")
+
+    def param_state(self, p):
+        return [("momentum", np.zeros(p.shape, p.dtype))] if self.momentum else []
+
+    def emit(self, E, p, g, state, shared):
+        if self.weight_decay:
+            g = E.add(g, E.mul(_scalar(E, self.weight_decay, p), p))
+        new_state = []
+        if self.momentum:
+            (buf,) = state
+            buf = E.add(E.mul(_scalar(E, self.momentum, p), buf), g)
+            new_state = [buf]
+            g = E.add(g, E.mul(_scalar(E, self.momentum, p), buf)) if self.nesterov else buf
+        return E.sub(p, E.mul(_scalar(E, self.lr, p), g)), new_state
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``decoupled=True`` (or AdamW) applies weight decay to
+    the parameter directly instead of adding it to the gradient."""
+
+    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+        b1, b2 = betas
+        if lr <= 0 or not (0 <= b1 < 1 and 0 <= b2 < 1) or eps <= 0 or weight_decay < 0:
+            raise GraphcError(f"Adam: bad hyper-parameters lr={lr}, betas={betas}, eps={eps}, "
+                              f"weight_decay={weight_decay}")
+        self.lr, self.betas, self.eps = lr, (b1, b2), eps
+        self.weight_decay, self.decoupled = weight_decay, decoupled
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay})")
+
+    def shared_state(self):
+        return [("step", np.zeros((), np.float32))]
+
+    def param_state(self, p):
+        return [("m", np.zeros(p.shape, p.dtype)), ("v", np.zeros(p.shape, p.dtype))]
+
+    def emit_shared(self, E, shared):
+        (t,) = shared
+        return [E.add(t, E.const(1.0, t.dtype))]
+
+    def emit(self, E, p, g, state, shared):
+        (t,) = shared
+        b1, b2 = self.betas
+        m, v = state
+        if self.weight_decay and not self.decoupled:
+            g = E.add(g, E.mul(_scalar(E, self.weight_decay, p), p))
+        m = E.add(E.mul(_scalar(E, b1, p), m), E.mul(_scalar(E, 1 - b1, p), g))
+        v = E.add(E.mul(_scalar(E, b2, p), v), E.mul(_scalar(E, 1 - b2, p), E.mul(g, g)))
+        # Scalar bias corrections, computed once per step (in the step's dtype).
+        tt = E.cast(t, dtype=p.dtype) if t.dtype != p.dtype else t
+        one = E.const(1.0, p.dtype)
+        c1 = E.div(E.const(self.lr, p.dtype), E.sub(one, E.pow(E.const(b1, p.dtype), tt)))
+        c2 = E.div(one, E.sub(one, E.pow(E.const(b2, p.dtype), tt)))
+        denom = E.add(E.sqrt(E.mul(v, E.broadcast(c2, p.shape))), _scalar(E, self.eps, p))
+        upd = E.div(E.mul(m, E.broadcast(c1, p.shape)), denom)
+        if self.weight_decay and self.decoupled:
+            p = E.mul(p, _scalar(E, 1 - self.lr * self.weight_decay, p))
+        return E.sub(p, upd), [m, v]
+
+
+class AdamW(Adam):
+    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay, decoupled=True)

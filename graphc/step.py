@@ -1,0 +1,106 @@
+"""``gc.compile_step``: the whole training step -- forward, backward, optimizer update --
+as one graph, compiled once and run in place.
+
+Graph inputs are the parameters (kind ``param``), the batch (``data``) and the optimizer
+state (``state``); the only output is the loss; ``graph.updates`` tells the backend to
+write the new parameters and state into their own buffers.  ``stages`` keeps the graph
+after each pass so the CLI can show any of them (``--after autodiff``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import pytree
+from .ir import ArgumentError, Graph, GraphcError, verify
+from .ir import dtypes as dt
+from .passes import autodiff, optimizer as optimizer_pass
+from .tracing import TraceContext, leaf_names, trace_into
+
+
+def _own_param(x, name):
+    """Use the caller's array in place when it can be updated in place; else copy."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x, dtype=np.float32 if isinstance(x, float) else None)
+    if x.dtype not in dt.FLOATS:
+        raise ArgumentError(f"compile_step: parameter {name} has dtype {x.dtype}; parameters "
+                            "must be float32 or float64 arrays")
+    if not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned):
+        x = np.array(x, order="C")
+    return x
+
+
+def build_step_graph(loss_fn, params, optimizer, example_batch) -> tuple[dict, list, list]:
+    """Trace and transform; returns (stages, param leaves, state input values)."""
+    p_leaves, p_tree = pytree.flatten(params)
+    names = leaf_names(loss_fn, (params, *example_batch))
+    kinds = ["param"] * len(p_leaves) + ["data"] * (len(names) - len(p_leaves))
+    ctx = TraceContext(getattr(loss_fn, "__name__", "step").strip("<>"))
+    tracers, out_tree = trace_into(ctx, loss_fn, (params, *example_batch), kinds, names)
+    fwd = verify(ctx.graph)
+    if out_tree.kind != "leaf":
+        raise GraphcError(f"compile_step: loss_fn must return a scalar loss, got {out_tree}")
+    loss = fwd.outputs[0]
+    wrt = [t.value for t in tracers[:len(p_leaves)]]
+    g, grads, vmap = autodiff.backward(fwd, loss, wrt)
+    g.set_outputs([vmap[loss]])
+    stages = {"forward": fwd}
+    grad_view, gmap = g.clone()          # loss and gradients as outputs: what autodiff made
+    grad_view.set_outputs([gmap[vmap[loss]]] + [gmap[x] for x in grads])
+    grad_view.remove_dead()
+    stages["autodiff"] = verify(grad_view)
+    step, state_inputs = optimizer_pass.append_update(g, [vmap[w] for w in wrt], grads,
+                                                      optimizer)
+    step.name = f"{fwd.name}_step"
+    step.remove_dead()
+    stages["optimizer"] = verify(step)
+    return stages, p_leaves, state_inputs
+
+
+class CompiledStep:
+    """A compiled training step; call it with a batch."""
+
+    def __init__(self, loss_fn, params, optimizer, example_batch, backend="llvm",
+                 check_finite=False, **options):
+        example_batch = tuple(example_batch)
+        p_leaves, self._p_tree = pytree.flatten(params)
+        names = pytree.paths(self._p_tree, "params")
+        p_leaves = [_own_param(x, n) for x, n in zip(p_leaves, names)]
+        self.params = pytree.unflatten(self._p_tree, p_leaves)
+        self.stages, _, state_inputs = build_step_graph(loss_fn, self.params, optimizer,
+                                                        example_batch)
+        self.optimizer, self.backend, self.options = optimizer, backend, options
+        self.check_finite = check_finite
+        self.forward_graph = self.stages["forward"]
+        self.graph: Graph = self.stages["optimizer"]
+        self._state_names = [v.name for v in state_inputs]
+        state = optimizer.init_state(state_inputs)
+        self.opt_state = dict(zip(self._state_names, state))
+        b_leaves, self._b_tree = pytree.flatten(list(example_batch))
+        self._b_types = [(np.shape(b), np.asarray(b).dtype) for b in b_leaves]
+        self._p_leaves = p_leaves
+        self.steps = 0
+        from .backends import get_backend
+        self._run = get_backend(backend).compile(self.graph, **options)
+
+    def __call__(self, *batch):
+        b_leaves, tree = pytree.flatten(list(batch))
+        if tree != self._b_tree:
+            raise ArgumentError(f"step: batch structure {tree} differs from the example's "
+                                f"{self._b_tree}")
+        (loss,) = self._run(*self._p_leaves, *b_leaves, *self.opt_state.values())
+        self.steps += 1
+        loss = float(loss)
+        if self.check_finite and not np.isfinite(loss):
+            raise GraphcError(f"step {self.steps}: the loss became {loss} (check_finite); "
+                              "lower the learning rate or check the data")
+        return loss
+
+    def memory_report(self, **options):
+        """The memory plan of the step graph (see graphc.passes.memory)."""
+        from .passes import memory
+        return memory.memory_report(self.graph, **{**self.options, **options})
+
+
+def compile_step(loss_fn, params, optimizer, example_batch, **options) -> CompiledStep:
+    """Compile forward + backward + ``optimizer`` update of ``loss_fn(params, *batch)``."""
+    return CompiledStep(loss_fn, params, optimizer, example_batch, **options)
