@@ -14,6 +14,7 @@ from . import pytree
 from .ir import ArgumentError, Graph, GraphcError, verify
 from .ir import dtypes as dt
 from .passes import autodiff, optimizer as optimizer_pass
+from .passes.simplify import simplify
 from .tracing import TraceContext, leaf_names, trace_into
 
 
@@ -53,6 +54,7 @@ def build_step_graph(loss_fn, params, optimizer, example_batch) -> tuple[dict, l
     step.name = f"{fwd.name}_step"
     step.remove_dead()
     stages["optimizer"] = verify(step)
+    stages["simplify"] = verify(simplify(step)[0])
     return stages, p_leaves, state_inputs
 
 
@@ -71,7 +73,7 @@ class CompiledStep:
         self.optimizer, self.backend, self.options = optimizer, backend, options
         self.check_finite = check_finite
         self.forward_graph = self.stages["forward"]
-        self.graph: Graph = self.stages["optimizer"]
+        self.graph: Graph = list(self.stages.values())[-1]
         self._state_names = [v.name for v in state_inputs]
         state = optimizer.init_state(state_inputs)
         self.opt_state = dict(zip(self._state_names, state))
