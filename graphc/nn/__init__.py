@@ -1,3 +1,9 @@
-"""graphc.nn -- neural-network functions (losses, activations) and layers."""
+"""graphc.nn -- neural-network functions (losses, activations) and layers.
+
+Layers are functional ``Module``s: ``params = model.init(seed)``, ``model(params, x)``.
+"""
+from . import init
 from .functional import (binary_cross_entropy_with_logits, cross_entropy, hinge,
                          log_softmax, mse, relu, sigmoid, softmax, softplus, tanh)
+from .layers import MLP, ReLU, Linear, Sequential, Sigmoid, Tanh
+from .module import Module, num_params
