@@ -9,11 +9,13 @@ from .registry import get_op
 
 
 class Emitter:
-    def __init__(self, graph: Graph, role: str = "forward", source: str | None = None):
-        self.graph, self.role, self.source = graph, role, source
+    def __init__(self, graph: Graph, role: str = "forward", source: str | None = None,
+                 before=None):
+        """Nodes are appended to the schedule, or inserted before node ``before``."""
+        self.graph, self.role, self.source, self.before = graph, role, source, before
 
     def op(self, name: str, *inputs: Value, **attrs) -> Value:
-        return self.graph.add(name, inputs, attrs, self.role, self.source)
+        return self.graph.add(name, inputs, attrs, self.role, self.source, before=self.before)
 
     def __getattr__(self, name):
         get_op(name)  # raises GraphcError for unknown ops

@@ -117,8 +117,10 @@ class Graph:
         return v
 
     def add(self, op: str, inputs: Iterable[Value], attrs: dict | None = None,
-            role: str = "forward", source: str | None = None, name: str | None = None) -> Value:
-        """Append ``op(inputs)``: check attrs, infer the output type, link users."""
+            role: str = "forward", source: str | None = None, name: str | None = None,
+            before: "Node | None" = None) -> Value:
+        """Append ``op(inputs)`` (or insert it just before node ``before``): check attrs,
+        infer the output type, link users."""
         from .registry import get_op  # registry imports graph for types
         opdef = get_op(op)
         inputs = list(inputs)
@@ -137,7 +139,10 @@ class Graph:
         for x in inputs:
             if node not in x.users:
                 x.users.append(node)
-        self.nodes.append(node)
+        if before is None:
+            self.nodes.append(node)
+        else:
+            self.nodes.insert(self.nodes.index(before), node)
         return v
 
     def set_outputs(self, outputs: Iterable[Value]):
