@@ -108,12 +108,19 @@ class Tracer:
 
     # ---- what a static graph cannot record ------------------------------------------------
     def _concrete(self, what):
+        f = user_frame()
+        where = "<unknown>"
+        if f is not None:
+            code = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
+            where = f"{user_source()}: {code}" if code else user_source()
+        v = self.value
         raise TraceError(
-            f"{what} needs the value of a traced array ({self.value.type}) at "
-            f"{user_source() or '<unknown>'}, but tracing records a static graph, not values. "
-            "Data-dependent Python control flow cannot be traced: use gc.where(cond, a, b) "
-            "for an elementwise choice, gc.maximum/gc.minimum for clamps, or make the "
-            "condition a Python value known before tracing.")
+            f"{what} needs the value of a traced array (%{v.name} = {v.node.op} ...: "
+            f"{v.type}), at {where}\n"
+            "Tracing records a static graph, not values, so data-dependent Python control "
+            "flow cannot be traced: use gc.where(cond, a, b) for an elementwise choice, "
+            "gc.maximum/gc.minimum for clamps, or make the condition a Python value known "
+            "before tracing.")
 
     def __bool__(self):
         self._concrete("bool() (an `if`, `while`, `and`/`or` or `assert` on a tensor)")
