@@ -327,7 +327,8 @@ def getitem(x, idx):
     if Ellipsis in idx:
         k = idx.index(Ellipsis)
         idx = idx[:k] + (slice(None),) * (x.ndim - n_real) + idx[k + 1:]
-    idx = idx + (slice(None),) * (x.ndim - n_real)
+    else:
+        idx = idx + (slice(None),) * (x.ndim - n_real)
     starts, stops, steps, out_shape, axis = [], [], [], [], 0
     for i in idx:
         if i is None:
