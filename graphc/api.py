@@ -12,7 +12,8 @@ import functools
 import numpy as np
 
 from . import pytree
-from .ir import ArgumentError, Graph, GraphcError, TraceError, verify
+from .ir import (ArgumentError, DTypeError, Graph, GraphcError, ShapeError, TraceError,
+                 verify)
 from .ir.inline import inline
 from .passes import autodiff, forward_ad
 from .tracing import TraceContext, Tracer, deepest_context, leaf_names, trace_into
@@ -29,7 +30,22 @@ def _signature(leaves):
     return tuple(sig)
 
 
+def _check_arity(fn, args):
+    """Wrong number of arguments is an ArgumentError naming the function's parameters."""
+    import inspect
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args)
+    except TypeError as e:
+        name = getattr(fn, "__name__", "fn")
+        raise ArgumentError(f"{name}{sig} called with {len(args)} argument(s): {e}") from None
+
+
 def _trace(fn, args, name=None) -> tuple[TraceContext, list]:
+    _check_arity(fn, args)
     ctx = TraceContext(name or getattr(fn, "__name__", "fn").replace("<", "").replace(">", ""))
     tracers, out_tree = trace_into(ctx, fn, args, names=leaf_names(fn, args))
     ctx.graph.in_tree = pytree.flatten(list(args))[1]
@@ -78,10 +94,13 @@ def _build_vg(fn, args, argnums, has_aux):
     else:
         loss_tree, aux_tree = out_tree, None
     if loss_tree.kind != "leaf" or out_leaves[0].shape != () or out_leaves[0].dtype.kind != "f":
-        what = (f"%{out_leaves[0].name}: {out_leaves[0].type}" if loss_tree.kind == "leaf"
-                else f"a {loss_tree}")
-        raise GraphcError(f"grad of {g.name}: the function must return a scalar float loss, "
-                          f"got {what}; reduce it first (gc.mean, gc.sum)")
+        v = out_leaves[0]
+        what = (f"%{v.name} = {v.node.op} ...: {v.type}"
+                + (f" (at {v.node.source})" if v.node.source else "")
+                if loss_tree.kind == "leaf" else f"a {loss_tree}")
+        err = DTypeError if loss_tree.kind == "leaf" and v.shape == () else ShapeError
+        raise err(f"grad of {g.name}: the function must return a scalar float loss, "
+                  f"got {what}; reduce it first (gc.mean, gc.sum)")
     loss = out_leaves[0]
     # Leaves belonging to the differentiated arguments, per argument.
     counts = [pytree.flatten(a)[1].num_leaves for a in args]

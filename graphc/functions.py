@@ -15,7 +15,7 @@ import numpy as np
 from .ir import ShapeError, TraceError
 from .ir import dtypes as dt
 from .ir.ops.shape import broadcast_shapes
-from .source import user_source
+from .source import describe, user_source
 from .tracing import Tracer, deepest_context
 
 # ---- operand preparation ---------------------------------------------------------------------
@@ -42,7 +42,7 @@ def result_dtype(*xs, floating=False):
     return dt.as_dtype(res)
 
 
-def _prep(ctx, xs, dtype=None, floating=False, shape=None):
+def _prep(ctx, xs, dtype=None, floating=False, shape=None, op=None):
     """Lift operands into ``ctx``'s graph with a common dtype and broadcast shape."""
     dtype = dtype or result_dtype(*xs, floating=floating)
     vals = []
@@ -55,7 +55,10 @@ def _prep(ctx, xs, dtype=None, floating=False, shape=None):
         try:
             shape = broadcast_shapes(*[v.shape for v in vals])
         except ShapeError as e:
-            raise ShapeError(f"{e} (at {user_source()})") from None
+            what = f"{op}: " if op else ""
+            raise ShapeError(f"{what}{e} (in op '{op or 'broadcast'}' with operands "
+                             + ", ".join(str(v.type) for v in vals)
+                             + f"\n  at {describe(user_source())})") from None
     return [v if v.shape == shape else ctx.emit("broadcast_to", v, shape=shape).value
             for v in vals]
 
@@ -64,7 +67,7 @@ def _elementwise(op, np_fn, *xs, dtype=None, floating=False):
     ctx = deepest_context(*xs)
     if ctx is None:
         return np_fn(*xs)
-    return ctx.emit(op, *_prep(ctx, xs, dtype, floating))
+    return ctx.emit(op, *_prep(ctx, xs, dtype, floating, op=op))
 
 
 def _wrap(v, ctx):
@@ -140,7 +143,10 @@ def where(cond, x, y):
     if ctx is None:
         return np.where(cond, x, y)
     c = cond if isinstance(cond, Tracer) and cond.dtype == dt.bool_ else not_equal(cond, 0)
-    shape = broadcast_shapes(c.shape, np.shape(x), np.shape(y))
+    try:
+        shape = broadcast_shapes(c.shape, np.shape(x), np.shape(y))
+    except ShapeError as e:
+        raise ShapeError(f"where: {e} (in op 'where'\n  at {describe(user_source())})") from None
     (cv,) = _prep(ctx, [c], dtype=dt.bool_, shape=shape)
     xv, yv = _prep(ctx, [x, y], shape=shape)
     return ctx.emit("where", cv, xv, yv)
@@ -443,7 +449,11 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
 def dispatch_function(func, args, kwargs):
     fn = FUNCTIONS.get(func)
     if fn is None:
-        raise TraceError(f"np.{func.__name__} is not supported on traced arrays "
+        mod = getattr(func, "__module__", "") or ""
+        sub = mod.split(".")[1:] if mod.startswith("numpy.") else []
+        sub = [m for m in sub if not m.startswith("_")]        # numpy._core.* -> np.
+        name = ".".join(["np", *sub, func.__name__])
+        raise TraceError(f"{name} is not supported on traced arrays "
                          f"(at {user_source()}); supported: "
                          + ", ".join(sorted(f.__name__ for f in FUNCTIONS)))
     return fn(*args, **kwargs)

@@ -13,7 +13,7 @@ import linecache
 import numpy as np
 
 from . import pytree
-from .ir import Emitter, Graph, GraphcError, TraceError, Value
+from .ir import ArgumentError, Emitter, Graph, GraphcError, TraceError, Value
 from .ir import dtypes as dt
 from .source import user_frame, user_source
 
@@ -30,8 +30,17 @@ class TraceContext:
         self.depth = next(_creation)
         # outer Value -> (outer Tracer, inner input Value), in capture order
         self.captures: dict[Value, tuple["Tracer", Value]] = {}
+        self.active = False            # True while trace_into runs the function
+
+    def escaped(self, what: str) -> TraceError:
+        return TraceError(f"a traced value escaped the function that traced it ({what}), "
+                          f"at {user_source() or '<unknown>'}; return it from the function "
+                          "instead of storing it")
 
     def emit(self, op: str, *inputs: Value, **attrs) -> "Tracer":
+        if not self.active:
+            raise self.escaped(f"op '{op}'" + "".join(f" %{x.name}: {x.type}"
+                                                      for x in inputs))
         src = user_source()
         try:
             v = Emitter(self.graph, "forward", src).op(op, *inputs, **attrs)
@@ -48,10 +57,8 @@ class TraceContext:
         """The value of a tracer from an enclosing trace, as an input of this one."""
         if t.ctx is self:
             return t.value
-        if t.ctx.depth > self.depth:
-            raise TraceError("a traced value escaped the function that traced it "
-                             f"(%{t.value.name}: {t.value.type}); return it instead of "
-                             "storing it")
+        if t.ctx.depth > self.depth or not t.ctx.active:
+            raise self.escaped(f"%{t.value.name}: {t.value.type}")
         if t.value not in self.captures:
             v = self.graph.add_input(t.shape, t.dtype, "capture_" + t.value.name, "data")
             self.captures[t.value] = (t, v)
@@ -206,20 +213,24 @@ def trace_into(ctx: TraceContext, fn, args, kinds=None, names=None):
         else:
             arr = np.asarray(leaf, dtype=np.float32 if type(leaf) is float else None)
             if arr.dtype == np.float16 or arr.dtype.kind not in "fiub":
-                raise TraceError(f"argument {name} is not an array of a supported dtype "
-                                 f"(got {type(leaf).__name__} {getattr(arr, 'dtype', '')})")
+                raise ArgumentError(f"argument {name} is not an array of a supported dtype "
+                                    f"(got {type(leaf).__name__} {getattr(arr, 'dtype', '')})")
             if arr.dtype.kind == "u" or (arr.dtype.kind == "i" and arr.dtype.itemsize < 4):
                 arr = arr.astype(np.int64)
             shape, dtype = arr.shape, arr.dtype
         tracers.append(ctx.new_input(shape, dtype, name, kinds[i] if kinds else "data"))
-    out = fn(*pytree.unflatten(treedef, tracers))
-    out_leaves, out_tree = pytree.flatten(out)
-    outs = []
-    for o in out_leaves:
-        if isinstance(o, Tracer):
-            outs.append(ctx.capture(o))
-        else:
-            outs.append(ctx.const(o))
+    ctx.active = True
+    try:
+        out = fn(*pytree.unflatten(treedef, tracers))
+        out_leaves, out_tree = pytree.flatten(out)
+        outs = []
+        for o in out_leaves:
+            if isinstance(o, Tracer):
+                outs.append(ctx.capture(o))
+            else:
+                outs.append(ctx.const(o))
+    finally:
+        ctx.active = False
     ctx.graph.set_outputs(outs)
     return tracers, out_tree
 
