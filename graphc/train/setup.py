@@ -1,0 +1,98 @@
+"""Everything a run needs before its first update: data, model, parameters, compiled step.
+
+Shared by ``graphc train`` and by ``dot``/``ir``/``memplan``/``bench``, which need the same
+model bound to the same data shapes.  The order matters for reproducibility: the split,
+the scalers and the initial parameters are pure functions of the config's seed.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import data as gdata
+from .. import step as gstep
+from ..ir import GraphcError
+from ..models import Model, ModelSpec, get_model
+from .config import TrainConfig, from_model_defaults
+
+
+@dataclass
+class Prepared:
+    config: TrainConfig
+    spec: ModelSpec
+    model: Model
+    splits: gdata.Splits
+    x_scaler: gdata.Standardizer
+    y_scaler: gdata.Standardizer | None
+    params: dict
+
+    def example_batch(self, batch_size=None):
+        bs = int(batch_size or self.config.batch_size)
+        tr = self.splits.train
+        if bs > len(tr):
+            raise GraphcError(f"batch size {bs} is larger than the {len(tr)} training "
+                              f"samples; use --batch-size {len(tr)} or less")
+        return tr.X[:bs], tr.y[:bs]
+
+
+def resolve(model_name: str, **overrides) -> tuple[ModelSpec, TrainConfig]:
+    widths = overrides.get("widths")
+    spec = get_model(model_name, **({"widths": widths} if widths else {}))
+    return spec, from_model_defaults(spec, model=model_name, **overrides)
+
+
+def prepare(spec: ModelSpec, config: TrainConfig, dataset: gdata.Dataset | None = None
+            ) -> Prepared:
+    ds = dataset or gdata.load_dataset(config.dataset, config.label_column)
+    ds = ds.for_task(spec.task)
+    n_classes = ds.n_classes if spec.task == "classification" else None
+    model = spec.bind(ds.n_features, n_classes)
+    ds.check_features(model.in_features, spec.name)
+    out = model.out_features
+    if spec.task == "classification" and out is not None:
+        ds.check_classes(out, spec.name)
+    if spec.task in ("binary", "regression") and out not in (None, 1):
+        raise GraphcError(f"model {spec.name} is a {spec.task} model but has {out} outputs "
+                          "(needs 1)")
+    splits = gdata.split(ds, config.val, config.test, config.seed)
+    splits, fx, fy = gdata.standardize(splits, target=spec.task == "regression")
+    params = model.init(config.seed)
+    return Prepared(config, spec, model, splits, fx, fy, params)
+
+
+def backend_options(backend: str, threads) -> dict:
+    return {"threads": int(threads)} if threads and backend == "llvm" else {}
+
+
+def compile_step(p: Prepared, backend: str, threads=None, notice=None, batch_size=None):
+    """``gc.compile_step`` on the prepared model; falls back from llvm to numpy (with a
+    one-line notice) when the llvm backend cannot compile, so training always runs."""
+    opt = p.config.make_optimizer()
+    example = p.example_batch(batch_size)
+    try:
+        return gstep.compile_step(p.model.loss, p.params, opt, example, backend=backend,
+                                  **backend_options(backend, threads)), backend
+    except Exception as e:              # noqa: BLE001  (any llvm failure -> reference path)
+        if backend != "llvm":
+            raise
+        llvm_error = e
+    # If numpy fails too, the problem is the model or data: that error propagates.
+    step = gstep.compile_step(p.model.loss, p.params, opt, example, backend="numpy")
+    first = (str(llvm_error).splitlines() or [""])[0][:120]
+    (notice or (lambda s: print(s, file=sys.stderr)))(
+        f"note: the llvm backend could not compile this step ({type(llvm_error).__name__}: "
+        f"{first}); using the numpy backend")
+    return step, "numpy"
+
+
+def param_arrays(tree) -> dict:
+    """Flat ``{path: array}`` view of a parameter pytree (live arrays, not copies)."""
+    from .. import pytree
+    leaves, td = pytree.flatten(tree)
+    return dict(zip(pytree.paths(td), leaves))
+
+
+def copy_arrays(d: dict) -> dict:
+    return {k: np.array(v, copy=True) for k, v in d.items()}
