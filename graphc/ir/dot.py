@@ -17,7 +17,9 @@ INPUT_STYLE = {"param": ("box", "gold"), "data": ("ellipse", "lightgrey"),
 
 
 def _q(s) -> str:
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted DOT string; real newlines in labels become DOT's ``\\n`` line breaks."""
+    s = str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + s + '"'
 
 
 def to_dot(graph: Graph, show_constants=True) -> str:
@@ -33,16 +35,16 @@ def to_dot(graph: Graph, show_constants=True) -> str:
         if n.op == "constant" and not show_constants:
             hidden.add(v)
             continue
-        attrs = {"label": f"{n.op}\\n%{v.name}", "fillcolor": FILL.get(n.role, "white")}
+        attrs = {"label": f"{n.op}\n%{v.name}", "fillcolor": FILL.get(n.role, "white")}
         if n.op == "input":
             kind = n.attrs["kind"]
             shape, fill = INPUT_STYLE[kind]
-            attrs.update(shape=shape, fillcolor=fill, label=f"{kind}\\n%{v.name}\\n{v.type}")
+            attrs.update(shape=shape, fillcolor=fill, label=f"{kind}\n%{v.name}\n{v.type}")
         elif n.op == "constant":
             attrs.update(shape="plaintext", style="", label=f"const %{v.name}")
         if v in saved:
             attrs.update(color="red", penwidth="2.5",
-                         label=attrs["label"] + "\\n(saved activation)")
+                         label=attrs["label"] + "\n(saved activation)")
         if v in outputs:
             attrs.update(shape="doubleoctagon")
         line = f"  {_q(v.name)} [" + ", ".join(f"{k}={_q(a)}" for k, a in attrs.items()) + "];"

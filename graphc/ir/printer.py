@@ -63,6 +63,6 @@ def format_graph(graph: Graph, show_source=True) -> str:
         lines.append(f"  update %{a.name} <- %{b.name}")
     lines.append("}")
     if saved:
-        lines.append(f"# * = saved activation ({len(saved)} values, "
+        lines.append(f"# * = saved activation ({len(saved)} value{'s' if len(saved) != 1 else ''}, "
                      f"{sum(v.nbytes for v in saved)} bytes)")
     return "\n".join(lines)
