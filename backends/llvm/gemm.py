@@ -475,20 +475,21 @@ def emit_gemm_parallel(module: ir.Module, spec: GemmSpec) -> ir.Function:
 
 
 def emit_gemm_entry(module: ir.Module, spec: GemmSpec) -> ir.Function:
-    """Emit ``spec.name + '_entry'``: ``void(tid:i64, nthreads:i64, argv:ptr)`` with
-    ``argv`` = i64[10] {A, B, C, M, N, K, lda, ldb, ldc, beta}.
+    """Emit ``spec.name + '_entry'``: ``void(tid:i64, nthreads:i64, argv:ptr, barrier:ptr)``
+    (the job signature of :mod:`.parallel`) with ``argv`` = i64[10] {A, B, C, M, N, K,
+    lda, ldb, ldc, beta}; ``barrier`` is unused.
 
-    The Python entry point: three scalar arguments keep a ctypes call at a fraction of
-    a microsecond (each extra argument costs ~0.1 µs), which matters at 64³.
+    The Python entry point: a pointer to the arguments keeps a ctypes call at a
+    fraction of a microsecond (each extra argument costs ~0.1 µs), which matters at 64³.
     """
     name = spec.name + "_entry"
     fn = module.globals.get(name)
     if fn is not None:
         return fn
     par = emit_gemm_parallel(module, spec)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, PTR]), name)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, PTR, PTR]), name)
     fn.attributes.add("nounwind")
-    tid, nth, argv = fn.args
+    tid, nth, argv, _barrier = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vals = []
     for i in range(10):
@@ -505,7 +506,6 @@ def emit_gemm_entry(module: ir.Module, spec: GemmSpec) -> ir.Function:
 
 _COMPILED: dict = {}
 _COMPILE_LOCK = threading.Lock()
-_ENTRY_ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
 
 
 def build_module(spec: GemmSpec) -> ir.Module:
@@ -516,14 +516,14 @@ def build_module(spec: GemmSpec) -> ir.Module:
 
 
 def compiled(spec: GemmSpec):
-    """(CompiledModule, ctypes function of the ``_entry`` function) for ``spec``, cached."""
+    """(CompiledModule, address of the ``_entry`` job function) for ``spec``, cached."""
     hit = _COMPILED.get(spec)
     if hit is None:
         with _COMPILE_LOCK:
             hit = _COMPILED.get(spec)
             if hit is None:
                 cm = jit.compile_module(build_module(spec))
-                hit = (cm, cm.cfunc(spec.name + "_entry", None, *_ENTRY_ARGTYPES))
+                hit = (cm, cm.get_function_address(spec.name + "_entry"))
                 _COMPILED[spec] = hit
     return hit
 
@@ -561,11 +561,13 @@ class GemmPlan:
         self.argv = np.array([a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k,
                               a.shape[1], b.shape[1], out.shape[1], int(bool(accumulate))],
                              dtype=np.int64)
-        self.threads = parallel.num_threads(threads)
-        self._run = parallel.Launcher(fn, self.threads).bind(self.argv.ctypes.data)
+        # tiny products stay on one thread (the native partition makes the same call)
+        parts = max(1, m * n * max(k, 1) // MIN_WORK_PER_THREAD)
+        self.threads = min(parallel.num_threads(threads), parts)
+        self.run = parallel.Launcher(fn, self.threads).bind(self.argv.ctypes.data)
 
     def __call__(self):
-        self._run()
+        self.run()
         return self.arrays[2]
 
 
