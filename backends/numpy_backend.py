@@ -112,14 +112,80 @@ def run(graph: Graph, args, apply_updates=True) -> list[np.ndarray]:
     return [env[v] for v in graph.outputs]
 
 
+def arena_view(arena: np.ndarray, offset: int, v) -> np.ndarray:
+    """The planned home of value ``v``: its shape and dtype at byte ``offset`` of ``arena``."""
+    return arena[offset:offset + v.nbytes].view(v.dtype).reshape(v.shape)
+
+
+def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> list[np.ndarray]:
+    """Execute ``graph`` inside one arena laid out by ``plan`` (a ``passes.memory.MemoryPlan``).
+
+    Every planned value is written into its view of one uint8 arena, views alias their
+    operand, ``update`` values are written straight into their parameter/state input,
+    the rest of ``graph.updates`` is copied after the last node.  A wrong plan (two live
+    values sharing bytes) therefore gives wrong numbers -- how plans are tested without LLVM.
+    Updates are always applied, as by ``run``.
+    """
+    if plan.schedule != [n.output.name for n in graph.nodes]:
+        raise ArgumentError(f"{graph.name}: the memory plan was made for another schedule")
+    arrays = check_inputs(graph, args)
+    if arena is None:
+        raw = np.zeros(plan.arena_bytes + plan.alignment, np.uint8)
+        skip = (-raw.ctypes.data) % plan.alignment
+        arena = raw[skip:skip + plan.arena_bytes]
+    env = dict(zip(graph.inputs, arrays))
+    targets = {a.name: args[i] for i, a in enumerate(graph.inputs)}
+    kinds, offsets = plan.kinds, plan.offsets
+    with np.errstate(all="ignore"):
+        for n in graph.nodes:
+            v = n.output
+            if n.op == "input":
+                continue
+            kind = kinds[v.name]
+            out = IMPLS[n.op](n.attrs, *[env[x] for x in n.inputs])
+            if kind == "view":
+                env[v] = out if isinstance(out, np.ndarray) and out.dtype == v.dtype \
+                    else np.asarray(out, dtype=v.dtype)
+                continue
+            out = np.asarray(out, dtype=v.dtype)
+            if kind in ("arena", "inplace"):
+                dest = arena_view(arena, offsets[v.name], v)
+            elif kind == "update":
+                dest = targets[plan.aliases[v.name]]
+                if not isinstance(dest, np.ndarray) or not dest.flags.writeable \
+                        or dest.dtype != v.dtype or dest.shape != v.shape:
+                    raise ArgumentError(f"{graph.name}: state input %{plan.aliases[v.name]} "
+                                        "must be a writeable numpy array of its type to be "
+                                        "updated in place")
+            else:                                  # output, constant, fused: own memory
+                env[v] = np.array(out) if kind == "output" else out
+                continue
+            dest[...] = out
+            env[v] = dest
+    byname = {v.name: v for v in graph.values()}
+    new = [np.array(env[byname[b]]) for _, b in plan.update_copies]   # read all, then write
+    for (a, _), val in zip(plan.update_copies, new):
+        target = targets[a]
+        if not isinstance(target, np.ndarray) or not target.flags.writeable:
+            raise ArgumentError(f"{graph.name}: state input %{a} must be a writeable "
+                                "numpy array to be updated in place")
+        target[...] = val
+    return [np.array(env[v]) for v in graph.outputs]
+
+
 def missing_lowerings() -> list[str]:
     """Ops in the registry this backend cannot run (a test asserts the list is empty)."""
     from graphc.ir import all_ops
     return [name for name in all_ops() if name != "input" and name not in IMPLS]
 
 
-def compile(graph: Graph):
-    """The backend interface shared with llvm: ``compile(graph)(*arrays) -> outputs``."""
+def compile(graph: Graph, plan=None):
+    """The backend interface shared with llvm: ``compile(graph)(*arrays) -> outputs``.
+
+    With a memory ``plan`` (``passes.memory.MemoryPlan``), runs in one arena (``run_planned``).
+    """
     for n in graph.nodes:
         get_op(n.op)
+    if plan is not None:
+        return lambda *args: run_planned(graph, list(args), plan)
     return lambda *args: run(graph, list(args))

@@ -1,0 +1,150 @@
+"""Liveness over the schedule: when each value is born and when it is last read.
+
+``graph.nodes`` is the schedule.  Node ``i`` defines its output at step ``i``; a value is
+live over the closed interval ``[start, end]`` from its definition to the step of its last
+reader.  Step ``len(graph.nodes)`` (``Liveness.end_step``) is a virtual step after the last
+node, where the graph's outputs are read and the optimizer's non-in-place updates are
+copied into their targets -- values read there live to the end.
+
+Persistent values live outside the arena, for the whole step: graph inputs (parameters,
+optimizer state, the batch), constants (literals in the compiled module) and graph outputs
+(the caller's result buffers).  Saved activations are forward values some backward node
+reads (``graphc.ir.saved_activations``): they are what reverse-mode AD keeps alive from the
+forward pass into the backward pass.
+
+Fused values (``fused_values``) are computed in registers inside a fusion group and have
+no buffer; their operands are read when the group runs, so an operand of a fused value
+stays live until the last reader of that fused value.
+
+This is an analysis: it never changes the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphc.ir import Graph, Value, saved_activations
+
+PERSISTENT_KINDS = ("input", "constant", "output")
+
+
+def fused_values(graph: Graph) -> set[Value]:
+    """Values consumed only inside their own fusion group: they need no buffer.
+
+    The fusion pass (``passes/fusion*``) marks nodes with ``attrs["group"]``; a value whose
+    producer and every reader carry the same group, and which is no graph output or update,
+    lives in registers.  Without group marks this is the empty set.  The memory planner
+    takes any ``fused=`` set or callable instead of this default.
+    """
+    out = set()
+    keep = set(graph.outputs) | {b for _, b in graph.updates}
+    for n in graph.nodes:
+        grp = n.attrs.get("group")
+        if grp is None or n.op in ("input", "constant"):
+            continue
+        v = n.output
+        if v in keep or not v.users:
+            continue
+        if all(u.attrs.get("group") == grp for u in v.users):
+            out.add(v)
+    return out
+
+
+def persistent_kind(graph: Graph, v: Value, outputs: set | None = None) -> str | None:
+    """``"input"``, ``"constant"``, ``"output"`` or None (a value the arena holds)."""
+    if v.node.op == "input":
+        return "input"
+    if v.node.op == "constant":
+        return "constant"
+    if v in (outputs if outputs is not None else set(graph.outputs)):
+        return "output"
+    return None
+
+
+@dataclass
+class Liveness:
+    """Per-value live intervals over ``graph.nodes`` (indices; ``end_step`` = after the last node).
+
+    ``start[v]``/``end[v]``: definition step and last-read step (inclusive) of each value;
+    ``persistent[v]``: "input", "constant" or "output" for values outside the arena;
+    ``saved``: the saved activations in schedule order; ``fused``: values with no buffer;
+    ``update_of[b] = a`` for each update ``a <- b``.
+    """
+    graph: Graph
+    start: dict
+    end: dict
+    persistent: dict
+    saved: list
+    fused: set
+    update_of: dict
+    end_step: int
+    index: dict = field(repr=False)   # node -> schedule position
+
+    @property
+    def saved_bytes(self) -> int:
+        return sum(v.nbytes for v in self.saved)
+
+    def interval(self, v: Value) -> tuple[int, int]:
+        return self.start[v], self.end[v]
+
+    def intervals(self) -> list[tuple[str, int, int, int]]:
+        """``(name, start, end, nbytes)`` of every value, in schedule order."""
+        return [(n.output.name, self.start[n.output], self.end[n.output], n.output.nbytes)
+                for n in self.graph.nodes]
+
+    def live_bytes(self, include_persistent=False) -> list[int]:
+        """Bytes of values live at each step ``0..end_step`` (fused values excluded)."""
+        diff = [0] * (self.end_step + 2)
+        for n in self.graph.nodes:
+            v = n.output
+            if v in self.fused or (v in self.persistent and not include_persistent):
+                continue
+            diff[self.start[v]] += v.nbytes
+            diff[self.end[v] + 1] -= v.nbytes
+        out, acc = [], 0
+        for d in diff[:-1]:
+            acc += d
+            out.append(acc)
+        return out
+
+
+def liveness(graph: Graph, fused=None) -> Liveness:
+    """Live intervals of every value of ``graph`` in its current schedule.
+
+    ``fused``: a set of values, or a callable ``graph -> set``, that need no buffer
+    (default: ``fused_values``).
+    """
+    nodes = graph.nodes
+    end_step = len(nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    if fused is None:
+        fused = fused_values(graph)
+    elif callable(fused):
+        fused = fused(graph)
+    fused = set(fused)
+    outputs = set(graph.outputs)
+    update_of = {}
+    for a, b in graph.updates:
+        update_of.setdefault(b, a)
+    start, end, persistent = {}, {}, {}
+    for i, n in enumerate(nodes):
+        v = n.output
+        start[v] = i
+        end[v] = i
+        k = persistent_kind(graph, v, outputs)
+        if k:
+            persistent[v] = k
+    for v in outputs:
+        end[v] = end_step
+    for v in update_of:
+        end[v] = end_step
+    # Walk backwards: a node's readers are all later, so their (effective) read time is final.
+    for i in range(len(nodes) - 1, -1, -1):
+        n = nodes[i]
+        t = end[n.output] if n.output in fused else i
+        for x in n.inputs:
+            if t > end[x]:
+                end[x] = t
+    # Inputs and constants exist for the whole step; their ``end`` is their last read (what
+    # decides whether an update may overwrite an input in place).
+    return Liveness(graph, start, end, persistent, saved_activations(graph), fused, update_of,
+                    end_step, index)

@@ -1,0 +1,355 @@
+"""The memory planner: every intermediate of a step laid into one arena.
+
+``plan_memory(graph)`` returns a ``MemoryPlan`` -- the contract with the backends (the LLVM
+backend allocates ``arena_bytes`` once and runs every step in it; ``numpy_backend.run_planned``
+executes a plan in arena views so plans are testable without LLVM).  Three steps:
+
+1. **Buffers.**  Walking the schedule, each non-persistent value either gets a buffer of its
+   own or joins an existing one:
+   - *view*: the output of an op in ``views`` (default ``reshape`` and ``stop_gradient``:
+     same bytes in the same order) aliases its operand's buffer; the buffer then lives until
+     the view's last reader.  No code runs for a view.
+   - *update*: the new value ``b`` of an optimizer update ``a <- b`` is written straight into
+     the parameter/state input ``a`` when nothing reads ``a`` after ``b`` is computed
+     (or ``b``'s elementwise node is that last read); otherwise ``b`` stays in the arena and
+     the backend copies it into ``a`` after the last node (``update_copies``).
+   - *in place*: an elementwise node's output takes the buffer of an operand that dies at
+     that node and has the same byte size (and is read contiguously).
+   - *fused*: values consumed only inside their fusion group get no buffer (see
+     ``liveness.fused_values``).
+2. **Offsets.**  Each arena buffer gets a byte offset (multiple of ``alignment``) such that
+   buffers live at the same time never overlap: several greedy strategies run and the
+   smallest arena wins (``STRATEGIES``).
+3. **Figures.**  ``naive_bytes`` (every value its own aligned buffer), ``lower_bound_bytes``
+   (the largest sum of live buffer bytes at any step: no layout of these buffers can use
+   less), ``arena_bytes`` (what the plan uses).
+
+A pass: pure function of the graph; it never imports a backend.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphc.ir import Graph, get_op
+
+from .liveness import Liveness, fused_values, liveness
+
+__all__ = ["MemoryPlan", "Buffer", "plan_memory", "memory_report", "MemoryReport",
+           "check_plan", "CONTIGUOUS_VIEWS", "STRIDED_VIEWS", "STRATEGIES", "fused_values"]
+
+ALIGNMENT = 64
+# Ops whose output is its operand's bytes in the same order: any backend can alias them.
+CONTIGUOUS_VIEWS = ("reshape", "stop_gradient")
+# Ops a backend reading strided memory (numpy) may alias too; pass ``views=`` to use them.
+STRIDED_VIEWS = ("broadcast_to", "transpose")
+
+
+def align(n: int, alignment: int = ALIGNMENT) -> int:
+    return -(-int(n) // alignment) * alignment
+
+
+@dataclass
+class Buffer:
+    """Bytes shared by one or more values (owner first) over ``[start, end]``.
+
+    ``offset`` is the byte offset in the arena, or -1 for a persistent buffer (``home``
+    names the input or constant whose memory it is: views of inputs, in-place updates).
+    """
+    id: int
+    nbytes: int
+    size: int
+    start: int
+    end: int
+    values: list = field(default_factory=list)
+    offset: int = -1
+    home: str | None = None
+
+    @property
+    def persistent(self) -> bool:
+        return self.home is not None
+
+
+@dataclass
+class MemoryPlan:
+    """Where every value of a graph lives; what a backend needs to run the graph in one arena.
+
+    - ``arena_bytes``: size of the one arena (a multiple of ``alignment``); allocate it
+      ``alignment``-aligned.
+    - ``offsets[name]``: byte offset in the arena of every value stored there (owners, views
+      and in-place outputs; an alias has its base's offset).
+    - ``kinds[name]``: ``"input"``, ``"constant"``, ``"output"`` (persistent, outside the
+      arena), ``"arena"`` (owns a buffer), ``"view"`` (no code: the bytes of
+      ``aliases[name]``), ``"inplace"`` (computed into the buffer of ``aliases[name]``,
+      an operand read elementwise at this node for the last time), ``"update"`` (computed
+      straight into the input ``aliases[name]``'s own memory) and ``"fused"`` (no buffer).
+    - ``aliases[name]``: the value whose bytes a view/inplace/update value reuses.
+    - ``update_copies``: ``(input, value)`` pairs to copy after the last node, in order
+      (updates that could not be written in place); read all before writing any.
+    - ``intervals[name]``: ``(start, end)`` schedule steps of every value.
+    - ``schedule``: value names in the order the plan assumes (``graph.nodes``).
+    """
+    alignment: int
+    arena_bytes: int
+    offsets: dict
+    kinds: dict
+    aliases: dict
+    intervals: dict
+    buffers: list
+    update_copies: list
+    schedule: list
+    strategy: str
+    strategies: dict
+    naive_bytes: int
+    lower_bound_bytes: int
+    views: tuple
+    plan_seconds: float = 0.0
+
+    def buffer_of(self, name: str) -> Buffer | None:
+        for b in self.buffers:
+            if name in b.values:
+                return b
+        return None
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly form (for tools and the CLI)."""
+        return {"alignment": self.alignment, "arena_bytes": self.arena_bytes,
+                "strategy": self.strategy, "offsets": dict(self.offsets),
+                "kinds": dict(self.kinds), "aliases": dict(self.aliases),
+                "intervals": {k: list(v) for k, v in self.intervals.items()},
+                "update_copies": [list(p) for p in self.update_copies],
+                "naive_bytes": self.naive_bytes, "lower_bound_bytes": self.lower_bound_bytes}
+
+    def __str__(self):
+        return (f"MemoryPlan(arena {self.arena_bytes} B by {self.strategy}, "
+                f"{sum(1 for b in self.buffers if not b.persistent)} buffers for "
+                f"{len(self.offsets)} values; naive {self.naive_bytes} B, "
+                f"bound {self.lower_bound_bytes} B)")
+
+
+# ---- 1. buffers -------------------------------------------------------------------------------
+def _contig_reads(n, B, buf_of, contig) -> bool:
+    """Every operand of ``n`` stored in ``B`` is read at the element index it is written."""
+    return all(contig[x] for x in n.inputs if buf_of.get(x) is B)
+
+
+def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace=True,
+                   alignment=ALIGNMENT):
+    """Group values into buffers (views, in-place, updates); returns (buffers, kinds, aliases)."""
+    views = set(views)
+    buf_of, contig = {}, {}
+    kinds, aliases = {}, {}
+    buffers: list[Buffer] = []
+    update_targets: dict = {}
+    for a, b in graph.updates:
+        update_targets.setdefault(a, []).append(b)
+    sources = {}
+    for a, b in graph.updates:
+        sources.setdefault(b, []).append(a)
+    outputs = set(graph.outputs)
+
+    def new(v, home=None):
+        B = Buffer(len(buffers), v.nbytes, align(v.nbytes, alignment), live.start[v],
+                   live.end[v], [v.name], -1, home)
+        buffers.append(B)
+        buf_of[v] = B
+        return B
+
+    def join(B, v, kind, base):
+        B.values.append(v.name)
+        B.end = max(B.end, live.end[v])
+        buf_of[v] = B
+        kinds[v.name] = kind
+        aliases[v.name] = base.name
+
+    for i, n in enumerate(graph.nodes):
+        v = n.output
+        contig[v] = True
+        pk = live.persistent.get(v)
+        if pk:
+            kinds[v.name] = pk
+            if pk in ("input", "constant"):
+                new(v, home=v.name)
+            continue
+        if v in live.fused:
+            kinds[v.name] = "fused"
+            continue
+        if n.op in views and n.inputs and n.inputs[0] in buf_of:
+            x = n.inputs[0]
+            contig[v] = contig[x] and n.op in CONTIGUOUS_VIEWS
+            join(buf_of[x], v, "view", x)
+            continue
+        elementwise = get_op(n.op).kind == "elementwise" and n.attrs.get("group") is None
+        a = live.update_of.get(v)
+        if a is not None and len(sources[v]) == 1 and len(update_targets[a]) == 1 \
+                and a.node.op == "input" and a not in outputs and a not in sources \
+                and v not in outputs:
+            A = buf_of[a]
+            if A.end < i or (A.end == i and elementwise and _contig_reads(n, A, buf_of, contig)):
+                join(A, v, "update", a)
+                continue
+        if inplace and elementwise:
+            for x in n.inputs:
+                B = buf_of.get(x)
+                if (B is not None and not B.persistent and B.end == i and contig[x]
+                        and x.nbytes == v.nbytes == B.nbytes
+                        and _contig_reads(n, B, buf_of, contig)):
+                    join(B, v, "inplace", x)
+                    break
+            else:
+                new(v)
+                kinds[v.name] = "arena"
+            continue
+        new(v)
+        kinds[v.name] = "arena"
+    return buffers, kinds, aliases
+
+
+# ---- 2. offsets -------------------------------------------------------------------------------
+def _place(bufs: list[Buffer], order: list[int]) -> tuple[list[int], int]:
+    """Best-fit placement of ``bufs`` in ``order``: each buffer goes to the smallest gap
+    between already-placed buffers whose lifetimes overlap its own, else on top of them."""
+    n = len(bufs)
+    S = np.empty(n, np.int64)
+    E = np.empty(n, np.int64)
+    O = np.empty(n, np.int64)
+    Z = np.empty(n, np.int64)
+    offsets = [0] * n
+    arena = 0
+    k = 0
+    for j in order:
+        b = bufs[j]
+        s, e, sz = b.start, b.end, b.size
+        off = 0
+        if k:
+            idx = np.flatnonzero((S[:k] <= e) & (E[:k] >= s))
+            if idx.size:
+                o = O[idx]
+                srt = np.argsort(o, kind="stable")
+                o = o[srt]
+                cm = np.maximum.accumulate(o + Z[idx][srt])
+                prev = np.empty_like(cm)
+                prev[0] = 0
+                prev[1:] = cm[:-1]
+                gap = o - prev
+                ok = np.flatnonzero(gap >= sz)
+                if ok.size:
+                    off = int(prev[ok[np.argmin(gap[ok])]])
+                else:
+                    off = int(cm[-1])
+        S[k], E[k], O[k], Z[k] = s, e, off, sz
+        k += 1
+        offsets[j] = off
+        arena = max(arena, off + sz)
+    return offsets, arena
+
+
+def _by_size(bufs):
+    """TFLite's greedy-by-size: biggest first (ties: earliest, longest)."""
+    return sorted(range(len(bufs)), key=lambda j: (-bufs[j].size, bufs[j].start, -bufs[j].end))
+
+
+def _by_first_def(bufs):
+    """Linear scan: in order of definition."""
+    return sorted(range(len(bufs)), key=lambda j: (bufs[j].start, -bufs[j].size))
+
+
+def _by_area(bufs):
+    """Largest size x lifetime first (long-lived big buffers pinned low)."""
+    return sorted(range(len(bufs)), key=lambda j: (-bufs[j].size * (bufs[j].end - bufs[j].start
+                                                                    + 1), bufs[j].start))
+
+
+STRATEGIES = {"size": _by_size, "first_def": _by_first_def, "area": _by_area}
+
+
+def lower_bound(bufs: list[Buffer], steps: int) -> tuple[int, list[int]]:
+    """Max over steps of the summed bytes of live arena buffers, and the per-step profile."""
+    diff = np.zeros(steps + 2, np.int64)
+    for b in bufs:
+        diff[b.start] += b.nbytes
+        diff[b.end + 1] -= b.nbytes
+    prof = np.cumsum(diff)[:steps + 1]
+    return (int(prof.max()) if prof.size else 0), prof.tolist()
+
+
+# ---- the pass ---------------------------------------------------------------------------------
+def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fused=None,
+                inplace: bool = True, alignment: int = ALIGNMENT) -> MemoryPlan:
+    """Plan one arena for ``graph`` in its current schedule.
+
+    ``strategy``: a name in ``STRATEGIES`` or ``"best"`` (try all, keep the smallest arena);
+    ``views``: ops whose output aliases its operand (``CONTIGUOUS_VIEWS``; add
+    ``STRIDED_VIEWS`` only for a backend that reads strided operands);
+    ``fused``: values with no buffer (set or ``graph -> set``; default ``fused_values``);
+    ``inplace``: allow elementwise outputs to take a dying operand's buffer.
+    """
+    t0 = time.perf_counter()
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise ValueError(f"alignment must be a power of two, got {alignment}")
+    live = liveness(graph, fused)
+    buffers, kinds, aliases = assign_buffers(graph, live, views, inplace, alignment)
+    arena_bufs = [b for b in buffers if not b.persistent]
+    names = list(STRATEGIES) if strategy == "best" else [strategy]
+    if any(s not in STRATEGIES for s in names):
+        raise ValueError(f"unknown strategy {strategy!r}; choose 'best' or one of "
+                         f"{sorted(STRATEGIES)}")
+    tried, best = {}, None
+    for s in names:
+        offs, arena = _place(arena_bufs, STRATEGIES[s](arena_bufs))
+        tried[s] = arena
+        if best is None or arena < best[2]:
+            best = (s, offs, arena)
+    chosen, offs, arena = best
+    for b, o in zip(arena_bufs, offs):
+        b.offset = o
+    offsets = {name: b.offset for b in arena_bufs for name in b.values}
+    bound, _ = lower_bound(arena_bufs, live.end_step)
+    naive = sum(align(n.output.nbytes, alignment) for n in graph.nodes
+                if n.output not in live.persistent)
+    copies = [(a.name, b.name) for a, b in graph.updates if kinds.get(b.name) != "update"
+              or aliases.get(b.name) != a.name]
+    intervals = {n.output.name: (live.start[n.output], live.end[n.output]) for n in graph.nodes}
+    return MemoryPlan(alignment, arena, offsets, kinds, aliases, intervals, buffers, copies,
+                      [n.output.name for n in graph.nodes], chosen, tried, naive, bound,
+                      tuple(views), time.perf_counter() - t0)
+
+
+def check_plan(graph: Graph, plan: MemoryPlan) -> None:
+    """Raise AssertionError unless buffers live at the same step occupy disjoint, aligned
+    bytes inside the arena (a sweep over start times; used by tests and as a debug aid)."""
+    bufs = sorted((b for b in plan.buffers if not b.persistent), key=lambda b: b.start)
+    active: list[Buffer] = []
+    for b in bufs:
+        assert b.offset % plan.alignment == 0, f"buffer {b.values} misaligned at {b.offset}"
+        assert 0 <= b.offset and b.offset + b.nbytes <= plan.arena_bytes, \
+            f"buffer {b.values} [{b.offset}, +{b.nbytes}) outside the arena {plan.arena_bytes}"
+        active = [a for a in active if a.end >= b.start]
+        for a in active:
+            assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, \
+                (f"buffers {a.values} [{a.start},{a.end}] and {b.values} [{b.start},{b.end}] "
+                 f"overlap in bytes ({a.offset}+{a.size} vs {b.offset}+{b.size})")
+        active.append(b)
+
+
+def memory_report(graph: Graph, plan: MemoryPlan | None = None, **options):
+    """``MemoryReport`` for ``graph``: plan it (``plan_memory`` options) unless ``plan`` is given.
+
+    Options that are not planner options (e.g. backend options passed through
+    ``step.memory_report()``) are ignored.
+    """
+    from .memreport import MemoryReport
+    known = {k: options[k] for k in ("strategy", "views", "fused", "inplace", "alignment")
+             if k in options}
+    if plan is None:
+        plan = plan_memory(graph, **known)
+    return MemoryReport.build(graph, plan, known.get("fused"))
+
+
+def __getattr__(name):
+    if name == "MemoryReport":
+        from .memreport import MemoryReport
+        return MemoryReport
+    raise AttributeError(name)
