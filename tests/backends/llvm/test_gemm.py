@@ -1,0 +1,273 @@
+"""GEMM kernels and the parallel launcher: correctness against numpy for every variant,
+dtype and awkward shape; leading dimensions and ranges; vector code on the host; and
+bitwise-identical results for any thread count (also through a barrier-separated
+two-kernel "step" run on T threads)."""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llvmlite")
+
+from llvmlite import ir  # noqa: E402
+
+from graphc.backends.llvm import gemm as G  # noqa: E402
+from graphc.backends.llvm import jit  # noqa: E402
+from graphc.backends.llvm import parallel as P  # noqa: E402
+
+VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
+# (M, N, K): sizes 1, primes, non-multiples of the vector width and of the tile,
+# K crossing the K-block size (256), K = 0
+SHAPES = [(1, 1, 1), (1, 17, 5), (2, 3, 4), (7, 13, 5), (17, 33, 63), (63, 65, 31),
+          (65, 17, 129), (6, 64, 256), (13, 130, 300), (37, 101, 97), (128, 10, 256),
+          (5, 3, 0), (12, 16, 1)]
+
+
+def _operands(rng, m, n, k, dtype, ta, tb):
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    return a, b
+
+
+def _check(c, a, b, ta, tb, extra=None):
+    """|c - exact| <= 2·K·u·(|op(A)|·|op(B)|) (+|extra|): the standard dot-product
+    error bound, so the tolerance scales with K and the magnitudes."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    a64, b64 = (a64.T if ta else a64), (b64.T if tb else b64)
+    exact = a64 @ b64
+    bound = np.abs(a64) @ np.abs(b64)
+    if extra is not None:
+        exact = exact + extra
+        bound = bound + np.abs(extra)
+    k = a64.shape[1]
+    u = np.finfo(c.dtype).eps
+    tol = 2 * (k + 2) * u * bound + np.finfo(c.dtype).tiny
+    assert c.shape == exact.shape
+    err = np.abs(c.astype(np.float64) - exact)
+    assert np.all(err <= tol), f"max err {err.max()} vs tol {tol.max()}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ta,tb", VARIANTS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_matches_numpy(dtype, ta, tb, m, n, k):
+    rng = np.random.default_rng(m * 10007 + n * 101 + k)
+    a, b = _operands(rng, m, n, k, dtype, ta, tb)
+    c = G.gemm(a, b, trans_a=ta, trans_b=tb, threads=1)
+    assert c.dtype == np.dtype(dtype)
+    _check(c, a, b, ta, tb)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ta,tb", VARIANTS)
+def test_accumulate(dtype, ta, tb):
+    rng = np.random.default_rng(1)
+    m, n, k = 29, 70, 300
+    a, b = _operands(rng, m, n, k, dtype, ta, tb)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    c = c0.copy()
+    G.gemm(a, b, trans_a=ta, trans_b=tb, out=c, accumulate=True, threads=1)
+    _check(c, a, b, ta, tb, extra=c0.astype(np.float64))
+
+
+@pytest.mark.parametrize("ta,tb", VARIANTS)
+@pytest.mark.parametrize("m,n,k", [(64, 64, 64), (128, 784, 512), (37, 101, 97),
+                                   (200, 33, 1000), (7, 500, 20)])
+def test_thread_count_does_not_change_bits(ta, tb, m, n, k):
+    rng = np.random.default_rng(7)
+    a, b = _operands(rng, m, n, k, "float32", ta, tb)
+    one = G.gemm(a, b, ta, tb, threads=1)
+    for t in (2, 3):
+        assert np.array_equal(G.gemm(a, b, ta, tb, threads=t), one)
+
+
+def _raw_kernel(spec):
+    """The range kernel ``spec.name`` alone, callable with explicit strides and range."""
+    module = ir.Module(name="raw_" + spec.name)
+    G.emit_gemm(module, spec)
+    cm = jit.compile_module(module)
+    i64 = ctypes.c_int64
+    fn = cm.cfunc(spec.name, None, *([ctypes.c_void_p] * 3 + [i64] * 8 + [ctypes.c_int32]))
+    return cm, fn
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ta,tb", VARIANTS)
+def test_leading_dimensions_and_ranges(dtype, ta, tb):
+    """Operands embedded in wider arrays (lda/ldb/ldc > logical width); only the
+    requested range of C is written, nothing outside it (guard values survive)."""
+    rng = np.random.default_rng(3)
+    m, n, k = 23, 45, 37
+    a, b = _operands(rng, m, n, k, dtype, ta, tb)
+    abig = np.full((a.shape[0], a.shape[1] + 5), np.nan, dtype)
+    abig[:, :a.shape[1]] = a
+    bbig = np.full((b.shape[0], b.shape[1] + 3), np.nan, dtype)
+    bbig[:, :b.shape[1]] = b
+    guard = -7.0
+    cbig = np.full((m + 2, n + 9), guard, dtype)
+    spec = G.default_spec(dtype, ta, tb)
+    _cm, fn = _raw_kernel(spec)
+    i0, i1, j0, j1 = 3, 20, 5, 44
+    cview = cbig[1:, :]  # row 0 of cbig stays a guard row
+    fn(abig.ctypes.data, bbig.ctypes.data, cview.ctypes.data, k, abig.shape[1],
+       bbig.shape[1], cbig.shape[1], i0, i1, j0, j1, 0)
+    exact = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    got = cview[i0:i1, j0:j1].astype(np.float64)
+    tol = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(got, exact[i0:i1, j0:j1], rtol=tol, atol=tol)
+    mask = np.ones(cbig.shape, bool)
+    mask[1 + i0:1 + i1, j0:j1] = False
+    assert np.all(cbig[mask] == guard)
+
+
+def test_empty_range_and_k0():
+    spec = G.default_spec("float32")
+    _cm, fn = _raw_kernel(spec)
+    a = np.ones((4, 4), np.float32)
+    c = np.full((4, 4), 5.0, np.float32)
+    fn(a.ctypes.data, a.ctypes.data, c.ctypes.data, 4, 4, 4, 4, 2, 2, 0, 4, 0)
+    assert np.all(c == 5.0)
+    fn(a.ctypes.data, a.ctypes.data, c.ctypes.data, 0, 4, 4, 4, 0, 4, 0, 4, 0)
+    assert np.all(c == 0.0)  # K == 0 with beta 0 writes zeros
+
+
+def test_bad_inputs_raise():
+    a = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError):
+        G.gemm(a, np.ones((5, 2), np.float32))
+    with pytest.raises(TypeError):
+        G.gemm(a, np.ones((4, 2), np.float64))
+    with pytest.raises(TypeError):
+        G.gemm(a.astype(np.int32), np.ones((4, 2), np.int32))
+
+
+def test_host_assembly_uses_vector_fma():
+    t = jit.host_target()
+    if t.generic or not (t.has_feature("avx512f") or t.has_feature("avx2")):
+        pytest.skip("host lacks avx512f/avx2")
+    spec = G.default_spec("float32")
+    asm = jit.assembly(G.build_module(spec))
+    reg = "zmm" if t.has_feature("avx512f") else "ymm"
+    assert reg in asm
+    fmas = [line for line in asm.splitlines() if "vfmadd" in line and reg in line]
+    assert len(fmas) >= spec.mr * spec.nv  # the main kernel's MR×NV FMAs, unrolled
+    assert "fmaf" not in asm  # no libm calls
+
+
+def test_generic_target_still_correct(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHC_LLVM_GENERIC", "1")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(5)
+    a, b = _operands(rng, 9, 21, 17, "float32", False, True)
+    c = G.gemm(a, b, trans_b=True, threads=1)
+    _check(c, a, b, False, True)
+
+
+# --------------------------------------------------------------------------- one native step
+
+
+def _step_module():
+    """step(tid, T, argv, barrier): C = A·B ; barrier ; E = Cᵀ·D ; barrier ; F = E·Aᵀ.
+
+    The shape of the full backend: every kernel takes its fixed share by ``tid`` and
+    dependent kernels meet at the barrier, all inside one native call.
+    """
+    module = ir.Module(name="test_step")
+    module.triple = jit.host_target().triple
+    barrier = P.emit_barrier(module)
+    nn = G.emit_gemm_parallel(module, G.default_spec("float32", False, False))
+    tn = G.emit_gemm_parallel(module, G.default_spec("float32", True, False))
+    nt = G.emit_gemm_parallel(module, G.default_spec("float32", False, True))
+    fn = ir.Function(module, P.JOB_TYPE, "step")
+    tid, nth, argv, bar = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    i64 = ir.IntType(64)
+    v = [b.load(b.gep(argv, [i64(i)], source_etype=i64), typ=i64) for i in range(9)]
+    A, B, C, D, E, F = (b.inttoptr(x, ir.PointerType()) for x in v[:6])
+    m, n, k = v[6], v[7], v[8]
+    zero = ir.IntType(32)(0)
+    # C[m,n] = A[m,k]·B[k,n]
+    b.call(nn, [tid, nth, A, B, C, m, n, k, k, n, n, zero])
+    b.call(barrier, [bar, nth])
+    # E[n,n] = Cᵀ·D with D[m,n]
+    b.call(tn, [tid, nth, C, D, E, n, n, m, n, n, n, zero])
+    b.call(barrier, [bar, nth])
+    # F[n,m] = E[n,n]·Cᵀ  (C is m×n, so op(B) = Cᵀ is n×m)
+    b.call(nt, [tid, nth, E, C, F, n, m, n, n, n, m, zero])
+    b.call(barrier, [bar, nth])
+    b.ret_void()
+    return module
+
+
+@pytest.mark.parametrize("m,n,k", [(96, 130, 70), (5, 7, 3), (128, 256, 784)])
+def test_step_with_barriers_is_identical_for_1_and_2_threads(m, n, k):
+    cm = jit.compile_module(_step_module())
+    addr = cm.get_function_address("step")
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((m, k)).astype(np.float32)
+    B = rng.standard_normal((k, n)).astype(np.float32)
+    D = rng.standard_normal((m, n)).astype(np.float32)
+    results = {}
+    for threads in (1, 2, 3):
+        C = np.zeros((m, n), np.float32)
+        E = np.zeros((n, n), np.float32)
+        F = np.zeros((n, m), np.float32)
+        argv = np.array([x.ctypes.data for x in (A, B, C, D, E, F)] + [m, n, k], np.int64)
+        launch = P.Launcher(addr, threads).bind(argv.ctypes.data)
+        for _ in range(3):  # repeated launches reuse the pool and the barrier
+            launch()
+        results[threads] = (C.copy(), E.copy(), F.copy())
+    for threads in (2, 3):
+        for x, y in zip(results[1], results[threads]):
+            assert np.array_equal(x, y)
+    C, E, F = (x.astype(np.float64) for x in results[1])
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(E, C.T @ D, rtol=1e-4, atol=1e-2 * np.abs(C.T @ D).max())
+    np.testing.assert_allclose(F, E @ C.T, rtol=1e-4, atol=1e-3 * np.abs(E @ C.T).max())
+
+
+def test_barrier_orders_phases():
+    """Each of 2000 phases reads a neighbour's value from the previous phase: any
+    barrier that let a thread run ahead would leave a count below the phase number."""
+    phases = 2000
+    module = ir.Module(name="test_barrier")
+    module.triple = jit.host_target().triple
+    barrier = P.emit_barrier(module)
+    fn = ir.Function(module, P.JOB_TYPE, "phases")
+    tid, nth, buf, bar = fn.args
+    i64 = ir.IntType(64)
+    entry = fn.append_basic_block("entry")
+    loop = fn.append_basic_block("loop")
+    out = fn.append_basic_block("out")
+    b = ir.IRBuilder(entry)
+    b.branch(loop)
+    b.position_at_end(loop)
+    p = b.phi(i64)
+    p.add_incoming(i64(1), entry)
+    nb = b.srem(b.add(tid, i64(1)), nth)
+    prev = b.load(b.gep(buf, [b.add(b.mul(b.sub(p, i64(1)), nth), nb)], source_etype=i64),
+                  typ=i64)
+    b.store(b.add(prev, i64(1)), b.gep(buf, [b.add(b.mul(p, nth), tid)], source_etype=i64))
+    b.call(barrier, [bar, nth])
+    pn = b.add(p, i64(1))
+    p.add_incoming(pn, loop)
+    b.cbranch(b.icmp_signed("<=", pn, i64(phases)), loop, out)
+    b.position_at_end(out)
+    b.ret_void()
+    cm = jit.compile_module(module)
+    for threads in (1, 2, 3):
+        buf = np.zeros((phases + 1) * threads, np.int64)
+        P.Launcher(cm.get_function_address("phases"), threads)(buf.ctypes.data)
+        assert np.array_equal(buf[-threads:], np.full(threads, phases))
+
+
+def test_num_threads_env(monkeypatch):
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "3")
+    assert P.num_threads() == 3
+    assert P.num_threads(1) == 1
+    monkeypatch.delenv("GRAPHC_NUM_THREADS")
+    assert P.num_threads() >= 1
+    with pytest.raises(ValueError):
+        P.num_threads(0)
