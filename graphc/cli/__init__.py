@@ -1,5 +1,47 @@
-"""The graphc command line (see docs/cli.md)."""
+"""The graphc command line: ``graphc train|dot|ir|memplan|bench`` (see docs/cli.md).
+
+Errors a user can cause -- a bad model file, a corrupt checkpoint, a CSV with a text cell,
+a missing file -- print one ``graphc CMD: error: ...`` line and exit 1 (2 for bad
+arguments), with no traceback unless ``--debug`` is given.
+"""
+from __future__ import annotations
+
+import sys
+
+from ..ir import GraphcError
 
 
-def main(argv=None):
-    raise SystemExit("graphc: the CLI is not built yet")
+def _command(name):
+    from . import bench_cmd, graph_cmds, memplan_cmd, train_cmd
+    return {"train": train_cmd.run, "dot": graph_cmds.run_dot, "ir": graph_cmds.run_ir,
+            "memplan": memplan_cmd.run, "bench": bench_cmd.run}[name]
+
+
+def main(argv=None) -> int:
+    from ..models import UnknownModel
+    from .parser import build_parser
+    from .stages import UsageError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or "--debug" in argv
+    prog = f"graphc {args.command}"
+    try:
+        return _command(args.command)(args)
+    except (UnknownModel, UsageError) as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (GraphcError, OSError) as e:
+        if debug:
+            raise
+        msg = str(e).strip().replace("\n", " | ")
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry():
+    sys.exit(main())

@@ -205,8 +205,8 @@ class Trainer:
         test.update(best_epoch=s.best_epoch, stop_reason=s.stop_reason, updates=s.step)
         log.write("test", test)
         self.progress.line(f"stopped: {s.stop_reason}")
-        self.progress.line(f"test {headline(test, 'test')}, loss {test['test_loss']:.4f} "
-                           f"(parameters from epoch {s.best_epoch}, backend {self.backend})")
+        self.progress.line(f"test set: loss {test['test_loss']:.4f}, {headline(test, 'test')} "
+                           f"(best parameters, from epoch {s.best_epoch})")
         return test
 
 

@@ -1,0 +1,57 @@
+"""``graphc dot`` and ``graphc ir``: the IR of a model's training step at any stage."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from ..ir import GraphcError, format_graph, to_dot
+from .common import stages_from_args
+from .stages import available, select
+
+GRAPHVIZ_HINT = ("rendering {fmt} needs Graphviz's 'dot' program, which is not installed: "
+                 "apt-get install graphviz (Debian/Ubuntu), dnf install graphviz (Fedora), "
+                 "brew install graphviz (macOS); or write DOT text with --format dot")
+
+
+def render(dot_text: str, fmt: str) -> bytes:
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphcError(GRAPHVIZ_HINT.format(fmt=fmt.upper()))
+    proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), capture_output=True)
+    if proc.returncode != 0:
+        raise GraphcError(f"Graphviz dot failed: {proc.stderr.decode(errors='replace')[:300]}")
+    return proc.stdout
+
+
+def run_dot(args) -> int:
+    fmt = args.format
+    if fmt is None:
+        ext = os.path.splitext(args.output or "")[1].lower().lstrip(".")
+        fmt = ext if ext in ("svg", "png") else "dot"
+    stages, _ = stages_from_args(args)
+    stage, graph = select(stages, args.graph, args.after)
+    text = to_dot(graph, show_constants=not args.hide_constants)
+    data = text.encode() if fmt == "dot" else render(text, fmt)
+    if args.output:
+        with open(args.output, "wb") as f:
+            f.write(data if fmt != "dot" else data + b"\n")
+        print(f"wrote {args.output} ({fmt}, graph {graph.name} after {stage}: "
+              f"{len(graph.nodes)} nodes)", file=sys.stderr)
+    elif fmt == "dot":
+        print(text)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+def run_ir(args) -> int:
+    stages, _ = stages_from_args(args)
+    if args.list_stages:
+        print("\n".join(available(stages)))
+        return 0
+    stage, graph = select(stages, args.graph, args.after)
+    print(f"; stage: {stage}")
+    print(format_graph(graph, show_source=not args.no_source))
+    return 0

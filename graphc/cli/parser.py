@@ -1,0 +1,139 @@
+"""The argparse definition of ``graphc``: one subcommand per job (see docs/cli.md).
+
+``OneLineParser`` turns argparse's usage dump into a single ``graphc CMD: error: ...``
+line with exit status 2, so a scripted caller sees one clear reason.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..models import BUILTINS
+
+MODEL_HELP = (f"a built-in model ({', '.join(BUILTINS)}) or path/to/file.py:NAME "
+              "(see docs/cli.md, 'User models')")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message.splitlines()[0]}\n")
+        raise SystemExit(2)
+
+
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def widths(text):
+    try:
+        ws = tuple(int(w) for w in text.replace("-", ",").split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be integers like 256,128; got "
+                                         f"{text!r}") from None
+    if not ws or min(ws) <= 0:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return ws
+
+
+def _common(p, backend=True):
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--dataset", help="digits, diabetes, breast_cancer, synth-cls:..., "
+                   "synth-reg:..., or a .npz/.csv file (default: the model's own)")
+    p.add_argument("--label-column", help="CSV label column, name or index (default: last)")
+    p.add_argument("--batch-size", type=positive_int, help="mini-batch size")
+    p.add_argument("--widths", type=widths, help="mlp hidden widths, e.g. 256,128")
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
+    p.add_argument("--lr", type=positive_float, help="learning rate")
+    p.add_argument("--seed", type=int, help="seed for split, init and shuffling (default 0)")
+    if backend:
+        p.add_argument("--backend", choices=("llvm", "numpy"), default="llvm",
+                       help="llvm (default; falls back to numpy if it cannot compile) or numpy")
+        p.add_argument("--threads", type=positive_int, help="worker threads (llvm backend)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top = OneLineParser(prog="graphc", description="graphc: a static-graph compiler for "
+                        "training neural networks on the CPU")
+    top.add_argument("--version", action="version", version="graphc 0.1.0")
+    top.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model and report validation/test metrics")
+    _common(t)
+    t.add_argument("--epochs", type=positive_int, help="maximum epochs")
+    t.add_argument("--momentum", type=float, help="momentum for --optimizer momentum (0.9)")
+    t.add_argument("--weight-decay", type=float, help="L2 weight decay (0)")
+    t.add_argument("--patience", type=nonneg_int,
+                   help="early stopping: epochs without val-loss improvement (0 = off)")
+    t.add_argument("--tol", type=float, help="minimum val-loss improvement (1e-4)")
+    t.add_argument("--checkpoint-dir", help="directory for checkpoints (last two kept)")
+    t.add_argument("--checkpoint-every", type=nonneg_int, default=1,
+                   help="epochs between checkpoints (default 1; 0 = only the final one)")
+    t.add_argument("--checkpoint-steps", type=nonneg_int, default=0,
+                   help="also checkpoint every N updates (default 0 = off)")
+    t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="continue from the latest checkpoint in --checkpoint-dir "
+                        "(or from the file given)")
+    t.add_argument("--json", dest="json_log", metavar="FILE",
+                   help="write per-epoch metrics as JSON lines")
+    t.add_argument("--plot", metavar="FILE.png", help="loss/accuracy curves (matplotlib)")
+    t.add_argument("--save", metavar="FILE.npz", help="save the best parameters")
+    t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
+
+    d = sub.add_parser("dot", help="the IR as Graphviz DOT (or SVG/PNG through Graphviz)")
+    _common(d, backend=False)
+    d.add_argument("--graph", choices=("forward", "backward", "step"), default=None,
+                   help="forward pass, forward+backward (gradients), or the whole "
+                        "training step (default)")
+    d.add_argument("--after", metavar="PASS", help="the step graph after this pipeline stage")
+    d.add_argument("-o", "--output", metavar="FILE", help="output file (default: stdout)")
+    d.add_argument("--format", choices=("dot", "svg", "png"),
+                   help="default: from the -o extension, else dot")
+    d.add_argument("--hide-constants", action="store_true", help="omit constant nodes")
+
+    i = sub.add_parser("ir", help="the text IR at any pipeline stage")
+    _common(i, backend=False)
+    i.add_argument("--graph", choices=("forward", "backward", "step"), default=None)
+    i.add_argument("--after", metavar="PASS", help="the step graph after this pipeline stage")
+    i.add_argument("--no-source", action="store_true", help="omit source-line comments")
+    i.add_argument("--list-stages", action="store_true", help="list the pipeline stages")
+
+    m = sub.add_parser("memplan", help="the memory report (and timeline plot)")
+    _common(m)
+    m.add_argument("--plot", metavar="FILE.png", help="memory timeline plot")
+
+    b = sub.add_parser("bench", help="time the compiled training step against peers")
+    _common(b)
+    b.add_argument("--vs", default="numpy", metavar="PEERS",
+                   help="comma-separated peers: numpy, torch, jax (default: numpy)")
+    b.add_argument("--repeats", type=positive_int, default=7, help="timed repeats (median)")
+    b.add_argument("--steps", type=positive_int, default=20, help="steps per repeat")
+    return top

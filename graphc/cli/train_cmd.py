@@ -1,0 +1,58 @@
+"""``graphc train MODEL``: the main job -- train, report per-epoch metrics, test at the end."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from ..nn import num_params as num_params_of
+from ..train import Trainer, prepare, resolve
+from ..train.progress import Progress
+from .common import MODEL_KEYS, overrides
+
+TRAIN_KEYS = MODEL_KEYS + ("epochs", "momentum", "weight_decay", "patience", "tol",
+                           "checkpoint_dir", "checkpoint_every", "checkpoint_steps",
+                           "resume", "json_log", "plot", "progress", "backend", "threads")
+
+
+def describe(p, backend) -> str:
+    cfg, tr = p.config, p.splits.train
+    ds = f"{cfg.dataset}: train {len(tr)} / val {len(p.splits.val)} / test {len(p.splits.test)}"
+    ds += f", {tr.X.shape[1]} features"
+    if p.spec.task != "regression":
+        ds += f", {2 if p.spec.task == 'binary' else int(p.model.out_features or 0)} classes"
+    opt = cfg.optimizer + (f"(momentum {cfg.momentum})" if cfg.optimizer == "momentum" else "")
+    return (f"graphc train {p.spec.name} -- {p.spec.description}\n"
+            f"  data   {ds}\n"
+            f"  model  {num_params_of(p.params):,} parameters; {opt} lr {cfg.lr}, batch "
+            f"{cfg.batch_size}, up to {cfg.epochs} epochs (patience {cfg.patience}); "
+            f"backend {backend}")
+
+
+def save_params(path: str, params: dict):
+    """Best parameters as a plain .npz (written atomically like checkpoints)."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".params-", suffix=".tmp", dir=d)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **params)
+    os.replace(tmp, path)
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    spec, cfg = resolve(args.model, **overrides(args, TRAIN_KEYS))
+    progress = Progress(cfg.progress)
+    trainer = Trainer(prepare(spec, cfg), progress)
+    progress.line(describe(trainer.p, trainer.backend))
+    result = trainer.run()
+    if args.save:
+        save_params(args.save, result.params)
+        progress.line(f"best parameters saved to {args.save}")
+    if result.checkpoint:
+        progress.line(f"checkpoint: {result.checkpoint}")
+    from ..train.metrics import headline
+    print(f"test {headline(result.test, 'test')} -- {spec.name} on {cfg.dataset}, "
+          f"{len(result.history)} epochs, {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
