@@ -55,21 +55,17 @@ def mse(pred, target, reduction="mean"):
 
 
 def hinge(scores, labels, reduction="mean"):
-    """Binary hinge loss max(0, 1 - y·s) for labels y in {-1, +1} (or {0, 1}, mapped)."""
+    """Binary hinge loss max(0, 1 - y·s) for labels y in {-1, +1} (or {0, 1}, mapped).
+
+    Integer/bool labels become ``+1 where label > 0 else -1``: right for both {0, 1} and
+    {-1, +1}, without looking at the values (traced labels have none).
+    """
     y = labels
     ldt = labels.dtype if isinstance(labels, Tracer) else np.asarray(labels).dtype
     if ldt.kind in "iub":
-        y = F.subtract(F.multiply(F.cast(labels, np.dtype(scores.dtype)), 2.0), 1.0) \
-            if _is_01(labels) else F.cast(labels, np.dtype(scores.dtype))
+        sdt = np.dtype(scores.dtype)
+        y = F.where(F.greater(labels, 0), F.cast(1, sdt), F.cast(-1, sdt))
     return _reduce(F.maximum(F.subtract(1.0, F.multiply(y, scores)), 0.0), reduction)
-
-
-def _is_01(labels):
-    """{0,1} labels are mapped to {-1,+1}; traced labels are assumed to be {0,1}."""
-    if isinstance(labels, Tracer):
-        return True
-    u = np.unique(np.asarray(labels))
-    return set(u.tolist()) <= {0, 1}
 
 
 def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
