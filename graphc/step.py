@@ -62,7 +62,8 @@ class CompiledStep:
     """A compiled training step; call it with a batch."""
 
     def __init__(self, loss_fn, params, optimizer, example_batch, backend="llvm",
-                 check_finite=False, **options):
+                 check_finite=False, memory_budget=None, remat=None, schedule=True,
+                 **options):
         example_batch = tuple(example_batch)
         p_leaves, self._p_tree = pytree.flatten(params)
         names = pytree.paths(self._p_tree, "params")
@@ -70,6 +71,10 @@ class CompiledStep:
         self.params = pytree.unflatten(self._p_tree, p_leaves)
         self.stages, _, state_inputs = build_step_graph(loss_fn, self.params, optimizer,
                                                         example_batch)
+        from .passes.memory import memory_passes      # remat and schedule stages
+        self.memory_info: dict = {}
+        self.stages.update(memory_passes(list(self.stages.values())[-1], memory_budget, remat,
+                                         schedule, self.memory_info))
         self.optimizer, self.backend, self.options = optimizer, backend, options
         self.check_finite = check_finite
         self.forward_graph = self.stages["forward"]

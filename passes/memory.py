@@ -353,3 +353,34 @@ def __getattr__(name):
         from .memreport import MemoryReport
         return MemoryReport
     raise AttributeError(name)
+
+
+def memory_passes(graph: Graph, memory_budget=None, remat=None, schedule=True,
+                  info: dict | None = None) -> dict:
+    """The memory stages of ``compile_step``: ``{"remat": g1, "schedule": g2}`` (those that run).
+
+    ``remat``: None/False (off), ``"auto"`` (recompute cheap ops where that saves bytes) or
+    True; a ``memory_budget`` (bytes of saved activations, or a fraction in (0, 1]) turns
+    remat on.  ``schedule``: reorder for memory (``passes.schedule``).  ``info`` (a dict)
+    receives ``"remat"`` (a ``RematReport``) and ``"schedule"`` (candidate figures).
+    """
+    from graphc.ir import GraphcError
+
+    from . import remat as remat_pass
+    from .schedule import schedule_for_memory
+    if remat not in (None, False, True, "auto"):
+        raise GraphcError(f"compile_step: remat must be None, False, True or 'auto', got "
+                          f"{remat!r}")
+    if memory_budget is not None and remat is False:
+        raise GraphcError("compile_step: memory_budget needs remat (drop remat=False)")
+    info = {} if info is None else info
+    stages = {}
+    if remat or memory_budget is not None:
+        rep: list = []
+        graph = stages["remat"] = remat_pass.remat(graph, memory_budget, report=rep)
+        info["remat"] = rep[0]
+    if schedule:
+        sched: dict = {}
+        graph = stages["schedule"] = schedule_for_memory(graph, report=sched)
+        info["schedule"] = sched
+    return stages
