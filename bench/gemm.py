@@ -1,0 +1,220 @@
+"""GEMM benchmark: graphc's JIT kernels vs numpy.matmul (OpenBLAS), same run, same data.
+
+For each shape and thread count it prints GFLOP/s (from the median time per call) for
+
+* ``graphc``      — one JIT GEMM per ctypes call with cached pointers (``GemmPlan``);
+* ``graphc/step`` — the same kernel called R times inside one native call, i.e. without
+                    the ~0.5 µs ctypes overhead, as it runs inside a compiled step;
+* ``numpy``       — ``np.matmul(a, b, out=c)`` (transposes as views: OpenBLAS gets flags),
+                    limited to the same thread count with threadpoolctl,
+
+and the ratios graphc/numpy (> 1: graphc is faster).  Shapes are written
+``M×K×N`` (C = op(A)·op(B), op(A) M×K, op(B) K×N).  Timings alternate between the
+contenders in rounds with pauses, because OpenBLAS's threads keep spinning after a
+call and would otherwise steal the second core from whoever runs next.
+
+Run (unsetting the OpenBLAS tuning variables this machine exports, for a fair numpy):
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gemm.py [--update-docs]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (label, M, K, N, trans_a, trans_b)
+CASES = [
+    ("512³", 512, 512, 512, False, False),
+    ("MLP fc1 fwd  X·W1", 128, 784, 512, False, False),
+    ("MLP fc2 fwd  H·W2", 128, 512, 256, False, False),
+    ("MLP fc1 dW   Xᵀ·dH", 784, 128, 512, True, False),
+    ("MLP fc2 dW   Hᵀ·dO", 512, 128, 256, True, False),
+    ("MLP fc2 dX   dO·W2ᵀ", 128, 256, 512, False, True),
+    ("MLP fc1 dX   dH·W1ᵀ", 128, 512, 784, False, True),
+    ("64³", 64, 64, 64, False, False),
+]
+
+
+def _median_per_call(fn, calls: int) -> float:
+    ts = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def _step_runner(plan, reps: int):
+    """A native job running the plan's GEMM ``reps`` times in one call."""
+    from llvmlite import ir
+
+    from graphc.backends.llvm import gemm as G
+    from graphc.backends.llvm import jit, parallel
+
+    spec = plan.spec
+    module = ir.Module(name="bench_" + spec.name)
+    module.triple = jit.host_target().triple
+    entry = G.emit_gemm_entry(module, spec)
+    fn = ir.Function(module, parallel.JOB_TYPE, "bench_repeat")
+    tid, nth, argv, bar = fn.args
+    i64 = ir.IntType(64)
+    blocks = [fn.append_basic_block(n) for n in ("entry", "loop", "out")]
+    b = ir.IRBuilder(blocks[0])
+    b.branch(blocks[1])
+    b.position_at_end(blocks[1])
+    i = b.phi(i64)
+    i.add_incoming(i64(0), blocks[0])
+    b.call(entry, [tid, nth, argv, bar])
+    nxt = b.add(i, i64(1))
+    i.add_incoming(nxt, blocks[1])
+    b.cbranch(b.icmp_signed("<", nxt, i64(reps)), blocks[1], blocks[2])
+    b.position_at_end(blocks[2])
+    b.ret_void()
+    cm = jit.compile_module(module)
+    launcher = parallel.Launcher(cm.get_function_address("bench_repeat"), plan.threads)
+    run = launcher.bind(plan.argv.ctypes.data)
+    run._keep = cm  # keep the engine alive with the callable
+    return run
+
+
+def measure(case, threads: int, rounds: int, seconds: float):
+    from threadpoolctl import threadpool_limits
+
+    from graphc.backends.llvm import gemm as G
+
+    label, m, k, n, ta, tb = case
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    c_g = np.empty((m, n), np.float32)
+    c_n = np.empty((m, n), np.float32)
+    av, bv = (a.T if ta else a), (b.T if tb else b)
+    plan = G.GemmPlan(a, b, c_g, ta, tb, threads=threads)
+    flops = 2.0 * m * n * k
+
+    # calls per block: about `seconds` of work at ~200 GFLOP/s per thread
+    calls = int(min(20000, max(20, seconds * 2e11 * threads / flops)))
+    reps = max(1, calls // 3)
+    step = _step_runner(plan, reps)
+    with threadpool_limits(limits=threads):
+        np.matmul(av, bv, out=c_n)
+        plan()
+        step()
+        if not np.allclose(c_g, c_n, rtol=1e-3, atol=1e-3 * np.abs(c_n).max()):
+            raise AssertionError(f"{label}: graphc result differs from numpy")
+        t_g, t_s, t_n = [], [], []
+        for _ in range(rounds):
+            t_g.append(_median_per_call(plan.run, calls))
+            time.sleep(0.05)
+            t_s.append(_median_per_call(step, 3) / reps)
+            time.sleep(0.05)
+            t_n.append(_median_per_call(lambda: np.matmul(av, bv, out=c_n), calls))
+            time.sleep(0.25)  # let OpenBLAS's spinning threads go to sleep
+    tg, ts, tn = (float(np.median(x)) for x in (t_g, t_s, t_n))
+    return dict(label=label, shape=f"{m}×{k}×{n}", threads=threads,
+                used=plan.threads, gf_graphc=flops / tg / 1e9, gf_step=flops / ts / 1e9,
+                gf_numpy=flops / tn / 1e9, ratio=tn / tg, ratio_step=tn / ts,
+                us_graphc=tg * 1e6, us_numpy=tn * 1e6)
+
+
+def table(rows) -> str:
+    out = ["| shape (M×K×N) | op | threads | graphc GFLOP/s | graphc/step GFLOP/s | "
+           "numpy GFLOP/s | ratio | ratio (step) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        thr = f"{r['threads']}" + ("" if r["used"] == r["threads"] else f" (uses {r['used']})")
+        out.append(f"| {r['shape']} | {r['label']} | {thr} | {r['gf_graphc']:.0f} | "
+                   f"{r['gf_step']:.0f} | {r['gf_numpy']:.0f} | {r['ratio']:.2f} | "
+                   f"{r['ratio_step']:.2f} |")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    from graphc.backends.llvm import jit
+    import llvmlite
+    t = jit.host_target()
+    try:
+        import threadpoolctl
+        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+                for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    except Exception:  # pragma: no cover
+        blas = []
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} CPUs, LLVM target `{t.cpu}`; Python "
+            f"{platform.python_version()}, numpy {np.__version__} ({', '.join(blas) or '?'}), "
+            f"llvmlite {llvmlite.__version__}")
+
+
+def update_docs(text: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = "## GEMM\n\n" + text.rstrip() + "\n"
+    pattern = re.compile(r"^## GEMM\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(doc):
+        doc = pattern.sub(lambda _m: section + "\n", doc, count=1).rstrip() + "\n"
+    else:
+        doc = doc.rstrip() + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=0.05, help="target time per block")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="replace the '## GEMM' section of docs/benchmarks.md")
+    ap.add_argument("--keep-openblas-env", action="store_true",
+                    help="do not re-run without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
+    args = ap.parse_args(argv)
+    tuned = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ]
+    if tuned and not args.keep_openblas_env:
+        env = {k: v for k, v in os.environ.items() if k not in tuned}
+        print(f"(re-running without {', '.join(tuned)} for a fair numpy)", flush=True)
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    rows = []
+    for threads in [int(t) for t in args.threads.split(",")]:
+        for case in CASES:
+            r = measure(case, threads, args.rounds, args.seconds)
+            rows.append(r)
+            print(f"{r['shape']:>13} {r['label']:<20} T={threads} graphc {r['gf_graphc']:6.0f} "
+                  f"step {r['gf_step']:6.0f} numpy {r['gf_numpy']:6.0f} GFLOP/s  "
+                  f"ratio {r['ratio']:.2f} (step {r['ratio_step']:.2f})", flush=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (f"Measured {stamp} on {machine()}.\n\n"
+            "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gemm.py "
+            "--update-docs`\n\n"
+            "float32, C = op(A)·op(B), shapes M×K×N; medians of per-call times over "
+            f"{args.rounds} alternating rounds.  *graphc*: one JIT kernel per ctypes call "
+            "(pointers cached); *graphc/step*: the same kernel repeated inside one native "
+            "call (no ctypes overhead, as inside a compiled training step); *numpy*: "
+            "`np.matmul(..., out=)` limited to the same thread count (threadpoolctl).  "
+            "Ratio = numpy time / graphc time (> 1: graphc faster).  GEMMs under "
+            f"{2 * 2**19 / 1e6:.1f} MFLOP stay on one thread (\"uses 1\").\n\n"
+            + table(rows) + "\n")
+    print()
+    print(text)
+    if args.update_docs:
+        update_docs(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
