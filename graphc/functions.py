@@ -12,7 +12,7 @@ import builtins
 
 import numpy as np
 
-from .ir import ShapeError, TraceError
+from .ir import DTypeError, ShapeError, TraceError
 from .ir import dtypes as dt
 from .ir.ops.shape import broadcast_shapes
 from .source import describe, user_source
@@ -44,7 +44,10 @@ def result_dtype(*xs, floating=False):
 
 def _prep(ctx, xs, dtype=None, floating=False, shape=None, op=None):
     """Lift operands into ``ctx``'s graph with a common dtype and broadcast shape."""
-    dtype = dtype or result_dtype(*xs, floating=floating)
+    try:
+        dtype = dtype or result_dtype(*xs, floating=floating)
+    except DTypeError as e:
+        raise DTypeError(f"{op or 'operands'}: {e} (at {user_source()})") from None
     vals = []
     for x in xs:
         v = ctx.lift(x, dtype if not isinstance(x, Tracer) else None)
@@ -153,7 +156,10 @@ def where(cond, x, y):
 
 
 def cast(x, dtype):
-    dtype = dt.as_dtype(dtype)
+    try:
+        dtype = dt.as_dtype(dtype)
+    except DTypeError as e:
+        raise DTypeError(f"cast: {e} (at {user_source()})") from None
     if not isinstance(x, Tracer):
         return np.asarray(x).astype(dtype)
     return x if x.dtype == dtype else x.ctx.emit("cast", x.value, dtype=dtype)
@@ -242,7 +248,7 @@ def logsumexp(x, axis=None, keepdims=False):
 def _resolve_shape(shape, size):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
     if shape.count(-1) > 1:
-        raise ShapeError(f"reshape: more than one -1 in {shape}")
+        raise ShapeError(f"reshape: more than one -1 in {shape} (at {user_source()})")
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
         if known == 0 or size % known:
@@ -326,6 +332,18 @@ def getitem(x, idx):
             raise TraceError(f"indexing with arrays (advanced indexing) is not supported by "
                              f"the tracer (at {user_source()}); use basic slices, or a "
                              "one-hot mask with gc.where / gc.sum")
+
+    def _int(i):
+        return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+    for i in idx:
+        ok = (i is None or i is Ellipsis or _int(i) or (isinstance(i, slice) and all(
+            s is None or _int(s) for s in (i.start, i.stop, i.step))))
+        if not ok:
+            raise TraceError(f"only integers, slices (of integers), None and Ellipsis are "
+                             f"valid indices, got {i!r} (at {user_source()})")
+    if builtins.sum(i is Ellipsis for i in idx) > 1:
+        raise ShapeError(f"an index can only have a single ellipsis ('...') "
+                         f"(at {user_source()})")
     n_real = len([i for i in idx if i is not None and i is not Ellipsis])
     if n_real > x.ndim:
         raise ShapeError(f"too many indices ({n_real}) for a {x.ndim}-d array of shape "

@@ -140,6 +140,21 @@ def test_ufunc_out_argument_is_rejected():
     assert "out=" in msg
 
 
+@pytest.mark.parametrize("fn,exc,what", [
+    (lambda t: t[1.5], gc.TraceError, "valid indices"),
+    (lambda t: t[True], gc.TraceError, "valid indices"),
+    (lambda t: t[0.5:2], gc.TraceError, "valid indices"),
+    (lambda t: t[..., ...], gc.ShapeError, "single ellipsis"),
+    (lambda t: t[::-1], gc.TraceError, "negative steps"),
+    (lambda t: t.reshape(-1, -1), gc.ShapeError, "more than one -1"),
+    (lambda t: gc.cast(t, np.complex64), gc.DTypeError, "cast"),
+    (lambda t: t + "a", gc.DTypeError, "add"),
+])
+def test_bad_index_reshape_and_dtype(fn, exc, what):
+    msg = raises(exc, gc.trace, fn, np.ones(3))
+    assert what in msg and THIS_FILE in msg
+
+
 def test_advanced_indexing_is_rejected():
     msg = raises(gc.TraceError, gc.trace, lambda t: t[np.array([0, 2])], np.ones(3))
     assert "advanced indexing" in msg and THIS_FILE in msg
