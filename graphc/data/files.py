@@ -17,6 +17,9 @@ from .dataset import Dataset
 
 
 def load_npz(path: str) -> Dataset:
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":           # np.load would try unpickling anything else
+            raise GraphcError(f"{path}: not a valid .npz file (no zip header)")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.files)

@@ -50,7 +50,7 @@ def save(directory: str, epoch: int, step: int, arrays: dict, meta: dict,
          keep: int = KEEP) -> str:
     """Atomically write one checkpoint, then prune to the newest ``keep``."""
     os.makedirs(directory, exist_ok=True)
-    payload = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    payload = {k: np.asarray(v, order="C") for k, v in arrays.items()}  # keeps 0-d
     payload["meta"] = np.array(json.dumps({**meta, "format": FORMAT}, sort_keys=True))
     final = os.path.join(directory, checkpoint_name(epoch, step))
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)

@@ -40,6 +40,7 @@ class RunState:
     best_epoch: int = 0
     wait: int = 0
     finished: bool = False
+    stop_kind: str = ""            # "" | "max_epochs" | "early"
     stop_reason: str = ""
     history: list = field(default_factory=list)
 
@@ -77,7 +78,7 @@ class Trainer:
                 "step": s.step, "epoch_rng": s.epoch_rng, "loss_sum": s.loss_sum,
                 "train_seconds": s.train_seconds, "best_val": s.best_val,
                 "best_epoch": s.best_epoch, "wait": s.wait, "finished": s.finished,
-                "stop_reason": s.stop_reason, "history": s.history,
+                "stop_kind": s.stop_kind, "stop_reason": s.stop_reason, "history": s.history,
                 "backend": self.backend}
 
     def save_checkpoint(self):
@@ -109,7 +110,8 @@ class Trainer:
         s = self.state
         try:
             for k in ("epoch", "batch", "step", "epoch_rng", "loss_sum", "train_seconds",
-                      "best_val", "best_epoch", "wait", "finished", "stop_reason", "history"):
+                      "best_val", "best_epoch", "wait", "finished", "stop_kind", "stop_reason",
+                      "history"):
                 setattr(s, k, meta[k])
             self.batches.set_rng_state(s.epoch_rng)
         except (KeyError, ValueError, TypeError) as e:
@@ -118,6 +120,8 @@ class Trainer:
             raise ckpt.CheckpointError(f"checkpoint {path}: batch {s.batch} beyond the "
                                        f"{self.batches.per_epoch} batches of an epoch")
         self.step.steps = s.step
+        if s.finished and s.stop_kind == "max_epochs" and s.epoch < self.cfg.epochs:
+            s.finished, s.stop_kind, s.stop_reason = False, "", ""   # train longer
         self.progress.line(f"resumed from {path} (epoch {s.epoch}, batch {s.batch}, "
                            f"update {s.step})")
         return path
@@ -169,7 +173,9 @@ class Trainer:
             if s.finished:
                 break
         if not s.finished:
-            s.finished, s.stop_reason = True, f"reached the maximum of {cfg.epochs} epochs"
+            s.finished, s.stop_kind = True, "max_epochs"
+            s.stop_reason = f"reached the maximum of {cfg.epochs} epochs"
+        s.epoch_rng = b.rng_state()          # at an epoch boundary: the next epoch's start
         self.save_checkpoint()
 
     def _end_epoch(self, log: JsonLog, per_epoch: int):
@@ -189,7 +195,7 @@ class Trainer:
         else:
             s.wait += 1
             if cfg.patience and s.wait >= cfg.patience:
-                s.finished = True
+                s.finished, s.stop_kind = True, "early"
                 s.stop_reason = (f"early stop: validation loss did not improve by {cfg.tol} "
                                  f"for {cfg.patience} epochs (best {s.best_val:.4g} at "
                                  f"epoch {s.best_epoch})")
