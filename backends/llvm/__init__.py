@@ -1,5 +1,54 @@
-"""LLVM backend: lowers graphc kernels to native code through llvmlite.
+"""LLVM backend: a whole graph lowered to one JIT-compiled native function.
 
-Kept minimal on purpose: importing the package must stay cheap, so submodules
-(`jit`, `gemm`, `parallel`, ...) are imported explicitly by their users.
+``compile(graph, **options)`` returns a callable ``fn(*arrays) -> [outputs]`` with the
+numpy backend's interface (and ``graph.updates`` applied in place).  Options:
+
+* ``threads`` -- threads of the one parallel region per call (default
+  ``GRAPHC_NUM_THREADS`` or the core count);
+* ``fuse`` (default True), ``epilogue`` (default True) -- loop fusion
+  (``graphc.passes.fusion``), including elementwise epilogues after matmuls.
+
+Kept light on purpose: importing the package does not import llvmlite; submodules
+(``jit``, ``gemm``, ``parallel``, ``plan``, ``codegen``, ``runtime``, ...) load on use.
 """
+from __future__ import annotations
+
+
+def missing_lowerings() -> list[str]:
+    """Ops in the registry this backend cannot lower (a test asserts the list is empty)."""
+    from .lowerings import missing_lowerings as _missing
+    return _missing()
+
+
+def lower(graph, threads=None, fuse=True, epilogue=True):
+    """(plan, llvmlite module) for ``graph`` -- the IR before JIT compilation."""
+    from graphc.ir import verify
+    from graphc.passes import fusion
+
+    from . import codegen, jit, parallel, plan as plan_mod
+    threads = parallel.num_threads(threads)
+    g = fusion.fuse(graph, epilogue=epilogue) if fuse else graph.clone()[0]
+    verify(g)
+    p = plan_mod.build_plan(g, threads)
+    module = codegen.Codegen(p, jit.host_target().triple).build()
+    return p, module
+
+
+def compile(graph, threads=None, fuse=True, epilogue=True, **options):
+    """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``."""
+    import time
+
+    from . import jit, runtime
+    t0 = time.perf_counter()
+    p, module = lower(graph, threads, fuse, epilogue)
+    t1 = time.perf_counter()
+    cm = jit.compile_module(module)
+    info = {"lower_seconds": t1 - t0, "source": cm.source, **cm.timings}
+    return runtime.CompiledGraph(graph, p, cm, p.threads, info)
+
+
+def assembly(graph, threads=None, **kw) -> str:
+    """Host assembly of the compiled graph (for tests and curiosity)."""
+    from . import jit
+    _, module = lower(graph, threads, **kw)
+    return jit.assembly(module)

@@ -1,0 +1,296 @@
+"""LLVM IR for a Plan: one internal function per kernel and one entry function.
+
+Entry: ``void graphc_main(i64 tid, i64 nthreads, ptr argv, ptr barrier_state)`` (the
+launcher's job signature, ``parallel.JOB_TYPE``) where
+``argv`` is an i64 array of buffer addresses (graph inputs, outputs, large constants,
+the arena).  Every thread runs it; each kernel computes ``tid``'s fixed share of its
+iteration space (a contiguous range of one loop dimension, or the GEMM's row/column
+range) and a barrier separates dependent kernels (``parallel.emit_barrier``).
+
+Kernels take one ``noalias`` pointer per buffer they touch, and their innermost loop is
+a plain counted loop over constant strides, so LLVM's loop vectorizer widens it to
+<16 x float> on AVX-512 hosts (the test suite checks the assembly).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from . import gemm as gemm_mod
+from . import parallel
+from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
+from .plan import Plan, View
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+ENTRY = "graphc_main"
+
+
+def _const_init(st):
+    t = mem_type(st.dtype)
+    vals = np.asarray(st.value).reshape(-1)
+    if st.dtype == np.bool_:
+        items = [int(x) for x in vals.astype(np.int8)]
+    elif is_float(st.dtype):
+        items = [float(x) for x in vals]
+    else:
+        items = [int(x) for x in vals]
+    return ir.Constant(ir.ArrayType(t, len(items)), items)
+
+
+class Codegen:
+    def __init__(self, plan: Plan, target_triple: str = ""):
+        self.plan = plan
+        self.T = plan.threads
+        self.m = ir.Module(name=f"graphc_{plan.graph.name}")
+        self.m.triple = target_triple
+        self.globals = {}
+        self._ids = 0
+
+    # ---- small helpers ---------------------------------------------------------------------
+    def global_of(self, st):
+        g = self.globals.get(st)
+        if g is None:
+            self._ids += 1
+            init = _const_init(st)
+            g = ir.GlobalVariable(self.m, init.type, f"const{self._ids}")
+            g.initializer = init
+            g.global_constant = True
+            g.linkage = "internal"
+            g.align = 64
+            self.globals[st] = g
+        return g
+
+    def loop(self, b, lo, hi, body, name="i"):
+        pre = b.block
+        head = b.append_basic_block(name + ".head")
+        bod = b.append_basic_block(name + ".body")
+        out = b.append_basic_block(name + ".out")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name)
+        i.add_incoming(lo, pre)
+        b.cbranch(b.icmp_signed("<", i, hi), bod, out)
+        b.position_at_end(bod)
+        body(i)
+        nxt = b.add(i, I64(1), flags=["nsw"])
+        i.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(out)
+
+    def nest(self, b, shape, ranges, body):
+        idx = []
+
+        def rec(d):
+            if d == len(shape):
+                body(list(idx))
+                return
+            lo, hi = ranges.get(d, (I64(0), I64(shape[d])))
+
+            def inner(i):
+                idx.append(i)
+                rec(d + 1)
+                idx.pop()
+            self.loop(b, lo, hi, inner, f"d{d}")
+        rec(0)
+
+    def lin(self, b, v: View, idx):
+        acc = I64(v.offset)
+        for i, s in zip(idx, v.strides):
+            if s == 0:
+                continue
+            term = i if s == 1 else b.mul(i, I64(s), flags=["nsw"])
+            acc = b.add(acc, term, flags=["nsw"])
+        return acc
+
+    def addr(self, b, ptrs, v: View, idx):
+        base = self.global_of(v.st) if v.st.kind == "global" else ptrs[v.st]
+        return b.gep(base, [self.lin(b, v, idx)], source_etype=mem_type(v.st.dtype),
+                     inbounds=True)
+
+    def load(self, b, ptrs, v: View, idx):
+        t = mem_type(v.st.dtype)
+        ld = b.load(self.addr(b, ptrs, v, idx), typ=t)
+        ld.align = v.st.dtype.itemsize
+        if v.st.dtype == np.bool_:
+            return b.icmp_unsigned("!=", ld, I8(0))
+        return ld
+
+    def store(self, b, ptrs, v: View, idx, val):
+        if v.st.dtype == np.bool_:
+            val = b.zext(val, I8)
+        st = b.store(val, self.addr(b, ptrs, v, idx))
+        st.align = v.st.dtype.itemsize
+
+    def part_range(self, b, tid, extent, unit):
+        n = -(-extent // unit)
+        T = self.T
+        lo = b.mul(b.sdiv(b.mul(I64(n), tid), I64(T)), I64(unit))
+        hi = b.mul(b.sdiv(b.mul(I64(n), b.add(tid, I64(1))), I64(T)), I64(unit))
+
+        def cl(x):
+            return b.select(b.icmp_signed("<", x, I64(extent)), x, I64(extent))
+        return cl(lo), cl(hi)
+
+    # ---- kernels ------------------------------------------------------------------------
+    def kernel(self, k, idx_no):
+        views = (k.views() if not hasattr(k, "phases")
+                 else [v for p in k.phases for v in p])
+        sts = []
+        for v in views:
+            if v.st.kind != "global" and v.st not in sts:
+                sts.append(v.st)
+        fn = ir.Function(self.m, ir.FunctionType(VOID, [I64] + [PTR] * len(sts)),
+                         f"k{idx_no}_{_clean(k.name)}")
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        fn.attributes.add("noinline")
+        tid = fn.args[0]
+        ptrs = {}
+        for st, a in zip(sts, fn.args[1:]):
+            a.add_attribute("noalias")
+            ptrs[st] = a
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ret = fn.append_basic_block("ret")
+        if k.single:
+            go = fn.append_basic_block("go")
+            b.cbranch(b.icmp_signed("==", tid, I64(0)), go, ret)
+            b.position_at_end(go)
+        if hasattr(k, "phases"):
+            for src, dst in k.phases:
+                self.nest(b, dst.shape, {},
+                          lambda idx, s=src, d=dst: self.store(b, ptrs, d, idx,
+                                                               self.load(b, ptrs, s, idx)))
+        elif k.gemm is not None:
+            self.gemm_body(b, k, ptrs, tid, ret)
+        else:
+            ranges = {}
+            if k.part_dim is not None:
+                d = k.part_dim
+                unit = 16 if d == len(k.shape) - 1 and k.shape[d] >= 32 * self.T else 1
+                ranges[d] = self.part_range(b, tid, k.shape[d], unit)
+            self.loop_body(b, k, ptrs, ranges)
+        b.branch(ret)
+        b.position_at_end(ret)
+        b.ret_void()
+        return fn, sts
+
+    def loop_body(self, b, k, ptrs, ranges):
+        kept = None
+        if k.reductions:
+            red = set()
+            for r in k.reductions:
+                red |= {d for d, s in enumerate(r.out.strides) if s == 0}
+            kept = tuple(1 if d in red else e for d, e in enumerate(k.shape))
+
+            def init(idx):
+                for r in k.reductions:
+                    dv = r.acc or r.out
+                    ident = reduce_identity(r.node.op, r.node.output.dtype)
+                    self.store(b, ptrs, dv, idx, ir.Constant(reg_type(dv.st.dtype), ident))
+            self.nest(b, kept, ranges, init)
+
+        def body(idx):
+            env = {}
+            for tok, v in k.loads.items():
+                env[tok] = self.load(b, ptrs, v, idx)
+            for n in k.nodes:
+                env[n.output] = LOWERINGS[n.op].emit(b, n, *[env[x] for x in n.inputs])
+            for tok, v in k.stores:
+                self.store(b, ptrs, v, idx, env[tok])
+            for r in k.reductions:
+                dv = r.acc or r.out
+                x = env[r.src]
+                if r.acc is not None:
+                    x = b.fpext(x, reg_type(dv.st.dtype))
+                old = self.load(b, ptrs, dv, idx)
+                new = LOWERINGS[r.node.op].emit(b, dv.st.dtype, old, x)
+                self.store(b, ptrs, dv, idx, new)
+        self.nest(b, k.shape, ranges, body)
+
+        if any(r.acc is not None for r in k.reductions):
+            def fin(idx):
+                for r in k.reductions:
+                    if r.acc is not None:
+                        val = self.load(b, ptrs, r.acc, idx)
+                        self.store(b, ptrs, r.out, idx, b.fptrunc(val, reg_type(r.out.st.dtype)))
+            self.nest(b, kept, ranges, fin)
+
+    def gemm_body(self, b, k, ptrs, tid, ret):
+        g = k.gemm
+        M, N, K = g.m, g.n, g.k
+        dtype = g.c.st.dtype
+        if M == 0 or N == 0:
+            return
+        spec = gemm_mod.default_spec(dtype, g.trans_a, g.trans_b)
+        gfn = gemm_mod.emit_gemm(self.m, spec)
+        T = self.T
+        work = M * N * max(K, 1)
+        parts = min(T, max(1, work // gemm_mod.MIN_WORK_PER_THREAD))
+        cunits, runits = -(-N // spec.vw), -(-M // spec.mr)
+        by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
+        units = cunits if by_cols else runits
+        parts = max(1, min(parts, units))
+        width = spec.vw if by_cols else spec.mr
+        dim = N if by_cols else M
+        if parts < T:
+            go = b.append_basic_block("gemm.go")
+            b.cbranch(b.icmp_signed("<", tid, I64(parts)), go, ret)
+            b.position_at_end(go)
+
+        def cl(x):
+            return b.select(b.icmp_signed("<", x, I64(dim)), x, I64(dim))
+        lo = cl(b.mul(b.sdiv(b.mul(I64(units), tid), I64(parts)), I64(width)))
+        hi = cl(b.mul(b.sdiv(b.mul(I64(units), b.add(tid, I64(1))), I64(parts)), I64(width)))
+        if by_cols:
+            i0, i1, j0, j1 = I64(0), I64(M), lo, hi
+        else:
+            i0, i1, j0, j1 = lo, hi, I64(0), I64(N)
+        batch = g.c.shape[:-2]
+        et = mem_type(dtype)
+
+        def call(bidx):
+            offs = []
+            for v in (g.a, g.b, g.c):
+                nb = len(v.shape) - 2
+                sub = View(v.st, v.offset, v.shape[:nb], v.strides[:nb])
+                base = self.global_of(v.st) if v.st.kind == "global" else ptrs[v.st]
+                offs.append(b.gep(base, [self.lin(b, sub, bidx[len(bidx) - nb:])],
+                                  source_etype=et, inbounds=True))
+            b.call(gfn, offs + [I64(K), I64(g.lda), I64(g.ldb), I64(N), i0, i1, j0, j1,
+                                I32(0)])
+        self.nest(b, batch, {}, call)
+        if k.nodes:
+            self.loop_body(b, k, ptrs, {0: (i0, i1), 1: (j0, j1)})
+
+    # ---- entry --------------------------------------------------------------------------
+    def build(self):
+        plan = self.plan
+        kfns = [self.kernel(k, i) for i, k in enumerate(plan.kernels)]
+        barrier = parallel.emit_barrier(self.m) if self.T > 1 else None
+        fn = ir.Function(self.m, parallel.JOB_TYPE, ENTRY)
+        fn.attributes.add("nounwind")
+        tid, nth, argv, bar = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        slotp = []
+        for s in range(len(plan.slots) + 1):
+            v = b.load(b.gep(argv, [I64(s)], source_etype=I64), typ=I64)
+            v.align = 8
+            slotp.append(b.inttoptr(v, PTR))
+        arena = slotp[-1]
+
+        def ptr_of(st):
+            if st.kind == "arena":
+                return b.gep(arena, [I64(st.offset)], source_etype=I8, inbounds=True)
+            return slotp[st.slot]
+        for k, (kf, sts) in zip(plan.kernels, kfns):
+            if k.barrier and barrier is not None:
+                b.call(barrier, [bar, nth])
+            b.call(kf, [tid] + [ptr_of(st) for st in sts])
+        b.ret_void()
+        return self.m
+
+
+def _clean(name):
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:40]

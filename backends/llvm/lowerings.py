@@ -1,0 +1,232 @@
+"""The LLVM backend's lowering table: one entry per op in the registry.
+
+Each entry says how the op is lowered:
+
+* ``elementwise`` -- ``emit(b, node, *operands) -> value``: scalar IR for one element,
+  called inside a loop nest (the loop vectorizer widens it).  Operands and results are
+  in register form: float/double, i32/i64, and i1 for bool.
+* ``view`` -- no code: the op changes how a buffer is indexed (strides, offset); see
+  ``lower.view_of``.  broadcast_to becomes stride 0, transpose a stride permutation
+  (folded into the GEMM transpose flags when it feeds a matmul).
+* ``reduce`` -- ``combine(b, dtype, acc, x)`` and the identity element.
+* ``matmul`` / ``copy`` / ``source`` -- handled by the planner (GEMM kernels, copies into
+  strided destinations, buffers and module constants).
+
+A test asserts that ``missing_lowerings()`` is empty.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from . import mathfn
+
+F32, F64 = ir.FloatType(), ir.DoubleType()
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+
+
+def reg_type(dtype) -> ir.Type:
+    """The register type of one element of ``dtype`` (bool is i1 in registers)."""
+    return {np.dtype(np.float32): F32, np.dtype(np.float64): F64,
+            np.dtype(np.int32): I32, np.dtype(np.int64): I64,
+            np.dtype(np.bool_): I1}[np.dtype(dtype)]
+
+
+def mem_type(dtype) -> ir.Type:
+    """The in-memory type of one element (bool is one byte, as in numpy)."""
+    return I8 if np.dtype(dtype) == np.bool_ else reg_type(dtype)
+
+
+def is_float(dtype) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+@dataclass(frozen=True)
+class Lowering:
+    kind: str                      # elementwise | view | reduce | matmul | copy | source
+    emit: Callable | None = None   # elementwise: emit(b, node, *vals); reduce: combine
+
+
+def _const(t, v):
+    return ir.Constant(t, v)
+
+
+def _zero(t):
+    return ir.Constant(t, 0.0 if isinstance(t, (ir.FloatType, ir.DoubleType)) else 0)
+
+
+# ---- arithmetic -------------------------------------------------------------------------
+def _arith(fop, iop):
+    def emit(b, n, x, y):
+        return getattr(b, fop)(x, y) if is_float(n.output.dtype) else getattr(b, iop)(x, y)
+    return emit
+
+
+def _div(b, n, x, y):
+    if is_float(n.output.dtype):
+        return b.fdiv(x, y)
+    # numpy floor division; x // 0 == 0 and MIN // -1 wraps (no SIGFPE in either case)
+    t = x.type
+    zero, one, m1 = _const(t, 0), _const(t, 1), _const(t, -1)
+    y0 = b.icmp_signed("==", y, zero)
+    ym1 = b.icmp_signed("==", y, m1)
+    ys = b.select(b.or_(y0, ym1), one, y)
+    q = b.sdiv(x, ys)
+    r = b.srem(x, ys)
+    adj = b.and_(b.icmp_signed("!=", r, zero),
+                 b.icmp_signed("<", b.xor(r, ys), zero))
+    q = b.sub(q, b.zext(adj, t))
+    q = b.select(ym1, b.sub(zero, x), q)
+    return b.select(y0, zero, q)
+
+
+def _maxmin(which):
+    def emit(b, n, x, y):
+        if is_float(n.output.dtype):     # NaN-propagating, as numpy
+            return mathfn.intrinsic(b, "maximum" if which == "max" else "minimum",
+                                    x.type, x, y)
+        c = b.icmp_signed(">=" if which == "max" else "<=", x, y)
+        return b.select(c, x, y)
+    return emit
+
+
+def _neg(b, n, x):
+    return b.fneg(x) if is_float(n.output.dtype) else b.sub(_zero(x.type), x)
+
+
+def _relu(b, n, x):
+    # numpy maximum(x, 0): NaN stays NaN, -0.0 stays -0.0
+    if is_float(n.output.dtype):
+        return b.select(b.fcmp_ordered("<", x, _zero(x.type)), _zero(x.type), x)
+    return b.select(b.icmp_signed("<", x, _zero(x.type)), _zero(x.type), x)
+
+
+def _abs(b, n, x):
+    if is_float(n.output.dtype):
+        return mathfn.intrinsic(b, "fabs", x.type, x)
+    return b.select(b.icmp_signed("<", x, _zero(x.type)), b.sub(_zero(x.type), x), x)
+
+
+def _sign(b, n, x):
+    t = x.type
+    if is_float(n.output.dtype):
+        s = b.select(b.fcmp_ordered(">", x, _zero(t)), _const(t, 1.0),
+                     b.select(b.fcmp_ordered("<", x, _zero(t)), _const(t, -1.0),
+                              b.select(b.fcmp_ordered("==", x, _zero(t)), _zero(t), x)))
+        return s
+    return b.select(b.icmp_signed(">", x, _zero(t)), _const(t, 1),
+                    b.select(b.icmp_signed("<", x, _zero(t)), _const(t, -1), _zero(t)))
+
+
+_FCMP = {"lt": ("<", True), "le": ("<=", True), "gt": (">", True), "ge": (">=", True),
+         "eq": ("==", True), "ne": ("!=", False)}
+
+
+def _compare(name):
+    op, ordered = _FCMP[name]
+
+    def emit(b, n, x, y):
+        dt = n.inputs[0].dtype
+        if is_float(dt):
+            return (b.fcmp_ordered if ordered else b.fcmp_unordered)(op, x, y)
+        if dt == np.bool_:
+            return b.icmp_unsigned(op, x, y)
+        return b.icmp_signed(op, x, y)
+    return emit
+
+
+def _cast(b, n, x):
+    src, dst = np.dtype(n.inputs[0].dtype), np.dtype(n.output.dtype)
+    st, dt_ = x.type, reg_type(dst)
+    if src == dst:
+        return x
+    if dst == np.bool_:
+        return (b.fcmp_unordered("!=", x, _zero(st)) if is_float(src)
+                else b.icmp_unsigned("!=", x, _zero(st)))
+    if src == np.bool_:
+        return b.uitofp(x, dt_) if is_float(dst) else b.zext(x, dt_)
+    if is_float(src) and is_float(dst):
+        return b.fpext(x, dt_) if dst.itemsize > src.itemsize else b.fptrunc(x, dt_)
+    if is_float(src):  # saturating: NaN -> 0, out of range -> min/max (never poison)
+        sfx = f"i{dt_.width}.{'f32' if st == F32 else 'f64'}"
+        fn = b.module.globals.get(f"llvm.fptosi.sat.{sfx}") or ir.Function(
+            b.module, ir.FunctionType(dt_, [st]), f"llvm.fptosi.sat.{sfx}")
+        return b.call(fn, [x])
+    if is_float(dst):
+        return b.sitofp(x, dt_)
+    return b.sext(x, dt_) if dt_.width > st.width else b.trunc(x, dt_)
+
+
+def _unary_math(fn):
+    return lambda b, n, x: fn(b, x)
+
+
+ELEMENTWISE = {
+    "add": _arith("fadd", "add"),
+    "sub": _arith("fsub", "sub"),
+    "mul": _arith("fmul", "mul"),
+    "div": _div,
+    "pow": lambda b, n, x, y: mathfn.pow_(b, x, y),
+    "maximum": _maxmin("max"),
+    "minimum": _maxmin("min"),
+    "neg": _neg,
+    "exp": _unary_math(mathfn.exp),
+    "log": _unary_math(mathfn.log),
+    "tanh": _unary_math(mathfn.tanh),
+    "sigmoid": _unary_math(mathfn.sigmoid),
+    "relu": _relu,
+    "sqrt": lambda b, n, x: mathfn.intrinsic(b, "sqrt", x.type, x),
+    "abs": _abs,
+    "sign": _sign,
+    **{c: _compare(c) for c in _FCMP},
+    "logical_and": lambda b, n, x, y: b.and_(x, y),
+    "logical_or": lambda b, n, x, y: b.or_(x, y),
+    "logical_not": lambda b, n, x: b.xor(x, _const(I1, 1)),
+    "where": lambda b, n, c, x, y: b.select(c, x, y),
+    "cast": _cast,
+    "stop_gradient": lambda b, n, x: x,
+}
+
+
+# ---- reductions -----------------------------------------------------------------------------
+def _sum_combine(b, dtype, acc, x):
+    return b.fadd(acc, x) if is_float(dtype) else b.add(acc, x)
+
+
+def _max_combine(b, dtype, acc, x):
+    if is_float(dtype):
+        return mathfn.intrinsic(b, "maximum", acc.type, acc, x)
+    return b.select(b.icmp_signed(">=", acc, x), acc, x)
+
+
+def reduce_identity(op, dtype):
+    dtype = np.dtype(dtype)
+    if op == "sum":
+        return 0.0 if is_float(dtype) else 0
+    if is_float(dtype):
+        return float("-inf")
+    return int(np.iinfo(dtype).min)
+
+
+LOWERINGS: dict[str, Lowering] = {
+    **{name: Lowering("elementwise", fn) for name, fn in ELEMENTWISE.items()},
+    "sum": Lowering("reduce", _sum_combine),
+    "max": Lowering("reduce", _max_combine),
+    "reshape": Lowering("view"),
+    "transpose": Lowering("view"),
+    "broadcast_to": Lowering("view"),
+    "slice": Lowering("view"),
+    "unslice": Lowering("copy"),
+    "concatenate": Lowering("copy"),
+    "matmul": Lowering("matmul"),
+    "constant": Lowering("source"),
+    "input": Lowering("source"),
+}
+
+
+def missing_lowerings() -> list[str]:
+    from graphc.ir import all_ops
+    return [name for name in all_ops() if name not in LOWERINGS]

@@ -1,0 +1,697 @@
+"""From a (fused) graph to a list of kernels over strided views of buffers.
+
+Every value lives in a *storage* (a graph input's array, an output buffer, a module
+constant, a large constant held by Python, or a slice of the one arena) and is read
+through a *view*: offset + strides in elements.  View ops (reshape, transpose,
+broadcast_to, slice, an ungrouped stop_gradient) produce no code, only new views
+(broadcast = stride 0; a transpose feeding a matmul becomes a GEMM transpose flag).
+
+A *kernel* is one loop nest: loads from views, elementwise nodes computed in registers,
+stores to views, reductions accumulated into an output view with stride 0 along the
+reduced axes; or a GEMM, optionally followed by an elementwise epilogue on the same
+tile range.  Kernels follow the fusion groups (``graphc.passes.fusion``) and run at
+the position of their last member.  Then: direct in-place stores of optimizer updates
+where safe, copies for the rest, an arena layout from liveness over the kernel
+sequence, and barriers only where one kernel reads or overwrites what an earlier one
+(since the last barrier) wrote or read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphc.ir import GraphcError, Node, Value, get_op
+
+from .lowerings import LOWERINGS
+
+VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice"})
+ALIGN = 64
+GLOBAL_CONST_MAX = 1024          # elements; bigger constants are passed as buffers
+SINGLE_THREAD_ELEMS = 1 << 14    # smaller loop kernels run on thread 0 only
+
+
+@dataclass(eq=False)
+class Storage:
+    kind: str                    # arg | out | ext | arena | global
+    dtype: np.dtype
+    size: int                    # elements
+    name: str = ""
+    slot: int = -1               # argv slot (arg/out/ext)
+    value: np.ndarray | None = None   # global/ext constants
+    offset: int = -1             # arena byte offset
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+    def __repr__(self):
+        return f"<{self.kind} {self.name} {self.dtype} x{self.size}>"
+
+
+def c_strides(shape):
+    st, acc = [], 1
+    for d in reversed(shape):
+        st.append(acc)
+        acc *= d
+    return tuple(reversed(st))
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    st: Storage
+    offset: int
+    shape: tuple
+    strides: tuple
+
+    @staticmethod
+    def whole(st: Storage, shape):
+        return View(st, 0, tuple(shape), c_strides(shape))
+
+    def is_contiguous(self):
+        if int(np.prod(self.shape, dtype=np.int64)) == 0:
+            return True
+        exp = c_strides(self.shape)
+        return all(d == 1 or s == e for d, s, e in zip(self.shape, self.strides, exp))
+
+    def same(self, other):
+        if self.st is not other.st or self.shape != other.shape:
+            return False
+        if self.offset != other.offset:
+            return False
+        return all(d == 1 or a == b for d, a, b in zip(self.shape, self.strides, other.strides))
+
+
+# ---- view transforms ----------------------------------------------------------------------
+def broadcast_view(v: View, shape) -> View:
+    lead = len(shape) - len(v.shape)
+    strides = [0] * lead + [0 if (v.shape[i] == 1 and shape[lead + i] != 1) else v.strides[i]
+                            for i in range(len(v.shape))]
+    return View(v.st, v.offset, tuple(shape), tuple(strides))
+
+
+def transpose_view(v: View, perm) -> View:
+    return View(v.st, v.offset, tuple(v.shape[p] for p in perm),
+                tuple(v.strides[p] for p in perm))
+
+
+def slice_view(v: View, starts, stops, steps, shape) -> View:
+    off = v.offset + sum(a * s for a, s in zip(starts, v.strides))
+    return View(v.st, off, tuple(shape), tuple(s * k for s, k in zip(v.strides, steps)))
+
+
+def _nocopy_strides(oshape, ostrides, nshape):
+    """numpy's attempt_nocopy_reshape: strides for ``nshape`` over the same elements, or None."""
+    od = [d for d in oshape if d != 1]
+    os_ = [s for d, s in zip(oshape, ostrides) if d != 1]
+    nd = list(nshape)
+    new = [0] * len(nd)
+    oi, oj, ni, nj = 0, 1, 0, 1
+    while ni < len(nd) and oi < len(od):
+        np_, op_ = nd[ni], od[oi]
+        while np_ != op_:
+            if np_ < op_:
+                if nj >= len(nd):
+                    return None
+                np_ *= nd[nj]
+                nj += 1
+            else:
+                if oj >= len(od):
+                    return None
+                op_ *= od[oj]
+                oj += 1
+        for ok in range(oi, oj - 1):
+            if os_[ok] != od[ok + 1] * os_[ok + 1]:
+                return None
+        new[nj - 1] = os_[oj - 1]
+        for nk in range(nj - 1, ni, -1):
+            new[nk - 1] = new[nk] * nd[nk]
+        ni, nj, oi, oj = nj, nj + 1, oj, oj + 1
+    return tuple(new)
+
+
+def reshape_view(v: View, shape) -> View | None:
+    shape = tuple(shape)
+    if v.is_contiguous():
+        return View(v.st, v.offset, shape, c_strides(shape))
+    st = _nocopy_strides(v.shape, v.strides, shape)
+    return None if st is None else View(v.st, v.offset, shape, st)
+
+
+# ---- kernels ----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Reduction:
+    node: Node
+    src: object                  # token of the reduced operand
+    out: View                    # over the iteration space; stride 0 on reduced axes
+    acc: View | None = None      # float64 scratch (float32 sums), same mapping as out
+
+
+@dataclass(eq=False)
+class Gemm:
+    node: Node
+    a: View
+    b: View
+    c: View
+    trans_a: bool
+    trans_b: bool
+    lda: int
+    ldb: int
+    m: int
+    n: int
+    k: int
+
+
+@dataclass(eq=False)
+class Kernel:
+    name: str
+    shape: tuple
+    loads: dict = field(default_factory=dict)     # token -> View over shape
+    nodes: list = field(default_factory=list)     # elementwise nodes, schedule order
+    stores: list = field(default_factory=list)    # (token, View over shape)
+    reductions: list = field(default_factory=list)
+    gemm: Gemm | None = None
+    pos: float = 0.0
+    single: bool = False
+    barrier: bool = False
+
+    def views(self):
+        out = list(self.loads.values()) + [v for _, v in self.stores]
+        for r in self.reductions:
+            out.append(r.out)
+            if r.acc is not None:
+                out.append(r.acc)
+        if self.gemm is not None:
+            out += [self.gemm.a, self.gemm.b, self.gemm.c]
+        return out
+
+    def reads(self):
+        rs = list(self.loads.values())
+        rs += [r.out for r in self.reductions] + [r.acc for r in self.reductions if r.acc]
+        if self.gemm is not None:
+            rs += [self.gemm.a, self.gemm.b]
+        return rs
+
+    def writes(self):
+        ws = [v for _, v in self.stores] + [r.out for r in self.reductions]
+        ws += [r.acc for r in self.reductions if r.acc]
+        if self.gemm is not None:
+            ws.append(self.gemm.c)
+        return ws
+
+
+@dataclass
+class Plan:
+    graph: object
+    kernels: list
+    storages: list
+    slots: list                  # argv slots: storages of kind arg/out/ext (slot order)
+    n_inputs: int
+    outputs: list                # output Storage per graph output
+    arena_bytes: int
+    threads: int
+    updates_direct: list = field(default_factory=list)
+
+
+# ---- planning -----------------------------------------------------------------------------------
+def _kind(n: Node) -> str:
+    lw = LOWERINGS.get(n.op)
+    if lw is None:
+        raise GraphcError(f"llvm backend: op '{n.op}' has no lowering")
+    return lw.kind
+
+
+def _effective_users(v: Value, is_view):
+    out, stack, seen = [], [v], set()
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        for u in x.users:
+            if is_view(u):
+                stack.append(u.output)
+            else:
+                out.append(u)
+    return out
+
+
+def build_plan(graph, threads: int = 1) -> Plan:
+    nodes = graph.nodes
+    pos = {n: i for i, n in enumerate(nodes)}
+    END = len(nodes) + 1
+    outputs_set = set(graph.outputs)
+    update_src = {}
+    for a, b in graph.updates:
+        update_src.setdefault(b, []).append(a)
+
+    # ---- which nodes are views, which belong to which kernel ----------------------------------
+    groups: dict[str, list[Node]] = {}
+    for n in nodes:
+        gid = n.attrs.get("group")
+        if gid is not None and _kind(n) in ("elementwise", "reduce", "matmul"):
+            groups.setdefault(gid, []).append(n)
+
+    def is_view(n: Node) -> bool:
+        return n.op in VIEW_OPS or (n.op == "stop_gradient" and "group" not in n.attrs)
+
+    kernel_of: dict[Node, list[Node]] = {}
+    for members in groups.values():
+        if _valid_group(members, pos, is_view, END, graph):
+            for m in members:
+                kernel_of[m] = members
+        else:
+            for m in members:
+                m.attrs = {k: v for k, v in m.attrs.items() if k != "group"}
+    # re-evaluate view status for stop_gradients dropped from invalid groups
+    for n in nodes:
+        if n not in kernel_of and not is_view(n) and _kind(n) not in ("source",):
+            kernel_of[n] = [n]
+
+    def kpos(n):
+        return max(pos[m] for m in kernel_of[n])
+
+    # ---- storages ------------------------------------------------------------------------------
+    storages: list[Storage] = []
+    slots: list[Storage] = []
+
+    def new_storage(kind, dtype, size, name, value=None):
+        s = Storage(kind, np.dtype(dtype), int(size), name, value=value)
+        if kind in ("arg", "out", "ext"):
+            s.slot = len(slots)
+            slots.append(s)
+        storages.append(s)
+        return s
+
+    home: dict[Value, View] = {}
+    for v in graph.inputs:
+        home[v] = View.whole(new_storage("arg", v.dtype, v.size, v.name), v.shape)
+    out_st = [new_storage("out", v.dtype, v.size, f"out{j}") for j, v in enumerate(graph.outputs)]
+
+    # values needing a buffer (read outside their kernel, or leaving the graph)
+    def needs_store(v: Value) -> bool:
+        n = v.node
+        if n.op == "matmul" or v in outputs_set or v in update_src:
+            return True
+        ks = kernel_of[n]
+        return any(u not in ks for u in _effective_users(v, is_view))
+
+    # direct in-place stores of updates: safe when every other reader of the target ran in
+    # an earlier kernel or reads it element-for-element in the storing kernel
+    direct = {}
+    for a, b in graph.updates:
+        bn = b.node
+        if (bn not in kernel_of or _kind(bn) != "elementwise" or len(update_src[b]) != 1
+                or b.shape != a.shape or a in update_src or b in graph.inputs):
+            continue
+        ks = kernel_of[bn]
+        if any(m.op == "matmul" for m in ks) and bn.output.shape != a.shape:
+            continue
+        kp = kpos(bn)
+        ok = True
+        for u in a.users:
+            if is_view(u):
+                if any(kpos(w) >= kp for w in _effective_users(u.output, is_view)):
+                    ok = False
+                continue
+            if u in ks:
+                if _kind(u) != "elementwise":
+                    ok = False
+            elif kpos(u) >= kp:
+                ok = False
+        if a in update_src:   # the old value is itself copied somewhere at the end
+            ok = False
+        if ok:
+            direct[b] = a
+    for b, a in direct.items():
+        home[b] = home[a]
+
+    used_out = set()
+    for j, v in enumerate(graph.outputs):
+        if v in home or v in used_out or v.node not in kernel_of:
+            continue
+        home[v] = View.whole(out_st[j], v.shape)
+        used_out.add(v)
+
+    for n in nodes:
+        v = n.output
+        if n.op == "constant":
+            val = np.ascontiguousarray(n.attrs["value"])
+            kind = "global" if val.size <= GLOBAL_CONST_MAX else "ext"
+            home[v] = View.whole(new_storage(kind, v.dtype, val.size, v.name, value=val),
+                                 v.shape)
+        elif n in kernel_of and v not in home and needs_store(v):
+            home[v] = View.whole(new_storage("arena", v.dtype, v.size, v.name), v.shape)
+
+    # ---- views (lazily, with materialising copies where a reshape needs one) -----------------
+    kernels: list[Kernel] = []
+    refs: dict[Value, View] = {}
+
+    def copy_kernel(src: View, dst: View, name, at) -> Kernel:
+        k = Kernel(name, dst.shape, pos=at)
+        k.loads[("src",)] = src
+        k.stores.append((("src",), dst))
+        kernels.append(k)
+        return k
+
+    def ref(v: Value) -> View:
+        r = refs.get(v)
+        if r is not None:
+            return r
+        n = v.node
+        if v in home:
+            r = home[v]
+        elif n.op == "stop_gradient":
+            r = ref(n.inputs[0])
+        elif n.op == "broadcast_to":
+            r = broadcast_view(ref(n.inputs[0]), v.shape)
+        elif n.op == "transpose":
+            r = transpose_view(ref(n.inputs[0]), n.attrs["perm"])
+        elif n.op == "slice":
+            r = slice_view(ref(n.inputs[0]), n.attrs["starts"], n.attrs["stops"],
+                           n.attrs["steps"], v.shape)
+        elif n.op == "reshape":
+            src = ref(n.inputs[0])
+            r = reshape_view(src, v.shape)
+            if r is None:   # not expressible with strides: materialise the source first
+                st = new_storage("arena", v.dtype, v.size, v.name + ".copy")
+                tmp = View.whole(st, n.inputs[0].shape)
+                copy_kernel(src, tmp, f"copy_{v.name}", pos[n] + 0.5)
+                r = View.whole(st, v.shape)
+        else:
+            raise GraphcError(f"llvm backend: value %{v.name} ({n.op}) has no buffer")
+        refs[v] = r
+        return r
+
+    def materialize(src: View, name, at) -> View:
+        st = new_storage("arena", src.st.dtype, int(np.prod(src.shape, dtype=np.int64)), name)
+        dst = View.whole(st, src.shape)
+        copy_kernel(src, dst, f"copy_{name}", at - 0.25)
+        return dst
+
+    # ---- kernels from groups / singletons -------------------------------------------------------
+    done = set()
+    for n in nodes:
+        if n not in kernel_of or n in done:
+            continue
+        members = kernel_of[n]
+        done.update(members)
+        kernels.append(_make_kernel(members, kpos(n), ref, home, needs_store, new_storage,
+                                    materialize))
+
+    # ---- outputs and non-direct updates ---------------------------------------------------------
+    out_views = [View.whole(out_st[j], v.shape) for j, v in enumerate(graph.outputs)]
+    update_targets = {a for a, _ in graph.updates}
+    for j, v in enumerate(graph.outputs):
+        if home.get(v) is not None and home[v].st is out_st[j]:
+            continue
+        src = ref(v)
+        early = src.st.kind == "arg" and any(src.st is home[a].st for a in update_targets)
+        copy_kernel(src, out_views[j], f"output{j}", -1 if early else END + 1)
+    staged = []
+    for a, b in graph.updates:
+        if b in direct:
+            continue
+        src = ref(b)
+        if src.st is home[a].st and src.same(home[a]):
+            continue
+        if src.st.kind == "arg":   # may be another update's target: stage through the arena
+            st = new_storage("arena", b.dtype, b.size, b.name + ".stage")
+            tmp = View.whole(st, b.shape)
+            copy_kernel(src, tmp, f"stage_{a.name}", END + 2)
+            src = tmp
+        staged.append((src, a))
+    for src, a in staged:
+        copy_kernel(src, home[a], f"update_{a.name}", END + 3)
+
+    kernels.sort(key=lambda k: k.pos)
+    for k in kernels:
+        _finish_kernel(k, threads)
+    arena = _layout(kernels, storages)
+    _barriers(kernels)
+    return Plan(graph, kernels, storages, slots, len(graph.inputs), out_st, arena, threads,
+                updates_direct=[(a.name, b.name) for b, a in direct.items()])
+
+
+def _valid_group(members, pos, is_view, END, graph) -> bool:
+    """Backend-side check of a fusion group (fallback: run the members separately)."""
+    mset = set(members)
+    last = max(pos[m] for m in members)
+    ew = [m for m in members if _kind(m) == "elementwise"]
+    mms = [m for m in members if m.op == "matmul"]
+    reds = [m for m in members if _kind(m) == "reduce"]
+    if not ew:
+        return False
+    shape = ew[0].output.shape
+    if any(m.output.shape != shape for m in ew):
+        return False
+    if len(mms) > 1 or (mms and (reds or mms[0].output.ndim != 2
+                                 or mms[0].output.shape != shape)):
+        return False
+    if any(r.inputs[0].shape != shape for r in reds):
+        return False
+    for m in members:
+        for x in m.inputs:
+            if x.node in mset:
+                if _kind(x.node) == "reduce":
+                    return False
+            else:
+                b = x
+                while is_view(b.node):
+                    b = b.node.inputs[0]
+                if b.node in mset:
+                    return False
+        for u in _effective_users(m.output, is_view):
+            if u not in mset and pos[u] < last:
+                return False
+    return True
+
+
+def _make_kernel(members, at, ref, home, needs_store, new_storage, materialize) -> Kernel:
+    mset = set(members)
+    mm = next((m for m in members if m.op == "matmul"), None)
+    ew = [m for m in members if _kind(m) == "elementwise"]
+    reds = [m for m in members if _kind(m) == "reduce"]
+    name = members[-1].op + "_" + members[-1].output.name
+    if len(members) == 1 and members[0].op == "matmul":
+        return _gemm_kernel(members[0], ref, at, materialize)
+    if len(members) == 1 and _kind(members[0]) == "copy":
+        return _copy_op_kernel(members[0], ref, at, new_storage)
+    shape = ew[0].output.shape if ew else reds[0].inputs[0].shape
+    k = Kernel(name, shape, pos=at)
+    if mm is not None:
+        k.gemm = _gemm_kernel(mm, ref, at, materialize).gemm
+    produced = {m.output for m in members}
+    for m in ew + reds:
+        for x in m.inputs:
+            if x in produced and x.node is not mm:
+                continue
+            if x not in k.loads:
+                k.loads[x] = ref(x)
+    k.nodes = ew
+    for m in ew:
+        v = m.output
+        if needs_store(v):
+            k.stores.append((v, home[v]))
+    for r in reds:
+        x = r.inputs[0]
+        out_view = _reduce_view(home[r.output], r, x.shape)
+        acc = None
+        if r.op == "sum" and x.dtype == np.float32:
+            st = new_storage("arena", np.float64, r.output.size, r.output.name + ".acc")
+            acc = _reduce_view(View.whole(st, r.output.shape), r, x.shape)
+        k.reductions.append(Reduction(r, x, out_view, acc))
+    return k
+
+
+def _reduce_view(out: View, r: Node, in_shape) -> View:
+    """The output view indexed by the *input's* coordinates (stride 0 on reduced axes)."""
+    axes, keep = r.attrs["axes"], r.attrs["keepdims"]
+    strides, j = [], 0
+    for d in range(len(in_shape)):
+        if d in axes:
+            strides.append(0)
+            if keep:
+                j += 1
+        else:
+            strides.append(out.strides[j])
+            j += 1
+    return View(out.st, out.offset, tuple(in_shape), tuple(strides))
+
+
+def _gemm_operand(v: View):
+    """(trans, ld) if the last two axes are row- or column-major, else None."""
+    m, k = v.shape[-2], v.shape[-1]
+    sm, sk = v.strides[-2], v.strides[-1]
+    if sk == 1 or k == 1:
+        return False, (sm if m > 1 else max(k, 1))
+    if sm == 1 or m == 1:
+        return True, (sk if k > 1 else max(m, 1))
+    return None
+
+
+def _gemm_kernel(n: Node, ref, at, materialize) -> Kernel:
+    a, b = n.inputs
+    out = ref(n.output)
+    va, vb = ref(a), ref(b)
+    if _gemm_operand(va) is None:
+        va = materialize(va, f"{n.output.name}.a", at)
+    if _gemm_operand(vb) is None:
+        vb = materialize(vb, f"{n.output.name}.b", at)
+    ta, lda = _gemm_operand(va)
+    tb, ldb = _gemm_operand(vb)
+    M, K = a.shape[-2], a.shape[-1]
+    N = b.shape[-1]
+    k = Kernel(f"matmul_{n.output.name}", out.shape, pos=at)
+    k.gemm = Gemm(n, va, vb, out, ta, tb, lda, ldb, M, N, K)
+    return k
+
+
+def _copy_op_kernel(n: Node, ref, at, new_storage) -> Kernel:
+    """unslice / concatenate: a kernel of several phases (each a copy)."""
+    out = ref(n.output)
+    k = Kernel(f"{n.op}_{n.output.name}", n.output.shape, pos=at)
+    phases = []
+    if n.op == "unslice":
+        zero = new_storage("global", n.output.dtype, 1, "zero",
+                           value=np.zeros(1, n.output.dtype))
+        phases.append((View(zero, 0, out.shape, (0,) * len(out.shape)), out))
+        dst = slice_view(out, n.attrs["starts"], n.attrs["stops"], n.attrs["steps"],
+                         n.inputs[0].shape)
+        phases.append((ref(n.inputs[0]), dst))
+    else:
+        ax, off = n.attrs["axis"], 0
+        for x in n.inputs:
+            starts = [0] * len(out.shape)
+            stops = list(out.shape)
+            starts[ax], stops[ax] = off, off + x.shape[ax]
+            dst = slice_view(out, starts, stops, [1] * len(out.shape), x.shape)
+            phases.append((ref(x), dst))
+            off += x.shape[ax]
+    k.phases = phases
+    return k
+
+
+# ---- per-kernel finishing: dimension merging, thread partition -----------------------------------
+def _merge_dims(shape, views):
+    """Drop size-1 dims and merge adjacent dims every view walks contiguously."""
+    keep = [d for d in range(len(shape)) if shape[d] != 1]
+    shp = [shape[d] for d in keep]
+    sts = [[v.strides[d] for d in keep] for v in views]
+    i = len(shp) - 2
+    while i >= 0:
+        if all(s[i] == s[i + 1] * shp[i + 1] for s in sts):
+            shp[i] = shp[i] * shp[i + 1]
+            del shp[i + 1]
+            for s in sts:
+                s[i] = s[i + 1]
+                del s[i + 1]
+        i -= 1
+    return tuple(shp), [tuple(s) for s in sts]
+
+
+def _finish_kernel(k: Kernel, threads: int):
+    """Merge dims (non-GEMM kernels), choose the partitioned dim, decide single-thread."""
+    if hasattr(k, "phases"):
+        new = []
+        for src, dst in k.phases:
+            shp, (ss, ds) = _merge_dims(dst.shape, [src, dst])
+            new.append((View(src.st, src.offset, shp, ss), View(dst.st, dst.offset, shp, ds)))
+        k.phases = new
+        k.single = True
+        k.part_dim = None
+        return
+    if k.gemm is not None:
+        k.part_dim = None
+        return
+    views = k.views()
+    shp, sts = _merge_dims(k.shape, views)
+    it = iter(sts)
+    k.shape = shp
+
+    def rebuild(v):
+        return View(v.st, v.offset, shp, next(it))
+    k.loads = {t: rebuild(v) for t, v in k.loads.items()}
+    k.stores = [(t, rebuild(v)) for t, v in k.stores]
+    for r in k.reductions:
+        r.out = rebuild(r.out)
+        if r.acc is not None:
+            r.acc = rebuild(r.acc)
+    reduced = set()
+    for r in k.reductions:
+        reduced |= {d for d in range(len(shp)) if r.out.strides[d] == 0}
+    cands = [d for d in range(len(shp)) if d not in reduced]
+    size = int(np.prod(shp, dtype=np.int64))
+    k.part_dim = None
+    if threads > 1 and size >= SINGLE_THREAD_ELEMS and cands:
+        big = [d for d in cands if shp[d] >= 2 * threads]
+        if big:
+            k.part_dim = big[0]
+    k.single = threads > 1 and k.part_dim is None
+
+
+# ---- arena layout -----------------------------------------------------------------------------
+def _layout(kernels, storages) -> int:
+    first, last = {}, {}
+    for i, k in enumerate(kernels):
+        vs = k.views() if not hasattr(k, "phases") else [v for p in k.phases for v in p]
+        for v in vs:
+            if v.st.kind == "arena":
+                first.setdefault(v.st, i)
+                last[v.st] = i
+    placed = []   # (start, end, first, last)
+    top = 0
+    for st in sorted(first, key=lambda s: (first[s], -s.nbytes)):
+        size = max(st.nbytes, 1)
+        size = (size + ALIGN - 1) // ALIGN * ALIGN
+        busy = sorted((a, b) for a, b, f, l in placed if not (l < first[st] or f > last[st]))
+        off = 0
+        for a, b in busy:
+            if off + size <= a:
+                break
+            off = max(off, b)
+        st.offset = off
+        placed.append((off, off + size, first[st], last[st]))
+        top = max(top, off + size)
+    for st in storages:
+        if st.kind == "arena" and st.offset < 0:
+            st.offset = 0
+    return top
+
+
+# ---- barriers --------------------------------------------------------------------------------
+def _region(v: View):
+    st = v.st
+    if st.kind == "arena":
+        return ("arena", st.offset, st.offset + st.nbytes)
+    if st.kind == "global":
+        return None
+    return (st.slot, 0, st.nbytes)
+
+
+def _overlap(r, regions):
+    return any(r[0] == q[0] and r[1] < q[2] and q[1] < r[2] for q in regions)
+
+
+def _barriers(kernels):
+    """Barrier before a kernel that reads what another thread may have pending writes to,
+    or writes what another thread may still read or write (since the last barrier).
+    Kernels run by thread 0 alone need none between themselves."""
+    pend_r, pend_w = [], []     # (region, single)
+    for k in kernels:
+        if hasattr(k, "phases"):
+            reads = [p[0] for p in k.phases]
+            writes = [p[1] for p in k.phases]
+        else:
+            reads, writes = k.reads(), k.writes()
+        rr = [r for r in map(_region, reads) if r]
+        ww = [r for r in map(_region, writes) if r]
+
+        def clash(mine, pend):
+            return any(_overlap(r, [q for q, single in pend if not (single and k.single)])
+                       for r in mine)
+        if clash(rr, pend_w) or clash(ww, pend_w) or clash(ww, pend_r):
+            k.barrier = True
+            pend_r, pend_w = [], []
+        pend_r += [(r, k.single) for r in rr]
+        pend_w += [(r, k.single) for r in ww]
