@@ -106,6 +106,11 @@ def _build_vg(fn, args, argnums, has_aux):
     counts = [pytree.flatten(a)[1].num_leaves for a in args]
     starts = np.cumsum([0] + counts)
     wrt = [tracers[i].value for k in nums for i in range(starts[k], starts[k + 1])]
+    for v in wrt:
+        if v.dtype.kind != "f":
+            raise DTypeError(f"grad of {g.name}: cannot differentiate with respect to %{v.name}"
+                             f": {v.type}, only float arrays; pass it as floats or leave its "
+                             f"argument out of argnums")
     g2, grads, vmap = autodiff.backward(g, loss, wrt)
     g2.set_outputs([vmap[v] for v in out_leaves] + grads)
     g2.remove_dead()

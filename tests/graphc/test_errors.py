@@ -234,6 +234,17 @@ def test_grad_of_integer_loss():
     assert "scalar float" in msg and line_of(f) in msg
 
 
+@pytest.mark.parametrize("arg", [3, np.array([1, 2]), {"w": np.ones(2), "n": np.int32(1)}],
+                         ids=["py-int", "int-array", "pytree-with-int-leaf"])
+def test_grad_with_respect_to_integer_argument(arg):
+    """A silent zero gradient would be wrong (d(2x)/dx = 2): refuse instead."""
+    def f(a):
+        leaves = list(a.values()) if isinstance(a, dict) else [a]
+        return sum(gc.sum(x * 2.0) for x in leaves)
+    msg = raises(gc.DTypeError, gc.grad(f), arg)
+    assert "float" in msg and "i" in msg
+
+
 def test_grad_of_pytree_loss():
     raises(gc.GraphcError, gc.grad(lambda x: (gc.sum(x), gc.sum(x))), np.ones(3))
 
