@@ -86,6 +86,55 @@ def _step_runner(plan, reps: int):
     return run
 
 
+def fma_ceiling(threads: int) -> float:
+    """GFLOP/s of a register-only loop of independent 512-bit (or widest) FMAs on
+    ``threads`` threads: the ceiling the GEMM is measured against."""
+    from llvmlite import ir
+
+    from graphc.backends.llvm import gemm as G
+    from graphc.backends.llvm import jit, parallel
+
+    spec = G.default_spec("float32")
+    vt = ir.VectorType(ir.FloatType(), spec.vw)
+    module = ir.Module(name="bench_fma_peak")
+    module.triple = jit.host_target().triple
+    fma = ir.Function(module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{spec.vw}f32")
+    fn = ir.Function(module, parallel.JOB_TYPE, "fma_peak")
+    tid, nth, argv, _bar = fn.args
+    i64 = ir.IntType(64)
+    entry, loop, out = (fn.append_basic_block(n) for n in ("entry", "loop", "out"))
+    b = ir.IRBuilder(entry)
+    iters = b.load(argv, typ=i64)
+    x = ir.Constant(vt, [1.0000001] * spec.vw)
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.phi(i64)
+    i.add_incoming(i64(0), entry)
+    accs = [b.phi(vt) for _ in range(24)]
+    new = [b.call(fma, [acc, x, x]) for acc in accs]
+    for acc, v in zip(accs, new):
+        acc.add_incoming(ir.Constant(vt, [float(j) for j in range(spec.vw)]), entry)
+        acc.add_incoming(v, loop)
+    nxt = b.add(i, i64(1))
+    i.add_incoming(nxt, loop)
+    b.cbranch(b.icmp_signed("<", nxt, iters), loop, out)
+    b.position_at_end(out)
+    total = new[0]
+    for v in new[1:]:
+        total = b.fadd(total, v)
+    slot = b.gep(argv, [b.add(tid, i64(1))], source_etype=i64)
+    b.store(b.extract_element(total, ir.IntType(32)(0)), slot)  # keeps the loop alive
+    b.ret_void()
+    cm = jit.compile_module(module)
+    iters = 100_000  # ~0.3 ms per call: short calls, many of them, median (noise-robust)
+    argv = np.zeros(1 + threads, np.int64)
+    argv[0] = iters
+    run = parallel.Launcher(cm.get_function_address("fma_peak"), threads).bind(argv.ctypes.data)
+    run()
+    t = _median_per_call(run, 51)
+    return threads * iters * 24 * spec.vw * 2 / t / 1e9
+
+
 def measure(case, threads: int, rounds: int, seconds: float):
     from threadpoolctl import threadpool_limits
 
@@ -103,7 +152,7 @@ def measure(case, threads: int, rounds: int, seconds: float):
 
     # calls per block: about `seconds` of work at ~200 GFLOP/s per thread
     calls = int(min(20000, max(20, seconds * 2e11 * threads / flops)))
-    reps = max(1, calls // 3)
+    reps = max(1, calls // 10)
     step = _step_runner(plan, reps)
     with threadpool_limits(limits=threads):
         np.matmul(av, bv, out=c_n)
@@ -115,7 +164,7 @@ def measure(case, threads: int, rounds: int, seconds: float):
         for _ in range(rounds):
             t_g.append(_median_per_call(plan.run, calls))
             time.sleep(0.05)
-            t_s.append(_median_per_call(step, 3) / reps)
+            t_s.append(_median_per_call(step, 9) / reps)
             time.sleep(0.05)
             t_n.append(_median_per_call(lambda: np.matmul(av, bv, out=c_n), calls))
             time.sleep(0.25)  # let OpenBLAS's spinning threads go to sleep
@@ -126,15 +175,18 @@ def measure(case, threads: int, rounds: int, seconds: float):
                 us_graphc=tg * 1e6, us_numpy=tn * 1e6)
 
 
-def table(rows) -> str:
+def table(rows, ceilings) -> str:
     out = ["| shape (M×K×N) | op | threads | graphc GFLOP/s | graphc/step GFLOP/s | "
-           "numpy GFLOP/s | ratio | ratio (step) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "numpy GFLOP/s | ratio | ratio (step) | step % of FMA peak |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         thr = f"{r['threads']}" + ("" if r["used"] == r["threads"] else f" (uses {r['used']})")
         out.append(f"| {r['shape']} | {r['label']} | {thr} | {r['gf_graphc']:.0f} | "
                    f"{r['gf_step']:.0f} | {r['gf_numpy']:.0f} | {r['ratio']:.2f} | "
-                   f"{r['ratio_step']:.2f} |")
+                   f"{r['ratio_step']:.2f} | {100 * r['peak']:.0f}% |")
+    out.append("")
+    out.append("FMA ceiling (register-only loop of independent FMAs, same run): " + ", ".join(
+        f"{t} thread{'s' if t > 1 else ''}: {c:.0f} GFLOP/s" for t, c in ceilings.items()) + ".")
     return "\n".join(out)
 
 
@@ -159,6 +211,13 @@ def machine() -> str:
     return (f"{cpu}, {os.cpu_count()} CPUs, LLVM target `{t.cpu}`; Python "
             f"{platform.python_version()}, numpy {np.__version__} ({', '.join(blas) or '?'}), "
             f"llvmlite {llvmlite.__version__}")
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        return float("nan")
 
 
 def update_docs(text: str) -> None:
@@ -189,16 +248,24 @@ def main(argv=None) -> int:
         env = {k: v for k, v in os.environ.items() if k not in tuned}
         print(f"(re-running without {', '.join(tuned)} for a fair numpy)", flush=True)
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
-    rows = []
+    load_start = _loadavg()
+    rows, ceilings = [], {}
     for threads in [int(t) for t in args.threads.split(",")]:
+        ceilings[threads] = max(fma_ceiling(threads) for _ in range(3))
+        print(f"FMA ceiling, {threads} thread(s): {ceilings[threads]:.0f} GFLOP/s", flush=True)
         for case in CASES:
             r = measure(case, threads, args.rounds, args.seconds)
+            r["peak"] = r["gf_step"] / ceilings[r["used"]] if r["used"] in ceilings else \
+                r["gf_step"] / fma_ceiling(r["used"])
             rows.append(r)
             print(f"{r['shape']:>13} {r['label']:<20} T={threads} graphc {r['gf_graphc']:6.0f} "
                   f"step {r['gf_step']:6.0f} numpy {r['gf_numpy']:6.0f} GFLOP/s  "
                   f"ratio {r['ratio']:.2f} (step {r['ratio_step']:.2f})", flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"Measured {stamp} on {machine()}.\n\n"
+    load = " / ".join(f"{x:.2f}" for x in (load_start, _loadavg()))
+    text = (f"Measured {stamp} on {machine()}; load average (1 min) at start / end: "
+            f"{load} (the machine is shared: figures are noisy, ratios come from one run)."
+            "\n\n"
             "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gemm.py "
             "--update-docs`\n\n"
             "float32, C = op(A)·op(B), shapes M×K×N; medians of per-call times over "
@@ -208,7 +275,7 @@ def main(argv=None) -> int:
             "`np.matmul(..., out=)` limited to the same thread count (threadpoolctl).  "
             "Ratio = numpy time / graphc time (> 1: graphc faster).  GEMMs under "
             f"{2 * 2**19 / 1e6:.1f} MFLOP stay on one thread (\"uses 1\").\n\n"
-            + table(rows) + "\n")
+            + table(rows, ceilings) + "\n")
     print()
     print(text)
     if args.update_docs:

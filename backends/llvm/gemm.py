@@ -340,12 +340,21 @@ def _emit_pack_bt(em: _Emitter) -> ir.Function:
 # --------------------------------------------------------------------------- driver
 
 
-def emit_gemm(module: ir.Module, spec: GemmSpec) -> ir.Function:
+def _as_spec(spec, trans_a, trans_b) -> GemmSpec:
+    if isinstance(spec, GemmSpec):
+        return spec
+    return default_spec(spec, trans_a, trans_b)
+
+
+def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -> ir.Function:
     """Emit (once per module) ``spec.name``: C[i0:i1, j0:j1] (=|+=) op(A)·op(B).
 
-    Signature: ``void(A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta:i32)`` with
-    row-major strides in elements; ``beta`` 0 overwrites C, 1 accumulates into it.
+    ``spec`` is a :class:`GemmSpec` or a dtype (then the host's default tile and the
+    ``trans_*`` flags are used).  Signature: ``void(A, B, C, K, lda, ldb, ldc, i0, i1,
+    j0, j1, beta:i32)`` with row-major strides in elements; ``beta`` 0 overwrites C,
+    1 accumulates into it.  The micro-kernels are shared by all variants of a dtype.
     """
+    spec = _as_spec(spec, trans_a, trans_b)
     fn = module.globals.get(spec.name)
     if fn is not None:
         return fn
@@ -420,7 +429,8 @@ def emit_gemm(module: ir.Module, spec: GemmSpec) -> ir.Function:
     return fn
 
 
-def emit_gemm_parallel(module: ir.Module, spec: GemmSpec) -> ir.Function:
+def emit_gemm_parallel(module: ir.Module, spec="float32", trans_a=False,
+                       trans_b=False) -> ir.Function:
     """Emit ``spec.name + '_par'``: ``void(tid:i64, nthreads:i64, A, B, C, M, N, K,
     lda, ldb, ldc, beta:i32)`` computing thread ``tid``'s fixed share of C.
 
@@ -428,6 +438,7 @@ def emit_gemm_parallel(module: ir.Module, spec: GemmSpec) -> ir.Function:
     when there are enough of them (always for ``trans_b``, whose B panels are packed
     per column panel), else rows in MR units; tiny products stay on thread 0.
     """
+    spec = _as_spec(spec, trans_a, trans_b)
     name = spec.name + "_par"
     fn = module.globals.get(name)
     if fn is not None:
@@ -474,7 +485,8 @@ def emit_gemm_parallel(module: ir.Module, spec: GemmSpec) -> ir.Function:
     return fn
 
 
-def emit_gemm_entry(module: ir.Module, spec: GemmSpec) -> ir.Function:
+def emit_gemm_entry(module: ir.Module, spec="float32", trans_a=False,
+                    trans_b=False) -> ir.Function:
     """Emit ``spec.name + '_entry'``: ``void(tid:i64, nthreads:i64, argv:ptr, barrier:ptr)``
     (the job signature of :mod:`.parallel`) with ``argv`` = i64[10] {A, B, C, M, N, K,
     lda, ldb, ldc, beta}; ``barrier`` is unused.
@@ -482,6 +494,7 @@ def emit_gemm_entry(module: ir.Module, spec: GemmSpec) -> ir.Function:
     The Python entry point: a pointer to the arguments keeps a ctypes call at a
     fraction of a microsecond (each extra argument costs ~0.1 µs), which matters at 64³.
     """
+    spec = _as_spec(spec, trans_a, trans_b)
     name = spec.name + "_entry"
     fn = module.globals.get(name)
     if fn is not None:
