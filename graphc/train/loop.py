@@ -63,7 +63,8 @@ class Trainer:
         self.progress = progress or Progress(self.cfg.progress)
         self.step, self.backend = compile_step(prepared, self.cfg.backend, self.cfg.threads,
                                                notice=self.progress.line)
-        self.evaluate = Evaluator(prepared.model, self.backend, prepared.y_scaler)
+        self.evaluate = Evaluator(prepared.model, self.backend, prepared.y_scaler,
+                                  notice=self.progress.line)
         tr = prepared.splits.train
         self.batches = gdata.Batches(tr.X, tr.y, self.cfg.batch_size, self.cfg.seed)
         self.live_params = param_arrays(self.step.params)

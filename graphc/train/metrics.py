@@ -29,16 +29,39 @@ def r2(pred, y) -> float:
 
 
 class Evaluator:
-    """Loss and task metric of ``model`` on a split, with compiled forward/loss."""
+    """Loss and task metric of ``model`` on a split, with compiled forward/loss.
 
-    def __init__(self, model, backend: str, target_scaler=None, **options):
-        self.model, self.target_scaler = model, target_scaler
-        self.forward = api.jit(model.apply, backend=backend, **options)
-        self.loss = api.jit(model.loss, backend=backend, **options)
+    Like the training step, evaluation falls back from llvm to the numpy backend (with
+    a one-line notice) if the llvm backend cannot compile the forward graph.
+    """
+
+    def __init__(self, model, backend: str, target_scaler=None, notice=None, **options):
+        self.model, self.target_scaler, self.notice = model, target_scaler, notice
+        self.backend, self.options = backend, options
+        self._build(backend, options)
+
+    def _build(self, backend, options):
+        self.forward = api.jit(self.model.apply, backend=backend, **options)
+        self.loss = api.jit(self.model.loss, backend=backend, **options)
+
+    def _run(self, params, split):
+        return (np.asarray(self.forward(params, split.X)),
+                float(self.loss(params, split.X, split.y)))
 
     def __call__(self, params, split, prefix: str) -> dict:
-        out = np.asarray(self.forward(params, split.X))
-        res = {f"{prefix}_loss": float(self.loss(params, split.X, split.y))}
+        try:
+            out, loss = self._run(params, split)
+        except Exception as e:          # noqa: BLE001  (llvm failure -> reference path)
+            if self.backend != "llvm":
+                raise
+            first = (str(e).splitlines() or [""])[0][:120]
+            (self.notice or print)(f"note: the llvm backend could not compile the evaluation "
+                                   f"graph ({type(e).__name__}: {first}); evaluating with "
+                                   "numpy")
+            self.backend, self.options = "numpy", {}
+            self._build("numpy", {})
+            out, loss = self._run(params, split)
+        res = {f"{prefix}_loss": loss}
         if self.model.spec.task == "regression":
             pred, y = out, split.y
             if self.target_scaler is not None:
