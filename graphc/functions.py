@@ -461,6 +461,11 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
     if kwargs.get("out") is not None:
         raise TraceError(f"np.{ufunc.__name__}(..., out=...) cannot be traced: graphs have "
                          f"no in-place writes (at {user_source()})")
+    extra = sorted(k for k, v in kwargs.items() if k != "out")
+    if extra:
+        raise TraceError(f"np.{ufunc.__name__}(..., {'=..., '.join(extra)}=...) is not "
+                         f"supported on traced arrays (at {user_source()}); use gc.where or "
+                         "gc.cast explicitly")
     return fn(*inputs)
 
 
@@ -474,4 +479,12 @@ def dispatch_function(func, args, kwargs):
         raise TraceError(f"{name} is not supported on traced arrays "
                          f"(at {user_source()}); supported: "
                          + ", ".join(sorted(f.__name__ for f in FUNCTIONS)))
+    import inspect
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as e:
+        raise TraceError(f"np.{func.__name__} on traced arrays: {e} "
+                         f"(at {user_source()})") from None
+    except ValueError:        # no signature (builtins): let the call itself complain
+        pass
     return fn(*args, **kwargs)

@@ -155,6 +155,16 @@ def test_bad_index_reshape_and_dtype(fn, exc, what):
     assert what in msg and THIS_FILE in msg
 
 
+@pytest.mark.parametrize("fn,what", [
+    (lambda t: np.add(t, 1.0, dtype=np.float32), "dtype="),
+    (lambda t: np.exp(t, where=t > 0), "where="),
+    (lambda t: np.max(t, initial=0.0), "initial"),
+])
+def test_unsupported_numpy_keyword_is_not_silently_ignored(fn, what):
+    msg = raises(gc.TraceError, gc.trace, fn, np.ones(3))
+    assert what in msg and THIS_FILE in msg
+
+
 def test_advanced_indexing_is_rejected():
     msg = raises(gc.TraceError, gc.trace, lambda t: t[np.array([0, 2])], np.ones(3))
     assert "advanced indexing" in msg and THIS_FILE in msg
