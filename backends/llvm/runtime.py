@@ -46,7 +46,7 @@ class CompiledGraph:
         self.outputs = []
         for st in plan.slots:
             if st.kind == "out":
-                buf = _aligned_empty(max(st.nbytes, 1)).view(st.dtype)[:st.size]
+                buf = _aligned_empty(max(st.nbytes, 64)).view(st.dtype)[:st.size]
                 self._keep[st.slot] = buf
                 self.argv[st.slot] = buf.ctypes.data
                 self.outputs.append(buf)
