@@ -349,3 +349,42 @@ def test_non_differentiable_path_gives_zero_gradient():
     np.testing.assert_allclose(g, x)
     g2 = gc.grad(lambda x: gc.sum(gc.where(x > 0, x, 0.0 * x)))(x)
     np.testing.assert_allclose(g2, [1.0, 0.0])
+
+
+def test_mlp_hessian_vector_product_matches_finite_difference_of_gradient():
+    params, x, y = mlp_problem(11)
+    rng = np.random.default_rng(12)
+    v = {k: rng.standard_normal(p.shape) for k, p in params.items()}
+    g = gc.grad(mlp_loss)
+    _, hv = gc.jvp(lambda p: g(p, x, y), (params,), (v,))
+    h = 1e-5
+    gp = g({k: params[k] + h * v[k] for k in params}, x, y)
+    gm = g({k: params[k] - h * v[k] for k in params}, x, y)
+    for k in params:
+        np.testing.assert_allclose(hv[k], (gp[k] - gm[k]) / (2 * h), rtol=1e-6, atol=1e-8)
+
+
+def test_grad_of_identity_and_constant_functions():
+    np.testing.assert_allclose(gc.grad(lambda x: x)(np.float64(2.0)), 1.0)
+    np.testing.assert_array_equal(gc.grad(lambda x: 1.0)(np.ones(2)), np.zeros(2))
+    np.testing.assert_allclose(gc.grad(gc.grad(lambda x: x * x))(np.float64(3.0)), 2.0)
+    np.testing.assert_allclose(gc.grad(gc.grad(lambda x: gc.sum(x)))(np.float64(3.0)), 0.0)
+
+
+def test_jvp_inside_grad_and_grad_inside_jvp_with_closures():
+    x0, t0, w0 = np.array([0.3, -0.4]), np.array([1.0, 2.0]), np.array([0.7, 1.1])
+
+    def f(w):   # sum of d/dx tanh(w x) . t  =  sum((1 - tanh(wx)^2) w t)
+        return gc.sum(gc.jvp(lambda x: gc.tanh(w * x), (x0,), (t0,))[1])
+
+    def f_np(w):
+        return np.sum((1 - np.tanh(w * x0) ** 2) * w * t0)
+    np.testing.assert_allclose(gc.grad(f)(w0), fd_grad(f_np, w0), rtol=1e-6)
+
+    def g(w):
+        return gc.grad(lambda x: gc.sum(gc.tanh(w * x)))(x0)
+
+    def g_np(w):
+        return w * (1 - np.tanh(w * x0) ** 2)
+    _, tw = gc.jvp(g, (w0,), (t0,))
+    np.testing.assert_allclose(tw, fd_jvp(g_np, [w0], [t0]), rtol=1e-6)
