@@ -117,6 +117,8 @@ def make_numpy(model, params, cfg):
                 loss, gs = np.mean(np.maximum(s, 0) - s * y + np.log1p(np.exp(-abs(s)))), \
                     (p - y) / n
             g = gs[:, None].astype(np.float32)
+            if l2:
+                loss += 0.5 * l2 * float(np.sum(ws[0]["w"] ** 2))
         grads = []
         for i in range(len(layers) - 1, -1, -1):
             kind, w, h, out = layers[i][0], ws[i], acts[i], acts[i + 1]
@@ -182,7 +184,7 @@ def make_torch(model, params, cfg, threads=None):
                 loss = loss + 0.5 * l2 * (net[0].weight ** 2).sum()
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
     return step
 
 

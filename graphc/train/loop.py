@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .curves import plot_history
 from .metrics import Evaluator, headline
 from .progress import JsonLog, Progress
-from .setup import Prepared, compile_step, copy_arrays, param_arrays
+from .setup import Prepared, backend_options, compile_step, copy_arrays, param_arrays
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Trainer:
         self.step, self.backend = compile_step(prepared, self.cfg.backend, self.cfg.threads,
                                                notice=self.progress.line)
         self.evaluate = Evaluator(prepared.model, self.backend, prepared.y_scaler,
-                                  notice=self.progress.line)
+                                  notice=self.progress.line,
+                                  **backend_options(self.backend, self.cfg.threads))
         tr = prepared.splits.train
         self.batches = gdata.Batches(tr.X, tr.y, self.cfg.batch_size, self.cfg.seed)
         self.live_params = param_arrays(self.step.params)
