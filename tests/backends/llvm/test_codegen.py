@@ -1,0 +1,171 @@
+"""What the LLVM backend generates: vector code, fused loops, one kernel per group,
+in-place updates, deterministic thread partitions."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import graphc as gc
+import graphc.backends.llvm as llvm_backend
+from graphc.backends import numpy_backend
+from graphc.backends.llvm import jit
+from graphc.ir import Graph, format_graph, verify
+from graphc.passes import fusion
+
+
+def _elementwise_graph(dtype=np.float32, n=1000):
+    def f(x, y):
+        return gc.tanh(x) * gc.exp(y) + gc.log(1 + x * x) / (1 + gc.sigmoid(y))
+    x = np.linspace(-3, 3, n).astype(dtype)
+    return gc.trace(f, x, x), x
+
+
+def _vector_width_regs():
+    t = jit.host_target()
+    if t.has_feature("avx512f"):
+        return r"%zmm\d+", r"%[yz]mm\d+"
+    if t.has_feature("avx2") or t.has_feature("avx"):
+        return r"%ymm\d+", r"%ymm\d+"
+    return r"%xmm\d+", r"%xmm\d+"
+
+
+def test_elementwise_loops_vectorize():
+    g, _ = _elementwise_graph()
+    asm = llvm_backend.assembly(g, threads=1)
+    _, any_wide = _vector_width_regs()
+    # packed single-precision arithmetic on full-width registers
+    packed = re.findall(r"\bv(?:add|mul|sub|div|fmadd\w*|max|min)ps\s+[^\n]*" + any_wide, asm)
+    assert len(packed) > 20, asm[:2000]
+    # no libm calls for float32 transcendentals
+    assert not re.search(r"call\w*\s+(expf|logf|tanhf)\b", asm)
+
+
+def test_bias_add_and_update_loops_vectorize():
+    rng = np.random.default_rng(0)
+    params = {"w": rng.standard_normal((64, 48)).astype(np.float32),
+              "b": np.zeros(48, np.float32)}
+
+    def loss(p, x):
+        return gc.mean(gc.relu(x @ p["w"] + p["b"]))
+    x = rng.standard_normal((32, 64)).astype(np.float32)
+    step = gc.compile_step(loss, params, gc.optim.SGD(0.1, momentum=0.9), (x,),
+                           backend="numpy")
+    asm = llvm_backend.assembly(step.graph, threads=1)
+    _, any_wide = _vector_width_regs()
+    assert re.search(r"vfmadd\w*ps\s+[^\n]*" + any_wide, asm)        # GEMM
+    assert len(re.findall(r"\bv(?:add|sub|mul)ps\s+[^\n]*" + any_wide, asm)) > 4
+
+
+def test_fusion_marks_groups_and_verifies():
+    g, x = _elementwise_graph()
+    fg = fusion.fuse(g)
+    verify(fg)
+    groups = fusion.groups(fg)
+    assert len(groups) == 1
+    (members,) = groups.values()
+    assert {n.op for n in members} >= {"tanh", "exp", "log", "sigmoid", "mul", "div", "add"}
+    text = format_graph(fg)
+    assert "group='g0'" in text
+    assert "cluster_g0" in gc.ir.to_dot(fg)
+    # every intermediate stays in registers; only the output is stored
+    fused = fusion.fused_values(fg)
+    assert fg.outputs[0] not in fused
+    assert len(fused) == len(members) - 1 - sum(
+        n.op == "broadcast_to" for n in members)
+    # the input graph is untouched
+    assert all("group" not in n.attrs for n in g.nodes)
+
+
+def test_fusion_keeps_results_and_one_kernel():
+    g, x = _elementwise_graph(np.float64, 77)
+    want = numpy_backend.run(g, [x, x])[0]
+    p_fused, _ = llvm_backend.lower(g, threads=1)
+    p_plain, _ = llvm_backend.lower(g, threads=1, fuse=False)
+    assert len(p_fused.kernels) == 1
+    assert len(p_plain.kernels) > 8
+    for fuse in (True, False):
+        got = llvm_backend.compile(g, threads=1, fuse=fuse)(x, x)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_reduction_and_epilogue_fusion():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((20, 30)).astype(np.float32)
+    w = rng.standard_normal((30, 40)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+
+    def f(a, w, b):
+        h = gc.relu(a @ w + b)                     # GEMM + epilogue
+        return gc.sum(gc.exp(-h) * h, axis=1)      # elementwise chain feeding a reduction
+    g = gc.trace(f, a, w, b)
+    fg = fusion.fuse(g)
+    groups = list(fusion.groups(fg).values())
+    assert any(any(n.op == "matmul" for n in m) and any(n.op == "relu" for n in m)
+               for m in groups)
+    plan, _ = llvm_backend.lower(g, threads=2)
+    assert len(plan.kernels) == 2
+    got = llvm_backend.compile(g, threads=2)(a, w, b)[0]
+    want = numpy_backend.run(g, [a, w, b])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    # without a GEMM in front, the chain and the reduction share one loop nest
+    g = gc.trace(lambda a: gc.sum(gc.exp(-a) * a, axis=1), a)
+    (members,) = fusion.groups(fusion.fuse(g)).values()
+    assert {n.op for n in members} == {"neg", "exp", "mul", "sum"}
+    plan, _ = llvm_backend.lower(g, threads=2)
+    assert len(plan.kernels) == 1 and plan.kernels[0].stores == []
+    np.testing.assert_allclose(llvm_backend.compile(g, threads=2)(a)[0],
+                               numpy_backend.run(g, [a])[0], rtol=1e-5)
+
+
+def test_fusion_respects_outside_readers():
+    """A member read outside the group before the group's last node must be stored first."""
+    g = Graph("g")
+    x = g.add_input((8,), np.float32, "x")
+    w = g.add_input((8, 8), np.float32, "w")
+    e = g.add("exp", [x])
+    r = g.add("reshape", [e], {"shape": (1, 8)})
+    m = g.add("matmul", [r, w])                      # reads e before ...
+    m2 = g.add("reshape", [m], {"shape": (8,)})
+    y = g.add("mul", [e, m2])                        # ... this would join e's group
+    g.set_outputs([y])
+    fg = fusion.fuse(g)
+    verify(fg)
+    assert fg.nodes[3].attrs.get("group") is None or \
+        fg.nodes[3].attrs.get("group") != fg.nodes[-1].attrs.get("group")
+    xs = [np.linspace(0, 1, 8, dtype=np.float32), np.eye(8, dtype=np.float32)]
+    np.testing.assert_allclose(llvm_backend.compile(g, threads=2)(*xs)[0],
+                               numpy_backend.run(g, xs)[0], rtol=1e-6)
+
+
+def test_sgd_updates_are_written_in_place():
+    rng = np.random.default_rng(2)
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32),
+              "b": np.zeros(8, np.float32)}
+
+    def loss(p, x):
+        return gc.mean(gc.tanh(x @ p["w"] + p["b"]))
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    step = gc.compile_step(loss, params, gc.optim.SGD(0.1, momentum=0.9), (x,),
+                           backend="numpy")
+    plan, _ = llvm_backend.lower(step.graph, threads=2)
+    direct = {a for a, _ in plan.updates_direct}
+    assert {"p.w", "p.b", "opt.momentum.p.w", "opt.momentum.p.b"} <= direct
+    assert not any(k.name.startswith("update_") for k in plan.kernels)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_results_identical_for_any_thread_count(threads):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((67, 129)).astype(np.float32)
+    w = rng.standard_normal((129, 300)).astype(np.float32)
+
+    def f(a, w):
+        h = gc.tanh(a @ w)
+        return gc.sum(h, axis=0), gc.sum(h * h), gc.max(h, axis=1), h.T @ a
+    g = gc.trace(f, a, w)
+    base = llvm_backend.compile(g, threads=1)(a, w)
+    got = llvm_backend.compile(g, threads=threads)(a, w)
+    for x, y in zip(base, got):
+        np.testing.assert_array_equal(x, y)
