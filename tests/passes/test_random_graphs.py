@@ -5,7 +5,8 @@ differences in float64, and the traced value matches eager numpy.
 A program is a list of steps over a pool of values (the two inputs first).  The same
 program runs on tracers (inside gc.grad / gc.jvp) and eagerly on numpy arrays (graphc's
 array functions fall through to numpy), which gives the oracle.  Only smooth ops are used
-so no finite-difference step crosses a kink or a tie.
+or kinks that random normal inputs never sit on (relu, abs, max, maximum, where): exact
+ties arise only between copies of one value, which move together under the FD step.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ UNARY = {
     "sqrt1p_sq": lambda v: gc.sqrt(v * v + 1.0),
     "rational": lambda v: v / (1.0 + v * v),
     "scale_shift": lambda v: 0.5 * v - 0.25,
+    "relu": gc.relu,
+    "abs": gc.abs,
 }
 
 BINARY = {
@@ -36,6 +39,9 @@ BINARY = {
     "mul": gc.multiply,
     "div": lambda a, b: a / (1.0 + b * b),
     "pow": lambda a, b: (a * a + 1.0) ** gc.tanh(b),
+    "maximum": gc.maximum,
+    "minimum": gc.minimum,
+    "where": lambda a, b: gc.where(a > b, a * 2.0, b),
 }
 
 
@@ -45,6 +51,8 @@ def _reduce(kind):
             return gc.sum(v, axis=axis, keepdims=keepdims)
         if kind == "mean":
             return gc.mean(v, axis=axis, keepdims=keepdims)
+        if kind == "max":
+            return gc.max(v, axis=axis, keepdims=keepdims)
         return gc.logsumexp(v, axis=axis, keepdims=keepdims)
     return f
 
@@ -73,7 +81,7 @@ def programs(draw):
             if v.ndim == 0:
                 continue
             axis = draw(st.one_of(st.none(), st.integers(-v.ndim, v.ndim - 1)))
-            step = ("reduce", draw(st.sampled_from(["sum", "mean", "logsumexp"])), i,
+            step = ("reduce", draw(st.sampled_from(["sum", "mean", "logsumexp", "max"])), i,
                     axis, draw(st.booleans()))
         elif kind == "shape":
             choices = ["flatten", "expand"]
