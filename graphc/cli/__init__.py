@@ -27,6 +27,10 @@ def main(argv=None) -> int:
     prog = f"graphc {args.command}"
     try:
         return _command(args.command)(args)
+    except BrokenPipeError:                 # `graphc ir ... | head`: not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UnknownModel, UsageError) as e:
         if debug:
             raise
@@ -38,10 +42,6 @@ def main(argv=None) -> int:
         msg = str(e).strip().replace("\n", " | ")
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 1
-    except BrokenPipeError:                 # `graphc ir ... | head`: not an error
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
