@@ -101,9 +101,8 @@ def programs(draw):
             step = ("concat", draw(st.integers(-v.ndim, v.ndim - 1)), i)
         steps.append(step)
         pool.append(run_step(step, pool))
-    out = pool[-1]
-    ct = rng.standard_normal(np.shape(out))
-    return x, y, steps, ct
+    cts = [rng.standard_normal(np.shape(v)) for v in pool[2:]]
+    return x, y, steps, cts
 
 
 def _broadcasts(a, b):
@@ -142,16 +141,22 @@ def run_step(step, pool):
     return gc.concatenate([v, gc.tanh(v)], axis=what)
 
 
-def program_fn(steps, ct):
+def program_fn(steps, cts):
+    """``f`` returns every intermediate (so every step is checked); ``loss`` is a random
+    linear functional of all of them."""
     def f(x, y):
         pool = [x, y]
         for step in steps:
             pool.append(run_step(step, pool))
-        return pool[-1]
+        return pool[2:]
 
     def loss(x, y):
-        return gc.sum(f(x, y) * ct)
+        return sum(gc.sum(v * c) for v, c in zip(f(x, y), cts))
     return f, loss
+
+
+def np_loss(f, cts):
+    return lambda x, y: sum(np.sum(np.asarray(v) * c) for v, c in zip(f(x, y), cts))
 
 
 def describe(steps):
@@ -159,37 +164,40 @@ def describe(steps):
                       f"{tuple(s[2:])}" for s in steps)
 
 
-@settings(max_examples=50, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(programs())
 def test_random_program_gradient_matches_finite_differences(prog):
-    x, y, steps, ct = prog
-    f, loss = program_fn(steps, ct)
+    x, y, steps, cts = prog
+    f, loss = program_fn(steps, cts)
     value, (gx, gy) = gc.value_and_grad(loss, argnums=(0, 1))(x, y)
-    np.testing.assert_allclose(value, np.sum(f(x, y) * ct), rtol=1e-10, atol=1e-12)
-    wx, wy = fd_vjp(lambda x, y: np.asarray(f(x, y)), [x, y], ct, [0, 1])
+    ref = np_loss(f, cts)
+    np.testing.assert_allclose(value, ref(x, y), rtol=1e-10, atol=1e-12)
+    wx, wy = fd_vjp(ref, [x, y], 1.0, [0, 1])
     msg = describe(steps)
     np.testing.assert_allclose(gx, wx, rtol=1e-5, atol=1e-6, err_msg=msg)
     np.testing.assert_allclose(gy, wy, rtol=1e-5, atol=1e-6, err_msg=msg)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(programs())
 def test_random_program_jvp_matches_finite_differences(prog):
     x, y, steps, _ = prog
     f, _ = program_fn(steps, None)
     rng = np.random.default_rng(7)
     tx, ty = rng.standard_normal(x.shape), rng.standard_normal(y.shape)
-    out, t = gc.jvp(f, (x, y), (tx, ty))
-    np.testing.assert_allclose(out, f(x, y), rtol=1e-10, atol=1e-12)
-    want = fd_jvp(lambda x, y: np.asarray(f(x, y)), [x, y], [tx, ty])
-    np.testing.assert_allclose(t, want, rtol=1e-5, atol=1e-6, err_msg=describe(steps))
+    outs, ts = gc.jvp(f, (x, y), (tx, ty))
+    for k, (o, t, want_o) in enumerate(zip(outs, ts, f(x, y))):
+        np.testing.assert_allclose(o, want_o, rtol=1e-10, atol=1e-12)
+        want = fd_jvp(lambda x, y: np.asarray(f(x, y)[k]), [x, y], [tx, ty])
+        np.testing.assert_allclose(t, want, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"step {k}: {describe(steps)}")
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(programs())
 def test_random_program_hvp_forward_over_reverse_matches_reverse_over_reverse(prog):
-    x, y, steps, ct = prog
-    _, loss = program_fn(steps, ct)
+    x, y, steps, cts = prog
+    _, loss = program_fn(steps, cts)
     v = np.random.default_rng(8).standard_normal(x.shape)
     grad_x = gc.grad(loss)
     _, fwd = gc.jvp(lambda x: grad_x(x, y), (x,), (v,))
