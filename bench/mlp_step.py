@@ -1,0 +1,325 @@
+"""MLP 784-512-256-10 training step: graphc (LLVM) vs numpy, PyTorch, torch.compile, JAX.
+
+One step = forward, softmax cross-entropy, backward, plain SGD update (lr 0.01), float32,
+batch 16 and 128.  Every contender runs the same step on the same data:
+
+* ``graphc``        -- ``gc.compile_step(..., backend="llvm", threads=T)``: one native call
+                       per step, parameters updated in place;
+* ``numpy``         -- a hand-written forward/backward/SGD step (OpenBLAS matmuls);
+* ``torch``         -- PyTorch eager (``torch.set_num_threads(T)``), ``optim.SGD``;
+* ``torch.compile`` -- the model compiled with ``torch.compile`` (backward and SGD eager);
+* ``jax``           -- ``jax.jit`` of the whole step (``value_and_grad`` + SGD), donated
+                       parameters.
+
+Each thread count runs in its own process (thread pools are fixed at import), and inside
+it the contenders alternate in rounds so background noise hits all of them alike; the
+figure is the median per-step time, and ratios are taken within the same process.
+torch and jax are optional (``pip install -e .[bench]``).
+
+    python bench/mlp_step.py [--threads 1 2] [--batches 16 128] [--update-docs]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = (784, 512, 256, 10)
+LR = 0.01
+
+
+def _init(batch, seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    params = {}
+    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        params[f"w{i}"] = (rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32)
+        params[f"b{i}"] = np.zeros(b, np.float32)
+    x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], batch).astype(np.int64)
+    return params, x, y
+
+
+# ---- contenders: each returns a zero-argument step function --------------------------------
+def make_graphc(batch, threads):
+    import graphc as gc
+    params, x, y = _init(batch)
+
+    def loss(p, x, y):
+        h = gc.relu(x @ p["w0"] + p["b0"])
+        h = gc.relu(h @ p["w1"] + p["b1"])
+        return gc.nn.cross_entropy(h @ p["w2"] + p["b2"], y)
+    t0 = time.perf_counter()
+    step = gc.compile_step(loss, params, gc.optim.SGD(LR), (x, y), backend="llvm",
+                           threads=threads)
+    compile_s = time.perf_counter() - t0
+    return (lambda: step(x, y)), compile_s
+
+
+def make_numpy(batch, threads):
+    import numpy as np
+    p, x, y = _init(batch)
+    w0, b0, w1, b1, w2, b2 = (p[k] for k in ("w0", "b0", "w1", "b1", "w2", "b2"))
+    n = x.shape[0]
+    onehot = np.zeros((n, SIZES[-1]), np.float32)
+    onehot[np.arange(n), y] = 1
+    lr = np.float32(LR)
+
+    def step():
+        h1 = np.maximum(x @ w0 + b0, 0)
+        h2 = np.maximum(h1 @ w1 + b1, 0)
+        z = h2 @ w2 + b2
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        loss = float(np.mean(np.log(s[:, 0]) - (z * onehot).sum(1)))
+        dz = (e / s - onehot) / np.float32(n)
+        dw2, db2 = h2.T @ dz, dz.sum(0)
+        dh2 = (dz @ w2.T) * (h2 > 0)
+        dw1, db1 = h1.T @ dh2, dh2.sum(0)
+        dh1 = (dh2 @ w1.T) * (h1 > 0)
+        dw0, db0 = x.T @ dh1, dh1.sum(0)
+        for w, g in ((w0, dw0), (b0, db0), (w1, dw1), (b1, db1), (w2, dw2), (b2, db2)):
+            w -= lr * g
+        return loss
+    return step, 0.0
+
+
+def _torch_model(batch, threads, compiled):
+    import torch
+    torch.set_num_threads(threads)
+    p, x, y = _init(batch)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
+                                torch.nn.Linear(512, 256), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 10))
+    with torch.no_grad():
+        for i, j in enumerate((0, 2, 4)):
+            model[j].weight.copy_(torch.from_numpy(p[f"w{i}"].T.copy()))
+            model[j].bias.copy_(torch.from_numpy(p[f"b{i}"]))
+    fwd = torch.compile(model) if compiled else model
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    lossf = torch.nn.functional.cross_entropy
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(fwd(xt), yt)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    t0 = time.perf_counter()
+    step()
+    return step, time.perf_counter() - t0
+
+
+def make_torch(batch, threads):
+    return _torch_model(batch, threads, False)
+
+
+def make_torch_compile(batch, threads):
+    return _torch_model(batch, threads, True)
+
+
+def make_jax(batch, threads):
+    import jax
+    import jax.numpy as jnp
+    p, x, y = _init(batch)
+    params = {k: jnp.asarray(v) for k, v in p.items()}
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def loss(p, x, y):
+        h = jax.nn.relu(x @ p["w0"] + p["b0"])
+        h = jax.nn.relu(h @ p["w1"] + p["b1"])
+        z = h @ p["w2"] + p["b2"]
+        logp = jax.nn.log_softmax(z)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def update(p, x, y):
+        l, g = jax.value_and_grad(loss)(p, x, y)
+        return l, jax.tree_util.tree_map(lambda w, d: w - LR * d, p, g)
+    update = jax.jit(update.__wrapped__ if hasattr(update, "__wrapped__") else update,
+                     donate_argnums=0)
+    state = [params]
+
+    def step():
+        l, state[0] = update(state[0], xj, yj)
+        return float(l)
+    t0 = time.perf_counter()
+    step()
+    return step, time.perf_counter() - t0
+
+
+CONTENDERS = {"graphc": make_graphc, "numpy": make_numpy, "torch": make_torch,
+              "torch.compile": make_torch_compile, "jax": make_jax}
+
+
+def _available(name):
+    import importlib.util
+    mod = {"torch": "torch", "torch.compile": "torch", "jax": "jax"}.get(name)
+    return mod is None or importlib.util.find_spec(mod) is not None
+
+
+# ---- one process per thread count -------------------------------------------------------------
+def worker(threads, batches, rounds, per_round, names):
+    steps = {}
+    out = {"threads": threads, "results": {}}
+    for batch in batches:
+        for name in names:
+            if not _available(name):
+                continue
+            try:
+                fn, compile_s = CONTENDERS[name](batch, threads)
+            except Exception as e:   # a broken optional contender is reported, not fatal
+                out["results"].setdefault(str(batch), {})[name] = {"error": repr(e)[:200]}
+                continue
+            for _ in range(5):
+                fn()
+            steps[(batch, name)] = (fn, compile_s)
+    for batch in batches:
+        times = {name: [] for (b, name) in steps if b == batch}
+        for _ in range(rounds):
+            for name in times:
+                fn = steps[(batch, name)][0]
+                t0 = time.perf_counter()
+                for _ in range(per_round):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / per_round)
+                time.sleep(0.002)
+        res = out["results"].setdefault(str(batch), {})
+        for name, ts in times.items():
+            ts.sort()
+            res[name] = {"median_ms": 1e3 * ts[len(ts) // 2],
+                         "min_ms": 1e3 * ts[0],
+                         "compile_s": steps[(batch, name)][1]}
+    print("RESULT " + json.dumps(out))
+
+
+def _env_for(threads):
+    env = dict(os.environ)
+    env["GRAPHC_NUM_THREADS"] = str(threads)
+    for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[k] = str(threads)
+    if threads == 1:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                            " intra_op_parallelism_threads=1").strip()
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return env
+
+
+def run_all(thread_counts, batches, rounds, per_round, names):
+    results = []
+    for t in thread_counts:
+        cmd = [sys.executable, __file__, "--worker", "--threads", str(t), "--rounds",
+               str(rounds), "--per-round", str(per_round), "--batches",
+               *map(str, batches), "--only", *names]
+        proc = subprocess.run(cmd, env=_env_for(t), capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if not line:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise SystemExit(f"worker for {t} threads failed")
+        results.append(json.loads(line[-1][7:]))
+    return results
+
+
+def table(results, names):
+    cols = [n for n in names if any(n in r["results"].get(b, {}) for r in results
+                                    for b in r["results"])]
+    head = ("| batch | threads | " + " | ".join(f"{c} ms" for c in cols)
+            + " | graphc / jax | graphc / numpy | graphc / torch |")
+    lines = [head, "|" + "---:|" * (len(cols) + 5)]
+    for b in sorted({b for r in results for b in r["results"]}, key=int):
+        for r in results:
+            res = r["results"].get(b, {})
+
+            def ms(n):
+                v = res.get(n, {})
+                return v.get("median_ms")
+            cells = [f"{ms(c):.3f}" if ms(c) else "–" for c in cols]
+
+            def ratio(n):
+                return f"{ms('graphc') / ms(n):.2f}" if ms(n) and ms("graphc") else "–"
+            lines.append(f"| {b} | {r['threads']} | " + " | ".join(cells)
+                         + f" | {ratio('jax')} | {ratio('numpy')} | {ratio('torch')} |")
+    return "\n".join(lines)
+
+
+def _versions():
+    import numpy as np
+    import llvmlite
+    parts = [f"Python {platform.python_version()}", f"numpy {np.__version__}",
+             f"llvmlite {llvmlite.__version__}"]
+    for mod in ("torch", "jax"):
+        try:
+            m = __import__(mod)
+            parts.append(f"{mod} {m.__version__}")
+        except Exception:
+            pass
+    return ", ".join(parts)
+
+
+def update_docs(text):
+    path = ROOT / "docs" / "benchmarks.md"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = doc.find("## MLP training step")
+    if start < 0:
+        doc = doc.rstrip() + "\n\n" + text + "\n"
+    else:
+        nxt = doc.find("\n## ", start + 5)
+        doc = doc[:start] + text + ("\n" + doc[nxt + 1:] if nxt >= 0 else "\n")
+    path.write_text(doc)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batches", type=int, nargs="+", default=[16, 128])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--per-round", type=int, default=20)
+    ap.add_argument("--only", nargs="+", default=list(CONTENDERS))
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--update-docs", action="store_true")
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.threads[0], args.batches, args.rounds, args.per_round, args.only)
+        return
+    results = run_all(args.threads, args.batches, args.rounds, args.per_round, args.only)
+    tab = table(results, args.only)
+    compile_lines = []
+    for r in results:
+        for b, res in sorted(r["results"].items(), key=lambda kv: int(kv[0])):
+            cs = ", ".join(f"{n} {v['compile_s']:.2f} s" for n, v in res.items()
+                           if v.get("compile_s"))
+            errs = ", ".join(f"{n}: {v['error']}" for n, v in res.items() if "error" in v)
+            compile_lines.append(f"- batch {b}, {r['threads']} thread(s): first call/compile: "
+                                 f"{cs}" + (f"; errors: {errs}" if errs else ""))
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        from graphc.backends.llvm import jit
+        cpu = jit.host_target().cpu
+    except Exception:
+        cpu = "?"
+    text = (f"## MLP training step\n\nMeasured {now} on {platform.processor() or 'x86_64'}, "
+            f"{os.cpu_count()} CPUs, LLVM target `{cpu}`; {_versions()}.\n\n"
+            f"Command: `python bench/mlp_step.py --update-docs`\n\n"
+            "MLP 784-512-256-10, float32, softmax cross-entropy, plain SGD (lr 0.01); one "
+            "training step = forward + backward + update.  Median per-step time over "
+            f"{args.rounds} alternating rounds of {args.per_round} steps; each thread "
+            "count in its own process (numpy/OpenBLAS, torch and XLA limited to the same "
+            "count).  Ratios < 1: graphc is faster.\n\n" + tab + "\n\n"
+            + "\n".join(compile_lines) + "\n")
+    print(text)
+    if args.update_docs:
+        update_docs(text)
+
+
+if __name__ == "__main__":
+    main()
