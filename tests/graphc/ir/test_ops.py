@@ -280,3 +280,23 @@ def test_vjp_rule_is_differentiable_again(case):
     (got,) = numpy_backend.run(g2, arrays + [ct, ct2])
     (want,) = fd_vjp(first, arrays, ct2, [x0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [c for c in DIFF_CASES if len(float_inputs(
+    c.make(np.random.default_rng(0), np.float64))) > 1], ids=ids)
+def test_jvp_with_a_tangent_on_one_input_only(case):
+    """Rules must handle absent (zero) tangents on the other operands."""
+    rng = np.random.default_rng(4)
+    arrays = case.make(rng, np.float64)
+    g, ins, y = build(case, arrays)
+    for i in float_inputs(arrays):
+        g2, _, outs, _ = forward_ad.forward(g, [ins[i]])
+        g2.set_outputs(outs)
+        verify(g2)
+        t = rng.standard_normal(arrays[i].shape)
+        (got,) = numpy_backend.run(g2, arrays + [t])
+        full_t = [None] * len(arrays)
+        full_t[i] = t
+        want = fd_jvp(lambda *xs: reference(case, y.node, xs), arrays, full_t, h=case.h)
+        np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.atol,
+                                   err_msg=f"tangent on input {i} only")
