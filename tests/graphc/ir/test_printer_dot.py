@@ -17,6 +17,9 @@ from graphc.passes import autodiff
 
 THIS_FILE = os.path.basename(__file__)
 
+# pydot's parser uses pyparsing names that newer pyparsing deprecates: not our concern.
+pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning")
+
 
 def mlp_loss(w1, b1, w2, x, y):
     h = gc.relu(x @ w1 + b1)
