@@ -6,7 +6,8 @@ numpy backend's interface (and ``graph.updates`` applied in place).  Options:
 * ``threads`` -- threads of the one parallel region per call (default
   ``GRAPHC_NUM_THREADS`` or the core count);
 * ``fuse`` (default True), ``epilogue`` (default True) -- loop fusion
-  (``graphc.passes.fusion``), including elementwise epilogues after matmuls.
+  (``graphc.passes.fusion``), including elementwise epilogues after matmuls;
+* ``profile`` -- record cycles per kernel (``fn.profile()``).
 
 Kept light on purpose: importing the package does not import llvmlite; submodules
 (``jit``, ``gemm``, ``parallel``, ``plan``, ``codegen``, ``runtime``, ...) load on use.
@@ -20,7 +21,7 @@ def missing_lowerings() -> list[str]:
     return _missing()
 
 
-def lower(graph, threads=None, fuse=True, epilogue=True):
+def lower(graph, threads=None, fuse=True, epilogue=True, profile=False):
     """(plan, llvmlite module) for ``graph`` -- the IR before JIT compilation."""
     from graphc.ir import verify
     from graphc.passes import fusion
@@ -30,21 +31,24 @@ def lower(graph, threads=None, fuse=True, epilogue=True):
     g = fusion.fuse(graph, epilogue=epilogue) if fuse else graph.clone()[0]
     verify(g)
     p = plan_mod.build_plan(g, threads)
-    module = codegen.Codegen(p, jit.host_target().triple).build()
+    module = codegen.Codegen(p, jit.host_target().triple, profile).build()
     return p, module
 
 
-def compile(graph, threads=None, fuse=True, epilogue=True, **options):
-    """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``."""
+def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, **options):
+    """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``.
+
+    With ``profile=True`` thread 0 records the cycle counter after every kernel;
+    ``fn.profile()`` then lists (kernel, cycles) of the last call."""
     import time
 
     from . import jit, runtime
     t0 = time.perf_counter()
-    p, module = lower(graph, threads, fuse, epilogue)
+    p, module = lower(graph, threads, fuse, epilogue, profile)
     t1 = time.perf_counter()
     cm = jit.compile_module(module)
     info = {"lower_seconds": t1 - t0, "source": cm.source, **cm.timings}
-    return runtime.CompiledGraph(graph, p, cm, p.threads, info)
+    return runtime.CompiledGraph(graph, p, cm, p.threads, info, profile=profile)
 
 
 def assembly(graph, threads=None, **kw) -> str:

@@ -40,13 +40,15 @@ def _const_init(st):
 
 
 class Codegen:
-    def __init__(self, plan: Plan, target_triple: str = ""):
+    def __init__(self, plan: Plan, target_triple: str = "", profile: bool = False):
         self.plan = plan
+        self.profile = profile
         self.T = plan.threads
         self.m = ir.Module(name=f"graphc_{plan.graph.name}")
         self.m.triple = target_triple
         self.globals = {}
         self._ids = 0
+        self._loop_md = {}
 
     # ---- small helpers ---------------------------------------------------------------------
     def global_of(self, st):
@@ -62,7 +64,22 @@ class Codegen:
             self.globals[st] = g
         return g
 
-    def loop(self, b, lo, hi, body, name="i"):
+    def loop_md(self, vectorize):
+        key = bool(vectorize)
+        md = self._loop_md.get(key)
+        if md is None:
+            props = [self.m.add_metadata([ir.MetaDataString(self.m, "llvm.loop.unroll.disable")])]
+            if not vectorize:
+                props.append(self.m.add_metadata([
+                    ir.MetaDataString(self.m, "llvm.loop.vectorize.enable"), ir.IntType(1)(0)]))
+            md = props
+            self._loop_md[key] = md
+        self._ids += 1
+        loop_id = self.m.add_metadata([ir.MetaDataString(self.m, f"graphc.loop.{self._ids}")])
+        loop_id.operands = (loop_id, *md)
+        return loop_id
+
+    def loop(self, b, lo, hi, body, name="i", vectorize=True):
         pre = b.block
         head = b.append_basic_block(name + ".head")
         bod = b.append_basic_block(name + ".body")
@@ -76,10 +93,13 @@ class Codegen:
         body(i)
         nxt = b.add(i, I64(1), flags=["nsw"])
         i.add_incoming(nxt, b.block)
-        b.branch(head)
+        br = b.branch(head)
+        br.set_metadata("llvm.loop", self.loop_md(vectorize))
         b.position_at_end(out)
 
     def nest(self, b, shape, ranges, body):
+        """Loops over ``shape`` (dims in ``ranges`` over [lo, hi)); only the innermost
+        loop may vectorize, and only when it is long enough to pay."""
         idx = []
 
         def rec(d):
@@ -92,7 +112,8 @@ class Codegen:
                 idx.append(i)
                 rec(d + 1)
                 idx.pop()
-            self.loop(b, lo, hi, inner, f"d{d}")
+            vec = d == len(shape) - 1 and (d in ranges or shape[d] >= 8)
+            self.loop(b, lo, hi, inner, f"d{d}", vectorize=vec)
         rec(0)
 
     def lin(self, b, v: View, idx):
@@ -284,10 +305,24 @@ class Codegen:
             if st.kind == "arena":
                 return b.gep(arena, [I64(st.offset)], source_etype=I8, inbounds=True)
             return slotp[st.slot]
-        for k, (kf, sts) in zip(plan.kernels, kfns):
+        prof = None
+        if self.profile:   # thread 0 stores the cycle counter after every kernel
+            cyc = ir.Function(self.m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
+            pslot = b.load(b.gep(argv, [I64(len(plan.slots) + 1)], source_etype=I64), typ=I64)
+            prof = b.inttoptr(pslot, PTR)
+            is0 = b.icmp_signed("==", tid, I64(0))
+
+            def stamp(i):
+                t = b.call(cyc, [])
+                old = b.load(b.gep(prof, [I64(i)], source_etype=I64), typ=I64)
+                b.store(b.select(is0, t, old), b.gep(prof, [I64(i)], source_etype=I64))
+            stamp(0)
+        for i, (k, (kf, sts)) in enumerate(zip(plan.kernels, kfns)):
             if k.barrier and barrier is not None:
                 b.call(barrier, [bar, nth])
             b.call(kf, [tid] + [ptr_of(st) for st in sts])
+            if prof is not None:
+                stamp(i + 1)
         b.ret_void()
         return self.m
 

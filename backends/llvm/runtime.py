@@ -31,7 +31,7 @@ def _aligned_empty(nbytes, align=64):
 class CompiledGraph:
     """``fn(*arrays) -> list of output arrays``; updates ``graph.updates`` in place."""
 
-    def __init__(self, graph, plan, module, threads, compile_info=None):
+    def __init__(self, graph, plan, module, threads, compile_info=None, profile=False):
         self.graph, self.plan, self.module = graph, plan, module
         self.threads = threads
         self.compile_info = compile_info or {}
@@ -40,7 +40,10 @@ class CompiledGraph:
         targets = {a for a, _ in graph.updates}
         self._inplace = [v in targets for v in graph.inputs]
         nslots = len(plan.slots)
-        self.argv = np.zeros(nslots + 1, dtype=np.int64)
+        self.argv = np.zeros(nslots + 2, dtype=np.int64)
+        self._prof = np.zeros(len(plan.kernels) + 1, np.int64) if profile else None
+        if profile:
+            self.argv[nslots + 1] = self._prof.ctypes.data
         self._keep = [None] * nslots          # arrays whose addresses are in argv
         self._last = [None] * self.n_in       # the caller's objects (cache key)
         self.outputs = []
@@ -62,6 +65,13 @@ class CompiledGraph:
         self._run = self._launcher.bind(self.argv.ctypes.data)
         self._lock = threading.Lock()
         self._checked_alias = None
+
+    def profile(self):
+        """[(kernel name, barrier before it, cycles)] of the last call (``profile=True``)."""
+        if self._prof is None:
+            raise ValueError("compiled without profile=True")
+        d = np.diff(self._prof)
+        return [(k.name, k.barrier, int(c)) for k, c in zip(self.plan.kernels, d)]
 
     # ---- argument handling ---------------------------------------------------------------
     def _bind(self, i, a):
