@@ -41,7 +41,8 @@ def _weights(layers, params):
 
 
 def _loss_kind(model):
-    loss = model.spec.loss
+    from ..models.spec import DEFAULT_CRITERION
+    loss = model.spec.loss or DEFAULT_CRITERION[model.spec.task]
     if not isinstance(loss, str):
         raise Unavailable("a custom loss function has no hand-written peer")
     l2 = model.spec.hparams.get("l2", 0.0) if model.spec.penalty is not None else 0.0

@@ -84,18 +84,27 @@ class Model:
     def init(self, seed):
         return self.module.init(seed)
 
-    def apply(self, params, x):
+    def _apply(self, params, x):
         out = self.module(params, x)
         if self.spec.task != "classification" and len(np.shape(out)) == 2 \
                 and np.shape(out)[1] == 1:
             out = F.reshape(out, (np.shape(out)[0],))      # (n, 1) scores -> (n,)
         return out
 
-    def loss(self, params, x, y):
-        value = self.criterion(self.apply(params, x), y)
-        if self.spec.penalty is not None:
-            value = F.add(value, self.spec.penalty(params))
-        return value
+    def __post_init__(self):
+        # Traced graphs are named after the function: "mlp_loss" / "mlp_loss_step" read
+        # better in IR text and DOT than a generic "loss".
+        def loss(params, x, y):
+            value = self.criterion(self.apply(params, x), y)
+            if self.spec.penalty is not None:
+                value = F.add(value, self.spec.penalty(params))
+            return value
+        def forward(params, x):
+            return self._apply(params, x)
+        name = "".join(c if c.isalnum() else "_" for c in self.spec.name)
+        loss.__name__ = loss.__qualname__ = f"{name}_loss"
+        forward.__name__ = forward.__qualname__ = f"{name}_forward"
+        self.loss, self.apply = loss, forward
 
     def predict(self, outputs: np.ndarray) -> np.ndarray:
         """Labels (or regression predictions) from ``apply``'s numpy outputs."""

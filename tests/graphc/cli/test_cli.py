@@ -183,3 +183,15 @@ def test_bad_arguments_exit_2_with_one_line(graphc, args, reason):
 def test_resume_needs_a_checkpoint_dir(graphc):
     r = graphc("train", "svm", "--resume", *SMALL)
     assert r.returncode == 1 and "--checkpoint-dir" in r.stderr
+
+
+def test_default_mlp_reaches_95_percent_on_digits(graphc):
+    """The README's main job: ``graphc train mlp`` with no options (accuracy only; tests
+    never assert wall-clock time)."""
+    import re
+    r = graphc("train", "mlp", "--progress", "lines")
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    m = re.match(r"test accuracy ([\d.]+)% \((\d+)/(\d+)\) -- mlp on digits", last)
+    assert m, last
+    assert float(m.group(1)) >= 95.0 and int(m.group(3)) == 269
