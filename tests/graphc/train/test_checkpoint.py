@@ -86,9 +86,10 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path):
         trainer(tmp_path, epochs=2, resume=list_checkpoints(str(tmp_path / "other"))[-1]).run()
 
 
-@pytest.mark.parametrize("split_kw", [dict(), dict(checkpoint_steps=7)])
+@pytest.mark.parametrize("split_kw", [dict(), dict(checkpoint_steps=7),
+                                      dict(checkpoint_steps=7, backend="llvm", threads=2)])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, split_kw):
-    ref = trainer(tmp_path, "ref", epochs=4).run()
+    ref = trainer(tmp_path, "ref", epochs=4, **split_kw).run()
     ref_arrays, _ = final_arrays(str(tmp_path / "ref"))
     # "interrupt" after 2 epochs (or at a mid-epoch checkpoint), then resume to 4
     first = trainer(tmp_path, "part", epochs=2, **split_kw)
