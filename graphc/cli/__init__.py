@@ -43,7 +43,10 @@ def main(argv=None) -> int:
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        hint = ""
+        if getattr(args, "checkpoint_dir", None):
+            hint = "; continue with the same command plus --resume"
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

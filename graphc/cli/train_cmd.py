@@ -17,6 +17,16 @@ TRAIN_KEYS = MODEL_KEYS + ("epochs", "momentum", "weight_decay", "patience", "to
                            "resume", "json_log", "plot", "progress", "backend", "threads")
 
 
+def architecture(module) -> str:
+    """``64-256-128-10`` for a stack of Linear layers ('' if not one)."""
+    from ..nn import Linear, Sequential
+    layers = module.layers if isinstance(module, Sequential) else [module]
+    lins = [m for m in layers if isinstance(m, Linear)]
+    if not lins:
+        return ""
+    return "-".join(str(w) for w in [lins[0].in_features] + [m.out_features for m in lins])
+
+
 def describe(p, backend) -> str:
     cfg, tr = p.config, p.splits.train
     ds = f"{cfg.dataset}: train {len(tr)} / val {len(p.splits.val)} / test {len(p.splits.test)}"
@@ -26,7 +36,8 @@ def describe(p, backend) -> str:
     opt = cfg.optimizer + (f"(momentum {cfg.momentum})" if cfg.optimizer == "momentum" else "")
     return (f"graphc train {p.spec.name} -- {p.spec.description}\n"
             f"  data   {ds}\n"
-            f"  model  {num_params_of(p.params):,} parameters; {opt} lr {cfg.lr}, batch "
+            f"  model  {architecture(p.model.module)} ({num_params_of(p.params):,} "
+            f"parameters); {opt} lr {cfg.lr}, batch "
             f"{cfg.batch_size}, up to {cfg.epochs} epochs (patience {cfg.patience}); "
             f"backend {backend}")
 
