@@ -16,7 +16,10 @@ MODEL_HELP = (f"a built-in model ({', '.join(BUILTINS)}) or path/to/file.py:NAME
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message.splitlines()[0]}\n")
+        message = message.splitlines()[0]
+        if "required: MODEL" in message:
+            message += f" (built-in models: {', '.join(BUILTINS)}; or path/to/file.py:NAME)"
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
 

@@ -164,7 +164,7 @@ def test_bench_reports_median_and_ratios(graphc):
 
 
 @pytest.mark.parametrize("args, reason", [
-    (["train"], "required: MODEL"),
+    (["train"], "required: MODEL (built-in models: linreg, logreg, svm, mlp"),
     (["train", "mlp", "--epochs", "0"], "expected a positive integer"),
     (["train", "mlp", "--optimizer", "rmsprop"], "invalid choice"),
     (["train", "mlp", "--lr", "abc"], "expected a positive number"),
