@@ -19,6 +19,7 @@ from llvmlite import ir
 from . import gemm as gemm_mod
 from . import parallel
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
+from . import plan as plan_mod
 from .plan import Plan, View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -244,16 +245,9 @@ class Codegen:
         dtype = g.c.st.dtype
         if M == 0 or N == 0:
             return
-        spec = gemm_mod.default_spec(dtype, g.trans_a, g.trans_b)
+        parts, by_cols, units, width, spec = plan_mod.gemm_partition(g, self.T)
         gfn = gemm_mod.emit_gemm(self.m, spec)
         T = self.T
-        work = M * N * max(K, 1)
-        parts = min(T, max(1, work // gemm_mod.MIN_WORK_PER_THREAD))
-        cunits, runits = -(-N // spec.vw), -(-M // spec.mr)
-        by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
-        units = cunits if by_cols else runits
-        parts = max(1, min(parts, units))
-        width = spec.vw if by_cols else spec.mr
         dim = N if by_cols else M
         if parts < T:
             go = b.append_basic_block("gemm.go")

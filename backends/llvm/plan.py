@@ -427,6 +427,10 @@ def build_plan(graph, threads: int = 1) -> Plan:
     kernels.sort(key=lambda k: k.pos)
     for k in kernels:
         _finish_kernel(k, threads)
+    if threads > 1 and all(k.single for k in kernels):
+        threads = 1     # nothing to share: no thread pool, no barriers
+        for k in kernels:
+            _finish_kernel(k, threads)
     arena = _layout(kernels, storages)
     _barriers(kernels)
     return Plan(graph, kernels, storages, slots, len(graph.inputs), out_st, arena, threads,
@@ -603,6 +607,7 @@ def _finish_kernel(k: Kernel, threads: int):
         return
     if k.gemm is not None:
         k.part_dim = None
+        k.single = threads > 1 and gemm_partition(k.gemm, threads)[0] == 1
         return
     views = k.views()
     shp, sts = _merge_dims(k.shape, views)
@@ -628,6 +633,23 @@ def _finish_kernel(k: Kernel, threads: int):
         if big:
             k.part_dim = big[0]
     k.single = threads > 1 and k.part_dim is None
+
+
+def gemm_partition(g: Gemm, threads: int):
+    """(parts, by_cols, units, width, spec): the fixed split of a GEMM's C over threads --
+    vector-width column blocks when there are enough (always for trans_b, whose B
+    panels are packed per column block), else MR-row blocks; small products stay on
+    one thread."""
+    from . import gemm as gemm_mod
+    spec = gemm_mod.default_spec(g.c.st.dtype, g.trans_a, g.trans_b)
+    M, N, K = g.m, g.n, g.k
+    work = M * N * max(K, 1)
+    parts = min(threads, max(1, work // gemm_mod.MIN_WORK_PER_THREAD))
+    cunits, runits = -(-N // spec.vw), -(-M // spec.mr)
+    by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
+    units = cunits if by_cols else runits
+    parts = max(1, min(parts, units))
+    return parts, by_cols, units, (spec.vw if by_cols else spec.mr), spec
 
 
 # ---- arena layout -----------------------------------------------------------------------------

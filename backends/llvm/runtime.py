@@ -52,7 +52,7 @@ class CompiledGraph:
                 buf = _aligned_empty(max(st.nbytes, 64)).view(st.dtype)[:st.size]
                 self._keep[st.slot] = buf
                 self.argv[st.slot] = buf.ctypes.data
-                self.outputs.append(buf)
+                self.outputs.append(buf.reshape(graph.outputs[len(self.outputs)].shape))
             elif st.kind == "ext":
                 buf = np.ascontiguousarray(st.value).reshape(-1)
                 self._keep[st.slot] = buf
@@ -141,5 +141,4 @@ class CompiledGraph:
             if changed:
                 self._check_aliasing()
             self._run()
-            return [buf.reshape(shape).copy() for buf, shape in
-                    zip(self.outputs, self._out_shapes)]
+            return [buf.copy() for buf in self.outputs]
