@@ -112,9 +112,20 @@ def run(graph: Graph, args, apply_updates=True) -> list[np.ndarray]:
     return [env[v] for v in graph.outputs]
 
 
-def arena_view(arena: np.ndarray, offset: int, v) -> np.ndarray:
-    """The planned home of value ``v``: its shape and dtype at byte ``offset`` of ``arena``."""
-    return arena[offset:offset + v.nbytes].view(v.dtype).reshape(v.shape)
+def arena_view(arena: np.ndarray, offset: int, v, like: np.ndarray | None = None) -> np.ndarray:
+    """The planned home of value ``v``: its shape and dtype at byte ``offset`` of ``arena``.
+
+    With ``like`` (the array ``run`` would hold, e.g. a transposed or broadcast view) the
+    home has the same strides when they fit in ``v.nbytes``, so later ops see the same
+    layout as in ``run`` (numpy's sums and BLAS calls round differently per layout).
+    """
+    region = arena[offset:offset + v.nbytes].view(v.dtype)
+    if like is not None and not like.flags.c_contiguous and like.ndim and like.size:
+        st, item = like.strides, v.dtype.itemsize
+        if all(s >= 0 and s % item == 0 for s in st) and \
+                sum((d - 1) * s for d, s in zip(like.shape, st)) + item <= v.nbytes:
+            return np.lib.stride_tricks.as_strided(region, shape=v.shape, strides=st)
+    return region.reshape(v.shape)
 
 
 def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> list[np.ndarray]:
@@ -136,6 +147,7 @@ def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> li
     env = dict(zip(graph.inputs, arrays))
     targets = {a.name: args[i] for i, a in enumerate(graph.inputs)}
     kinds, offsets = plan.kinds, plan.offsets
+    results = {v: np.array(env[v]) for v in graph.outputs if v in env}   # inputs as given
     with np.errstate(all="ignore"):
         for n in graph.nodes:
             v = n.output
@@ -149,7 +161,7 @@ def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> li
                 continue
             out = np.asarray(out, dtype=v.dtype)
             if kind in ("arena", "inplace"):
-                dest = arena_view(arena, offsets[v.name], v)
+                dest = arena_view(arena, offsets[v.name], v, out)
             elif kind == "update":
                 dest = targets[plan.aliases[v.name]]
                 if not isinstance(dest, np.ndarray) or not dest.flags.writeable \
@@ -157,8 +169,11 @@ def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> li
                     raise ArgumentError(f"{graph.name}: state input %{plan.aliases[v.name]} "
                                         "must be a writeable numpy array of its type to be "
                                         "updated in place")
-            else:                                  # output, constant, fused: own memory
-                env[v] = np.array(out) if kind == "output" else out
+            elif kind == "output":                 # own memory, same layout as in run
+                dest = arena_view(np.empty(v.nbytes, np.uint8), 0, v, out)
+                results[v] = dest
+            else:                                  # constant, fused: no arena bytes
+                env[v] = out
                 continue
             dest[...] = out
             env[v] = dest
@@ -170,7 +185,7 @@ def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> li
             raise ArgumentError(f"{graph.name}: state input %{a} must be a writeable "
                                 "numpy array to be updated in place")
         target[...] = val
-    return [np.array(env[v]) for v in graph.outputs]
+    return [results[v] if v in results else np.array(env[v]) for v in graph.outputs]
 
 
 def missing_lowerings() -> list[str]:
