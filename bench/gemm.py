@@ -152,11 +152,12 @@ def measure(case, threads: int, rounds: int, seconds: float):
 
     # calls per block: about `seconds` of work at ~200 GFLOP/s per thread
     calls = int(min(20000, max(20, seconds * 2e11 * threads / flops)))
-    reps = max(1, calls // 10)
-    step = _step_runner(plan, reps)
     with threadpool_limits(limits=threads):
         np.matmul(av, bv, out=c_n)
         plan()
+        # ~0.3 ms per native call: long calls get preempted on a shared, loaded machine
+        reps = int(min(1000, max(1, 3e-4 / _median_per_call(plan.run, 20))))
+        step = _step_runner(plan, reps)
         step()
         if not np.allclose(c_g, c_n, rtol=1e-3, atol=1e-3 * np.abs(c_n).max()):
             raise AssertionError(f"{label}: graphc result differs from numpy")
@@ -164,7 +165,7 @@ def measure(case, threads: int, rounds: int, seconds: float):
         for _ in range(rounds):
             t_g.append(_median_per_call(plan.run, calls))
             time.sleep(0.05)
-            t_s.append(_median_per_call(step, 9) / reps)
+            t_s.append(_median_per_call(step, max(5, calls // reps)) / reps)
             time.sleep(0.05)
             t_n.append(_median_per_call(lambda: np.matmul(av, bv, out=c_n), calls))
             time.sleep(0.25)  # let OpenBLAS's spinning threads go to sleep
