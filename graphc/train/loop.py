@@ -220,7 +220,7 @@ class Trainer:
 
 def _epoch_line(r: dict, epochs: int) -> str:
     metric = (f"val_acc {100 * r['val_accuracy']:5.1f}%" if "val_accuracy" in r
-              else f"val_r2 {r['val_r2']:.3f} val_mse {r['val_mse']:.1f}")
+              else f"val_r2 {r['val_r2']:.3f} val_mse {r['val_mse']:.5g}")
     return (f"epoch {r['epoch']:>3}/{epochs}  train_loss {r['train_loss']:.4f}  "
             f"val_loss {r['val_loss']:.4f}  {metric}  {r['samples_per_s']:,.0f} samples/s")
 

@@ -82,4 +82,4 @@ def headline(metrics: dict, prefix: str) -> str:
     if f"{prefix}_accuracy" in metrics:
         return (f"accuracy {100 * metrics[prefix + '_accuracy']:.1f}% "
                 f"({metrics[prefix + '_correct']}/{metrics[prefix + '_n']})")
-    return f"R² {metrics[prefix + '_r2']:.3f}, MSE {metrics[prefix + '_mse']:.1f}"
+    return f"R² {metrics[prefix + '_r2']:.3f}, MSE {metrics[prefix + '_mse']:.5g}"
