@@ -237,7 +237,7 @@ def update_docs(text: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=0.05, help="target time per block")
     ap.add_argument("--update-docs", action="store_true",
                     help="replace the '## GEMM' section of docs/benchmarks.md")
@@ -274,8 +274,9 @@ def main(argv=None) -> int:
             "(pointers cached); *graphc/step*: the same kernel repeated inside one native "
             "call (no ctypes overhead, as inside a compiled training step); *numpy*: "
             "`np.matmul(..., out=)` limited to the same thread count (threadpoolctl).  "
-            "Ratio = numpy time / graphc time (> 1: graphc faster).  GEMMs under "
-            f"{2 * 2**19 / 1e6:.1f} MFLOP stay on one thread (\"uses 1\").\n\n"
+            "Ratio = numpy time / graphc time (> 1: graphc faster).  A GEMM gets one "
+            f"thread per {2 * 2**19 / 1e6:.1f} MFLOP at most, so 64³ stays on one thread "
+            "(\"uses 1\").\n\n"
             + table(rows, ceilings) + "\n")
     print()
     print(text)
