@@ -164,14 +164,17 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
         kinds[v.name] = kind
         aliases[v.name] = base.name
 
+    for n in graph.nodes:              # inputs and constants exist from the start
+        v = n.output
+        if live.persistent.get(v) in ("input", "constant"):
+            B = new(v, home=v.name)
+            B.start, B.end = 0, (live.end[v] if v.users else -1)   # end: last read
     for i, n in enumerate(graph.nodes):
         v = n.output
         contig[v] = True
         pk = live.persistent.get(v)
         if pk:
             kinds[v.name] = pk
-            if pk in ("input", "constant"):
-                new(v, home=v.name)
             continue
         if v in live.fused:
             kinds[v.name] = "fused"
