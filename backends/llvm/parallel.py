@@ -400,6 +400,17 @@ _POOLS: dict[int, _Pool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
+def _forget_pools_in_child() -> None:
+    """After fork only the forking thread exists: pools must be rebuilt, not waited on."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
 def _pool(nthreads: int) -> _Pool:
     with _POOLS_LOCK:
         pool = _POOLS.get(nthreads)

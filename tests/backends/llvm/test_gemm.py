@@ -271,3 +271,30 @@ def test_num_threads_env(monkeypatch):
     assert P.num_threads() >= 1
     with pytest.raises(ValueError):
         P.num_threads(0)
+
+
+def test_threads_work_after_fork():
+    """A forked child has no worker threads: it must build its own pool, not hang."""
+    import os
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    rng = np.random.default_rng(2)
+    a, b = _operands(rng, 64, 256, 128, "float32", False, False)
+    want = G.gemm(a, b, threads=2)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: exit code 0 only if the result is right
+        ok = np.array_equal(G.gemm(a, b, threads=2), want)
+        os._exit(0 if ok else 1)
+    import signal
+    import time
+    deadline = time.monotonic() + 60
+    while True:  # a hung child (waiting for workers it does not have) fails, not hangs
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("GEMM on 2 threads hung in a forked child")
+        time.sleep(0.01)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
