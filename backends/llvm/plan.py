@@ -431,8 +431,10 @@ def build_plan(graph, threads: int = 1) -> Plan:
         threads = 1     # nothing to share: no thread pool, no barriers
         for k in kernels:
             _finish_kernel(k, threads)
-    arena = _layout(kernels, storages)
+    kernels, phase = _schedule(kernels)
+    arena = _layout(kernels, storages, phase)
     _barriers(kernels)
+    check_barriers(kernels)
     return Plan(graph, kernels, storages, slots, len(graph.inputs), out_st, arena, threads,
                 updates_direct=[(a.name, b.name) for b, a in direct.items()])
 
@@ -653,14 +655,51 @@ def gemm_partition(g: Gemm, threads: int):
 
 
 # ---- arena layout -----------------------------------------------------------------------------
-def _layout(kernels, storages) -> int:
+def _rw(k):
+    if hasattr(k, "phases"):
+        return [p[0] for p in k.phases], [p[1] for p in k.phases]
+    return k.reads(), k.writes()
+
+
+def _schedule(kernels):
+    """Reorder kernels into *phases* so that dependent kernels on different threads are
+    one barrier apart and independent ones share a phase: a kernel's phase is one more
+    than the latest phase it depends on (the same, if both run on thread 0 only).
+    Dependencies are on storages (read-after-write, write-after-read/write), before
+    the arena is laid out.  Returns (kernels in phase order, phase of each)."""
+    acc = []
+    for k in kernels:
+        r, w = _rw(k)
+        acc.append(({v.st for v in r if v.st.kind != "global"},
+                    {v.st for v in w if v.st.kind != "global"}))
+    phase = []
+    for i, k in enumerate(kernels):
+        ri, wi = acc[i]
+        ph = 0
+        for j in range(i):
+            rj, wj = acc[j]
+            if (wj & (ri | wi)) or (rj & wi):
+                ph = max(ph, phase[j] + (0 if (k.single and kernels[j].single) else 1))
+        phase.append(ph)
+    order = sorted(range(len(kernels)), key=lambda i: (phase[i], i))
+    return [kernels[i] for i in order], [phase[i] for i in order]
+
+
+def _layout(kernels, storages, phase=None) -> int:
+    """Arena offsets: storages whose lifetimes (first to last kernel touching them,
+    extended to the end of that kernel's phase) overlap never share bytes."""
+    if phase is None:
+        phase = list(range(len(kernels)))
+    end_of_phase = {}
+    for i, ph in enumerate(phase):
+        end_of_phase[ph] = i
     first, last = {}, {}
     for i, k in enumerate(kernels):
         vs = k.views() if not hasattr(k, "phases") else [v for p in k.phases for v in p]
         for v in vs:
             if v.st.kind == "arena":
                 first.setdefault(v.st, i)
-                last[v.st] = i
+                last[v.st] = end_of_phase[phase[i]]
     placed = []   # (start, end, first, last)
     top = 0
     for st in sorted(first, key=lambda s: (first[s], -s.nbytes)):
@@ -717,3 +756,29 @@ def _barriers(kernels):
             pend_r, pend_w = [], []
         pend_r += [(r, k.single) for r in rr]
         pend_w += [(r, k.single) for r in ww]
+
+
+def check_barriers(kernels):
+    """Safety net: any two kernels touching overlapping bytes (one writing) on possibly
+    different threads have a barrier between them; else raise (a planner bug)."""
+    regs = []
+    for k in kernels:
+        r, w = _rw(k)
+        regs.append(([x for x in map(_region, r) if x], [x for x in map(_region, w) if x]))
+    last_barrier = [0] * len(kernels)
+    cur = 0
+    for i, k in enumerate(kernels):
+        if k.barrier:
+            cur = i
+        last_barrier[i] = cur
+    for j, kj in enumerate(kernels):
+        rj, wj = regs[j]
+        for i in range(last_barrier[j] if kj.barrier else last_barrier[j], j):
+            if kernels[i].single and kj.single:
+                continue
+            if i < last_barrier[j]:
+                continue
+            ri, wi = regs[i]
+            if (any(_overlap(a, wi) for a in rj + wj) or any(_overlap(a, ri) for a in wj)):
+                raise GraphcError(f"internal: kernels {kernels[i].name} and {kj.name} "
+                                  "race (no barrier between them)")
