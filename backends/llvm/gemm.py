@@ -383,13 +383,14 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta = fn.args
     for p in (A, B, C):
         p.add_attribute("noalias")
-    # Five kernels cover every tile: full row tiles, then leftover rows one at a time;
-    # a ragged column panel uses a one-vector kernel when it fits, else a fully masked
-    # one (wasting at most the unused vectors of one panel).  Fewer variants would
-    # waste more work; more would cost compile time (~8 ms each).
-    kernels = {(mr, nv): _emit_kernel(em, mr, nv, True)
-               for mr in (s.mr, 1) for nv in sorted({1, s.nv})}
-    main = _emit_kernel(em, s.mr, s.nv, False)
+    # Three kernels cover every tile: MR-row tiles (one vector wide when the panel's
+    # columns fit in one vector, else NV wide with the vectors past the edge masked
+    # off), then leftover rows one at a time.  Masked loads/stores cost nothing
+    # measurable here (AVX-512 mask registers), so full tiles use the masked kernel
+    # too; every kernel variant costs ~8 ms of compile time.
+    k_wide = _emit_kernel(em, s.mr, s.nv, True)
+    k_narrow = _emit_kernel(em, s.mr, 1, True) if s.nv > 1 else k_wide
+    k_row = _emit_kernel(em, 1, s.nv, True)
     pack = _emit_pack_bt(em) if s.trans_b else None
 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -416,7 +417,6 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
         def over_panels(b, jp):
             nrem = b.sub(j1, jp)
             nrem = b.select(b.icmp_signed("<", nrem, I64(s.nr)), nrem, I64(s.nr))
-            full_cols = b.icmp_signed("==", nrem, I64(s.nr))
             narrow = b.icmp_signed("<=", nrem, I64(s.vw))
             if s.trans_b:
                 b.call(pack, [pbuf, em.gep(b, B, b.add(b.mul(jp, ldb), kb)), ldb, nrem, kc])
@@ -426,9 +426,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
 
             # pick the kernels once per panel; an indirect call keeps the row loops
             # tiny (no loop unswitching into copies per kernel)
-            k_rows = b.select(narrow, kernels[(s.mr, 1)],
-                              b.select(full_cols, main, kernels[(s.mr, s.nv)]))
-            k_row1 = b.select(narrow, kernels[(1, 1)], kernels[(1, s.nv)])
+            k_rows = b.select(narrow, k_narrow, k_wide)
 
             def tile(b, ip, kernel):
                 aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))
@@ -437,7 +435,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
 
             _counted_loop(b, i0, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
                           True, True)
-            _counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, k_row1), "ir",
+            _counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, k_row), "ir",
                           True, True)
 
         _counted_loop(b, j0, j1, s.nr, over_panels, "jp", True, True)
