@@ -20,6 +20,7 @@ This is an analysis: it never changes the graph.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from graphc.ir import Graph, Value, saved_activations
@@ -78,6 +79,7 @@ class Liveness:
     update_of: dict
     end_step: int
     index: dict = field(repr=False)   # node -> schedule position
+    nbytes: dict = field(repr=False, default_factory=dict)   # value -> bytes (cached)
 
     @property
     def saved_bytes(self) -> int:
@@ -146,5 +148,7 @@ def liveness(graph: Graph, fused=None) -> Liveness:
                 end[x] = t
     # Inputs and constants exist for the whole step; their ``end`` is their last read (what
     # decides whether an update may overwrite an input in place).
+    nbytes = {n.output: math.prod(n.output.type.shape) * n.output.type.dtype.itemsize
+              for n in nodes}
     return Liveness(graph, start, end, persistent, saved_activations(graph), fused, update_of,
-                    end_step, index)
+                    end_step, index, nbytes)

@@ -149,9 +149,10 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
     for a, b in graph.updates:
         sources.setdefault(b, []).append(a)
     outputs = set(graph.outputs)
+    nb = live.nbytes
 
     def new(v, home=None):
-        B = Buffer(len(buffers), v.nbytes, align(v.nbytes, alignment), live.start[v],
+        B = Buffer(len(buffers), nb[v], align(nb[v], alignment), live.start[v],
                    live.end[v], [v.name], -1, home)
         buffers.append(B)
         buf_of[v] = B
@@ -197,7 +198,7 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
             for x in n.inputs:
                 B = buf_of.get(x)
                 if (B is not None and not B.persistent and B.end == i and contig[x]
-                        and x.nbytes == v.nbytes == B.nbytes
+                        and nb[x] == nb[v] == B.nbytes
                         and _contig_reads(n, B, buf_of, contig)):
                     join(B, v, "inplace", x)
                     break
@@ -213,12 +214,16 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
 # ---- 2. offsets -------------------------------------------------------------------------------
 def _place(bufs: list[Buffer], order: list[int]) -> tuple[list[int], int]:
     """Best-fit placement of ``bufs`` in ``order``: each buffer goes to the smallest gap
-    between already-placed buffers whose lifetimes overlap its own, else on top of them."""
+    between already-placed buffers whose lifetimes overlap its own, else on top of them.
+
+    Placed buffers are kept sorted by offset (numpy arrays), so the conflicting ones come
+    out in offset order and each placement is a few vectorised passes.
+    """
     n = len(bufs)
     S = np.empty(n, np.int64)
     E = np.empty(n, np.int64)
     O = np.empty(n, np.int64)
-    Z = np.empty(n, np.int64)
+    T = np.empty(n, np.int64)          # offset + size
     offsets = [0] * n
     arena = 0
     k = 0
@@ -227,22 +232,27 @@ def _place(bufs: list[Buffer], order: list[int]) -> tuple[list[int], int]:
         s, e, sz = b.start, b.end, b.size
         off = 0
         if k:
-            idx = np.flatnonzero((S[:k] <= e) & (E[:k] >= s))
+            idx = ((S[:k] <= e) & (E[:k] >= s)).nonzero()[0]
             if idx.size:
                 o = O[idx]
-                srt = np.argsort(o, kind="stable")
-                o = o[srt]
-                cm = np.maximum.accumulate(o + Z[idx][srt])
-                prev = np.empty_like(cm)
-                prev[0] = 0
-                prev[1:] = cm[:-1]
-                gap = o - prev
-                ok = np.flatnonzero(gap >= sz)
-                if ok.size:
-                    off = int(prev[ok[np.argmin(gap[ok])]])
+                cm = np.maximum.accumulate(T[idx])
+                gap = o[1:] - cm[:-1]
+                if o[0] >= sz:
+                    best_gap, off = int(o[0]), 0
                 else:
-                    off = int(cm[-1])
-        S[k], E[k], O[k], Z[k] = s, e, off, sz
+                    best_gap, off = None, int(cm[-1])
+                ok = (gap >= sz).nonzero()[0]
+                if ok.size:
+                    m = ok[np.argmin(gap[ok])]
+                    if best_gap is None or gap[m] < best_gap:
+                        off = int(cm[m])
+        pos = int(np.searchsorted(O[:k], off, "right"))
+        if pos < k:
+            S[pos + 1:k + 1] = S[pos:k]
+            E[pos + 1:k + 1] = E[pos:k]
+            O[pos + 1:k + 1] = O[pos:k]
+            T[pos + 1:k + 1] = T[pos:k]
+        S[pos], E[pos], O[pos], T[pos] = s, e, off, off + sz
         k += 1
         offsets[j] = off
         arena = max(arena, off + sz)
@@ -310,7 +320,7 @@ def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fu
         b.offset = o
     offsets = {name: b.offset for b in arena_bufs for name in b.values}
     bound, _ = lower_bound(arena_bufs, live.end_step)
-    naive = sum(align(n.output.nbytes, alignment) for n in graph.nodes
+    naive = sum(align(live.nbytes[n.output], alignment) for n in graph.nodes
                 if n.output not in live.persistent)
     copies = [(a.name, b.name) for a, b in graph.updates if kinds.get(b.name) != "update"
               or aliases.get(b.name) != a.name]

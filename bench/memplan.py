@@ -1,0 +1,231 @@
+"""Memory-planning benchmark: the figures recorded in docs/benchmarks.md ("## Memory").
+
+    python bench/memplan.py            # everything (PyTorch's peak too when torch is installed)
+    python bench/memplan.py --quick    # skip the 10,000-node planning timings
+
+1. The MLP 784-512-256-10 training step at batch 128 (SGD momentum): naive, planned,
+   lower bound and saved-activation bytes, with the original order and after the
+   memory-aware schedule.
+2. Remat on a deep MLP (10 linear layers of 256, batch 64 and 512): budget = half the
+   saved-activation bytes; saved bytes before/after, extra FLOPs, arena.
+3. Planning time of graphs of about 10,000 nodes (a 440-layer MLP step and a random
+   graph): median of 5 runs of plan_memory.
+4. PyTorch's peak memory for the same MLP step (CPU allocator stats are not exposed, so:
+   the bytes of tensors alive at the peak, measured with saved-tensor hooks and a
+   TorchDispatchMode that tracks every tensor's storage).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import graphc as gc                                       # noqa: E402
+from graphc.ir import Emitter, Graph, saved_activations   # noqa: E402
+from graphc.passes.memory import memory_report, plan_memory   # noqa: E402
+from graphc.step import build_step_graph                  # noqa: E402
+
+
+def mib(n):
+    return f"{n / 2**20:.3f} MiB"
+
+
+def mlp(sizes, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {}
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        params[f"W{i:03d}"] = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        params[f"b{i:03d}"] = np.zeros(b, np.float32)
+    n = len(sizes) - 1
+
+    def loss(p, x, y):
+        h = x
+        for i in range(n):
+            h = h @ p[f"W{i:03d}"] + p[f"b{i:03d}"]
+            if i < n - 1:
+                h = gc.relu(h)
+        return gc.nn.cross_entropy(h, y)
+
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch)
+    return loss, params, x, y
+
+
+def step_of(sizes, batch, **options):
+    loss, params, x, y = mlp(sizes, batch)
+    return gc.compile_step(loss, params, gc.optim.SGD(0.1, momentum=0.9), (x, y),
+                           backend="numpy", **options)
+
+
+def figures(rep):
+    return (f"naive {rep.naive_bytes:,d}  planned {rep.planned_bytes:,d}  bound "
+            f"{rep.lower_bound_bytes:,d}  (planned/bound {rep.planned_bytes / rep.lower_bound_bytes:.3f})"
+            f"  saved {rep.saved_activation_bytes:,d}  persistent {rep.persistent_bytes:,d}")
+
+
+def mlp_figures(plot=None):
+    print("## MLP 784-512-256-10, batch 128, SGD momentum")
+    for sched in (False, True):
+        s = step_of((784, 512, 256, 10), 128, schedule=sched)
+        rep = s.memory_report()
+        print(f"  schedule={sched!s:<5} {len(s.graph.nodes)} nodes: {figures(rep)}")
+        if sched:
+            print(f"  schedule candidates (arena, bound): {s.memory_info['schedule']}")
+            if plot:
+                rep.plot(plot)
+                print(f"  plot: {plot}")
+    return s
+
+
+def remat_figures():
+    print("## remat: deep MLP 128-(256 x 9)-10, budget = 1/2 of the saved activations")
+    sizes = (128,) + (256,) * 9 + (10,)
+    for batch in (64, 512):
+        s0 = step_of(sizes, batch)
+        s1 = step_of(sizes, batch, memory_budget=0.5)
+        r = s1.memory_info["remat"]
+        a0, a1 = s0.memory_report(), s1.memory_report()
+        loss, params, x, y = mlp(sizes, batch)
+        same = s0(x, y) == s1(x, y) and all(
+            np.array_equal(s0.params[k], s1.params[k]) for k in s0.params)
+        print(f"  batch {batch}: {r}")
+        print(f"    arena {a0.planned_bytes:,d} -> {a1.planned_bytes:,d} B; identical params "
+              f"after a step: {same}")
+        sa = step_of(sizes, batch, remat="auto")
+        print(f"    remat='auto': {sa.memory_info['remat']}")
+
+
+def deep_step_graph(layers, width=32, batch=8):
+    loss, params, x, y = mlp((width,) * layers + (10,), batch)
+    stages, _, _ = build_step_graph(loss, params, gc.optim.SGD(0.1, momentum=0.9), (x, y))
+    return list(stages.values())[-1]
+
+
+def random_graph(n, seed=0):
+    rng = np.random.default_rng(seed)
+    g = Graph("random10k")
+    E = Emitter(g)
+    vals = [g.add_input((64, 64), np.float32, f"in{i}", "param") for i in range(8)]
+    while len(g.nodes) < n:
+        r = rng.random()
+        E.role = "forward" if len(g.nodes) < n // 2 else "backward"
+        a = vals[-1 - int(rng.integers(0, min(len(vals), 40)))]
+        b = vals[int(rng.integers(0, len(vals)))]
+        if r < 0.1:
+            v = E.matmul(a, b)
+        elif r < 0.6:
+            v = E.add(a, b)
+        elif r < 0.8:
+            v = E.tanh(a)
+        else:
+            v = E.mul(a, b)
+        vals.append(v)
+    g.set_outputs([vals[-1]])
+    return g
+
+
+def timing(graph, label):
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        plan = plan_memory(graph)
+        times.append(time.perf_counter() - t)
+    print(f"  {label}: {len(graph.nodes):,d} nodes, plan_memory median "
+          f"{statistics.median(times) * 1e3:.0f} ms (min {min(times) * 1e3:.0f} ms); arena "
+          f"{plan.arena_bytes:,d} B = {plan.arena_bytes / max(plan.lower_bound_bytes, 1):.3f} x bound; "
+          f"strategies {plan.strategies}")
+
+
+def planning_time():
+    print("## planning time")
+    t = time.perf_counter()
+    g = deep_step_graph(440)
+    print(f"  (built a {len(g.nodes):,d}-node step graph in {time.perf_counter() - t:.1f} s)")
+    timing(g, "440-layer MLP step")
+    timing(random_graph(10_000), "random graph")
+
+
+def torch_peak():
+    try:
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+    except ImportError:
+        print("## PyTorch: not installed (pip install torch==2.13.0)")
+        return
+    print(f"## PyTorch {torch.__version__}: the same step, eager")
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
+                                torch.nn.Linear(512, 256), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(128, 784)
+    y = torch.randint(0, 10, (128,))
+
+    class Track(TorchDispatchMode):
+        """Bytes of live storages created during the step (weak refs: freed when dead)."""
+        def __init__(self):
+            super().__init__()
+            import weakref
+            self.live, self.peak, self.weakref = {}, 0, weakref
+
+        def _count(self):
+            return sum(n for n in self.live.values())
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    st = t.untyped_storage()
+                    key = st.data_ptr()
+                    if key not in self.live:
+                        self.live[key] = st.nbytes()
+                        self.weakref.finalize(st, self.live.pop, key, None)
+            self.peak = max(self.peak, self._count())
+            return out
+
+    saved = []
+
+    def pack(t):
+        saved.append(t.untyped_storage().nbytes())
+        return t
+
+    def one_step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    one_step()                       # creates the momentum buffers
+    saved.clear()
+    tr = Track()
+    with tr:
+        one_step()
+    params = sum(p.numel() * 4 for p in model.parameters())
+    print(f"  peak bytes of tensors created in the step (activations, gradients, "
+          f"temporaries; params/momentum excluded): {tr.peak:,d} B ({mib(tr.peak)})")
+    print(f"  tensors saved for backward: {sum(saved):,d} B (incl. params/inputs); "
+          f"params {params:,d} B")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--plot", default=None, help="write the MLP step's timeline PNG here")
+    args = ap.parse_args()
+    mlp_figures(args.plot)
+    remat_figures()
+    if not args.quick:
+        planning_time()
+    torch_peak()
+
+
+if __name__ == "__main__":
+    main()
