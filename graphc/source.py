@@ -14,11 +14,17 @@ _SKIP = tuple(os.path.join(p, "") for p in (
     os.path.dirname(os.path.abspath(np.__file__))))
 
 
+# Built-in model definitions are the "user code" of `graphc train mlp`: their lines are
+# what a node's provenance should name (not the CLI or runpy that called them).
+_MODELS = os.path.join(_HERE, "models", "")
+
+
 def user_frame():
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not (fn.startswith(_SKIP) or fn.startswith("<__array_function__")):
+        if fn.startswith(_MODELS) or not (fn.startswith(_SKIP)
+                                          or fn.startswith("<__array_function__")):
             return f
         f = f.f_back
     return None

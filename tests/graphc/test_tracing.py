@@ -345,3 +345,14 @@ def test_trace_result_verifies_and_is_cached_by_jit():
     jf(np.ones(4))
     jf(np.ones(3, np.float32))
     assert len(calls) == 3
+
+
+def test_builtin_model_nodes_name_the_model_file_not_the_caller():
+    """Code in graphc/models (the built-in models) counts as the user's: its lines are the
+    provenance, not the CLI or runpy that called it."""
+    from graphc.source import _MODELS
+    src = "import graphc as gc\ndef model(x):\n    return gc.tanh(x)\n"
+    ns = {}
+    exec(compile(src, os.path.join(_MODELS, "fake_model.py"), "exec"), ns)
+    g = gc.trace(ns["model"], np.ones(2))
+    assert [n.source for n in g.nodes if n.op == "tanh"] == ["fake_model.py:3"]
