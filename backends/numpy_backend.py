@@ -160,15 +160,17 @@ def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> li
                     else np.asarray(out, dtype=v.dtype)
                 continue
             out = np.asarray(out, dtype=v.dtype)
-            if kind in ("arena", "inplace"):
-                dest = arena_view(arena, offsets[v.name], v, out)
-            elif kind == "update":
-                dest = targets[plan.aliases[v.name]]
+            home = plan.homes.get(v.name)
+            if home is not None:                   # written into an input's own memory
+                dest = targets[home]
                 if not isinstance(dest, np.ndarray) or not dest.flags.writeable \
-                        or dest.dtype != v.dtype or dest.shape != v.shape:
-                    raise ArgumentError(f"{graph.name}: state input %{plan.aliases[v.name]} "
-                                        "must be a writeable numpy array of its type to be "
+                        or not dest.flags.c_contiguous or dest.nbytes != v.nbytes:
+                    raise ArgumentError(f"{graph.name}: state input %{home} must be a "
+                                        "writeable contiguous numpy array of its type to be "
                                         "updated in place")
+                dest = dest.view(v.dtype).reshape(v.shape)
+            elif kind in ("arena", "inplace"):
+                dest = arena_view(arena, offsets[v.name], v, out)
             elif kind == "output":                 # own memory, same layout as in run
                 dest = arena_view(np.empty(v.nbytes, np.uint8), 0, v, out)
                 results[v] = dest

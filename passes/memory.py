@@ -86,6 +86,9 @@ class MemoryPlan:
       an operand read elementwise at this node for the last time), ``"update"`` (computed
       straight into the input ``aliases[name]``'s own memory) and ``"fused"`` (no buffer).
     - ``aliases[name]``: the value whose bytes a view/inplace/update value reuses.
+    - ``homes[name]``: for values computed into an *input's* memory (``update`` values, and
+      ``inplace`` temporaries of an update written into the input it replaces once that
+      input has been read for the last time): the input's name.  They have no offset.
     - ``update_copies``: ``(input, value)`` pairs to copy after the last node, in order
       (updates that could not be written in place); read all before writing any.
     - ``intervals[name]``: ``(start, end)`` schedule steps of every value.
@@ -106,6 +109,7 @@ class MemoryPlan:
     lower_bound_bytes: int
     views: tuple
     plan_seconds: float = 0.0
+    homes: dict = field(default_factory=dict)
 
     def buffer_of(self, name: str) -> Buffer | None:
         for b in self.buffers:
@@ -150,6 +154,10 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
         sources.setdefault(b, []).append(a)
     outputs = set(graph.outputs)
     nb = live.nbytes
+    # Inputs an update overwrites: once read for the last time, their memory is free until
+    # the new value lands there, so elementwise temporaries of the update may use it.
+    reusable = {a for a, bs in update_targets.items() if len(bs) == 1
+                and a.node.op == "input" and a not in outputs and a not in sources}
 
     def new(v, home=None):
         B = Buffer(len(buffers), nb[v], align(nb[v], alignment), live.start[v],
@@ -165,6 +173,7 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
         kinds[v.name] = kind
         aliases[v.name] = base.name
 
+    reusable_names = {a.name for a in reusable}
     for n in graph.nodes:              # inputs and constants exist from the start
         v = n.output
         if live.persistent.get(v) in ("input", "constant"):
@@ -195,9 +204,13 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
                 join(A, v, "update", a)
                 continue
         if inplace and elementwise:
-            for x in n.inputs:
+            # operands in a reusable input's memory first: that frees an arena buffer
+            cands = sorted(n.inputs, key=lambda x: not (x in buf_of and buf_of[x].persistent))
+            for x in cands:
                 B = buf_of.get(x)
-                if (B is not None and not B.persistent and B.end == i and contig[x]
+                if B is not None and B.persistent and B.home not in reusable_names:
+                    continue
+                if (B is not None and B.end == i and contig[x]
                         and nb[x] == nb[v] == B.nbytes
                         and _contig_reads(n, B, buf_of, contig)):
                     join(B, v, "inplace", x)
@@ -325,9 +338,11 @@ def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fu
     copies = [(a.name, b.name) for a, b in graph.updates if kinds.get(b.name) != "update"
               or aliases.get(b.name) != a.name]
     intervals = {n.output.name: (live.start[n.output], live.end[n.output]) for n in graph.nodes}
+    homes = {name: b.home for b in buffers if b.persistent for name in b.values[1:]
+             if kinds[name] in ("inplace", "update")}
     return MemoryPlan(alignment, arena, offsets, kinds, aliases, intervals, buffers, copies,
                       [n.output.name for n in graph.nodes], chosen, tried, naive, bound,
-                      tuple(views), time.perf_counter() - t0)
+                      tuple(views), time.perf_counter() - t0, homes)
 
 
 def check_plan(graph: Graph, plan: MemoryPlan) -> None:
