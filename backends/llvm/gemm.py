@@ -12,9 +12,12 @@ Why it is built this way (shared/FACTS.md has the measurements):
   op(B) as NV vectors (``align`` = element size: nothing else is guaranteed),
   broadcasts one element of op(A) per row and issues ``llvm.fma``; C is touched only
   after the loop.  LLVM turns this into the FMA-bound loop a BLAS kernel has.
-* Edge tiles (sizes 1, primes, non-multiples of the vector width) use the same
-  kernel specialised for fewer rows and vectors, the last vector masked with
-  ``llvm.masked.load/store`` so nothing outside the operands is read or written.
+* Edge tiles (sizes 1, primes, non-multiples of the vector width) are handled by
+  masking: every B/C access goes through ``llvm.masked.load/store`` with a lane mask
+  from the panel's column count (free with AVX-512 mask registers), so nothing
+  outside the operands is read or written; leftover rows use a one-row kernel and
+  panels at most one vector wide a one-vector kernel.  Three kernels in all, shared
+  by every variant of a dtype in a module (each costs ~8 ms of compile time).
 * K is blocked by KC so that a K×NR panel of B stays in L2 while every row tile of
   the range streams past it; with ``trans_b`` that panel is packed (transposed) into
   a stack buffer once per panel, which makes op(B) rows contiguous.
@@ -609,6 +612,8 @@ def gemm(a, b, trans_a=False, trans_b=False, threads=None, out=None, accumulate=
     """
     a = np.ascontiguousarray(a)
     b = np.ascontiguousarray(b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm: operands must be 2-D, got shapes {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
         raise TypeError(f"gemm: dtypes differ: {a.dtype} and {b.dtype}")
     m, n, _ = _shapes(a, b, trans_a, trans_b)

@@ -298,3 +298,12 @@ def test_threads_work_after_fork():
             pytest.fail("GEMM on 2 threads hung in a forked child")
         time.sleep(0.01)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_non_2d_and_non_contiguous():
+    with pytest.raises(ValueError):
+        G.gemm(np.ones(3, np.float32), np.ones((3, 2), np.float32))
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((40, 30)).astype(np.float32)[::2, ::3]  # strided view
+    b = rng.standard_normal((10, 7)).astype(np.float32)
+    _check(G.gemm(a, b, threads=1), np.ascontiguousarray(a), b, False, False)
