@@ -283,7 +283,6 @@ class Codegen:
     def build(self):
         plan = self.plan
         kfns = [self.kernel(k, i) for i, k in enumerate(plan.kernels)]
-        barrier = parallel.emit_barrier(self.m) if self.T > 1 else None
         fn = ir.Function(self.m, parallel.JOB_TYPE, ENTRY)
         fn.attributes.add("nounwind")
         tid, nth, argv, bar = fn.args
@@ -299,6 +298,7 @@ class Codegen:
             if st.kind == "arena":
                 return b.gep(arena, [I64(st.offset)], source_etype=I8, inbounds=True)
             return slotp[st.slot]
+
         prof = None
         if self.profile:   # thread 0 stores the cycle counter after every kernel
             cyc = ir.Function(self.m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
@@ -311,14 +311,126 @@ class Codegen:
                 old = b.load(b.gep(prof, [I64(i)], source_etype=I64), typ=I64)
                 b.store(b.select(is0, t, old), b.gep(prof, [I64(i)], source_etype=I64))
             stamp(0)
-        for i, (k, (kf, sts)) in enumerate(zip(plan.kernels, kfns)):
-            if k.barrier and barrier is not None:
-                b.call(barrier, [bar, nth])
-            b.call(kf, [tid] + [ptr_of(st) for st in sts])
+
+        def run(i, part):
+            k, (kf, sts) = plan.kernels[i], kfns[i]
+            b.call(kf, [part] + [ptr_of(st) for st in sts])
             if prof is not None:
                 stamp(i + 1)
+
+        if self.T == 1:
+            for i in range(len(plan.kernels)):
+                run(i, tid)
+        else:
+            self.dynamic_phases(b, fn, tid, nth, argv, run)
         b.ret_void()
         return self.m
+
+    def dynamic_phases(self, b, fn, tid, nth, argv, run):
+        """Kernels between two required synchronisation points form a *segment*; its
+        work is a list of chunks -- one per thread share of every multi-thread kernel,
+        plus one chunk running the segment's thread-0-only kernels in order -- that
+        threads claim with an atomic counter.  A segment ends when all its chunks are
+        done (a done counter), not when all threads arrived: a thread the OS has not
+        scheduled yet does not hold the others up, the others do its share.  What a
+        chunk computes depends only on its index, so results stay bit-identical.
+
+        Counters live in a zeroed buffer (argv slot ``len(slots)+2``, one cache line
+        each) and grow monotonically; the call's epoch (argv slot ``len(slots)+3``,
+        bumped by the runtime before each call) gives this call's base: every thread
+        makes exactly one failing claim per segment, so after call e the claim counter
+        of a segment with n chunks is (e+1)·(n+T) and its done counter (e+1)·n.
+        """
+        plan = self.plan
+        segs, cur = [], []
+        for i, k in enumerate(plan.kernels):
+            if k.barrier and cur:
+                segs.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            segs.append(cur)
+        self.n_segments = len(segs)
+        nslots = len(plan.slots)
+        ctr = b.inttoptr(b.load(b.gep(argv, [I64(nslots + 2)], source_etype=I64), typ=I64),
+                         PTR)
+        epoch = b.load(b.gep(argv, [I64(nslots + 3)], source_etype=I64), typ=I64)
+        yield_fn = self.m.globals.get("sched_yield") or ir.Function(
+            self.m, ir.FunctionType(I32, []), "sched_yield")
+        pause = ir.Function(self.m, ir.FunctionType(VOID, []), "llvm.x86.sse2.pause") \
+            if (self.m.triple or "x86_64").startswith(("x86_64", "i686")) else None
+        T = self.T
+        for si, seg in enumerate(segs):
+            chunks = []          # (cost, [(kernel index, part)])
+            singles = [i for i in seg if plan.kernels[i].single]
+            if singles:
+                chunks.append((sum(_cost(plan.kernels[i], T) for i in singles),
+                               [(i, 0) for i in singles]))
+            for i in seg:
+                if not plan.kernels[i].single:
+                    for part in range(T):
+                        chunks.append((_cost(plan.kernels[i], T) / T, [(i, part)]))
+            chunks.sort(key=lambda c: -c[0])
+            n = len(chunks)
+            claim = b.gep(ctr, [I64(16 * si)], source_etype=I64)
+            done = b.gep(ctr, [I64(16 * si + 8)], source_etype=I64)
+            base = b.mul(epoch, b.add(nth, I64(n)))
+            target = b.mul(b.add(epoch, I64(1)), I64(n))
+            pre = b.block
+            head = fn.append_basic_block(f"seg{si}.claim")
+            work = fn.append_basic_block(f"seg{si}.work")
+            nxt = fn.append_basic_block(f"seg{si}.next")
+            wait = fn.append_basic_block(f"seg{si}.wait")
+            spin = fn.append_basic_block(f"seg{si}.spin")
+            out = fn.append_basic_block(f"seg{si}.out")
+            b.branch(head)
+            b.position_at_end(head)
+            c = b.sub(b.atomic_rmw("add", claim, I64(1), "monotonic"), base)
+            b.cbranch(b.icmp_signed("<", c, I64(n)), work, wait)
+            b.position_at_end(work)
+            blocks = [fn.append_basic_block(f"seg{si}.c{j}") for j in range(n)]
+            sw = b.switch(c, nxt)
+            for j, (cost, items) in enumerate(chunks):
+                sw.add_case(I64(j), blocks[j])
+                b.position_at_end(blocks[j])
+                for i, part in items:
+                    run(i, I64(part))
+                b.branch(nxt)
+            b.position_at_end(nxt)
+            b.atomic_rmw("add", done, I64(1), "release")
+            b.branch(head)
+            # wait until every chunk of the segment is done (by whichever thread)
+            b.position_at_end(wait)
+            b.branch(spin)
+            b.position_at_end(spin)
+            cnt = b.phi(I64)
+            cnt.add_incoming(I64(0), wait)
+            d = b.load_atomic(done, "acquire", 8, typ=I64)
+            slow = fn.append_basic_block(f"seg{si}.slow")
+            fast = fn.append_basic_block(f"seg{si}.fast")
+            b.cbranch(b.icmp_signed(">=", d, target), out, fast)
+            b.position_at_end(fast)
+            if pause is not None:
+                b.call(pause, [])
+            cnext = b.add(cnt, I64(1))
+            b.cbranch(b.icmp_signed(">", cnext, I64(1 << 12)), slow, spin)
+            cnt.add_incoming(cnext, fast)
+            b.position_at_end(slow)
+            b.call(yield_fn, [])
+            b.branch(spin)
+            cnt.add_incoming(cnext, slow)
+            b.position_at_end(out)
+            del pre
+
+
+def _cost(k, T):
+    """Rough work of a kernel (multiply-adds or element-ops) for ordering chunks."""
+    if k.gemm is not None:
+        g = k.gemm
+        return g.m * g.n * max(g.k, 1) + g.m * g.n * len(k.nodes)
+    if hasattr(k, "phases"):
+        return sum(int(np.prod(d.shape)) for _, d in k.phases)
+    return int(np.prod(k.shape)) * (1 + len(k.nodes) + len(k.reductions))
 
 
 def _clean(name):

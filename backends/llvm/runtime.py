@@ -40,10 +40,14 @@ class CompiledGraph:
         targets = {a for a, _ in graph.updates}
         self._inplace = [v in targets for v in graph.inputs]
         nslots = len(plan.slots)
-        self.argv = np.zeros(nslots + 2, dtype=np.int64)
+        # argv: slots..., arena, profile buffer, segment counters, epoch
+        self.argv = np.zeros(nslots + 4, dtype=np.int64)
         self._prof = np.zeros(len(plan.kernels) + 1, np.int64) if profile else None
         if profile:
             self.argv[nslots + 1] = self._prof.ctypes.data
+        self._counters = _aligned_empty(64 * (2 * len(plan.kernels) + 2)).view(np.int64)
+        self.argv[nslots + 2] = self._counters.ctypes.data
+        self._epoch_slot = nslots + 3
         self._keep = [None] * nslots          # arrays whose addresses are in argv
         self._last = [None] * self.n_in       # the caller's objects (cache key)
         self.outputs = []
@@ -141,4 +145,5 @@ class CompiledGraph:
             if changed:
                 self._check_aliasing()
             self._run()
+            self.argv[self._epoch_slot] += 1
             return [buf.copy() for buf in self.outputs]
