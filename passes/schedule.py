@@ -186,7 +186,7 @@ def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = Non
     ``report`` (a dict), when given, receives ``{candidate: (arena_bytes, bound_bytes)}``
     and ``"chosen"``.  ``plan_options`` go to ``plan_memory``.
     """
-    from .memory import plan_memory
+    from .memory import lower_bound, plan_memory
     names = list(heuristics or HEURISTICS)
     best = None
     seen = set()
@@ -201,7 +201,9 @@ def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = Non
                 raise AssertionError(f"schedule {cand_name} lost nodes")
             g = _reordered(graph, nodes)
             p = plan_memory(g, **plan_options)
-            score = (p.arena_bytes, p.lower_bound_bytes, name != "original")
+            _, prof = lower_bound([b for b in p.buffers if not b.persistent], len(g.nodes))
+            # ties: the lower bound, then the fewest byte-steps (values dying young)
+            score = (p.arena_bytes, p.lower_bound_bytes, sum(prof), name != "original")
             if report is not None:
                 report[cand_name] = (p.arena_bytes, p.lower_bound_bytes)
             if best is None or score < best[0]:
