@@ -637,13 +637,28 @@ def _finish_kernel(k: Kernel, threads: int):
     k.single = threads > 1 and k.part_dim is None
 
 
+def gemm_spec(g: Gemm):
+    """The micro-kernel tile for this GEMM: the host default (6x64 on AVX-512), or 8x32
+    when it leaves fewer rows to the slow one-row edge kernel (batch 16: 2 full 8-row
+    tiles instead of 2x6 + 4 single rows, 1.5x faster measured)."""
+    from . import gemm as gemm_mod
+    spec = gemm_mod.default_spec(g.c.st.dtype, g.trans_a, g.trans_b)
+    if spec.nv != 4:
+        return spec
+    alt = gemm_mod.GemmSpec(spec.dtype, spec.trans_a, spec.trans_b, 8, 2, spec.vw, spec.kc)
+
+    def cost(mr):       # rows at full speed, leftover rows at ~1/3 speed
+        return g.m - g.m % mr + 3 * (g.m % mr)
+    return alt if cost(8) < cost(spec.mr) else spec
+
+
 def gemm_partition(g: Gemm, threads: int):
     """(parts, by_cols, units, width, spec): the fixed split of a GEMM's C over threads --
     vector-width column blocks when there are enough (always for trans_b, whose B
     panels are packed per column block), else MR-row blocks; small products stay on
     one thread."""
     from . import gemm as gemm_mod
-    spec = gemm_mod.default_spec(g.c.st.dtype, g.trans_a, g.trans_b)
+    spec = gemm_spec(g)
     M, N, K = g.m, g.n, g.k
     work = M * N * max(K, 1)
     parts = min(threads, max(1, work // gemm_mod.MIN_WORK_PER_THREAD))
