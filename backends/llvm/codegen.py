@@ -265,7 +265,7 @@ class Codegen:
         batch = g.c.shape[:-2]
         et = mem_type(dtype)
 
-        def call(bidx):
+        def call(bidx, r0=i0, r1=i1):
             offs = []
             for v in (g.a, g.b, g.c):
                 nb = len(v.shape) - 2
@@ -273,11 +273,28 @@ class Codegen:
                 base = self.global_of(v.st) if v.st.kind == "global" else ptrs[v.st]
                 offs.append(b.gep(base, [self.lin(b, sub, bidx[len(bidx) - nb:])],
                                   source_etype=et, inbounds=True))
-            b.call(gfn, offs + [I64(K), I64(g.lda), I64(g.ldb), I64(N), i0, i1, j0, j1,
+            b.call(gfn, offs + [I64(K), I64(g.lda), I64(g.ldb), I64(N), r0, r1, j0, j1,
                                 I32(0)])
-        self.nest(b, batch, {}, call)
-        if k.nodes:
+        if not k.nodes:
+            self.nest(b, batch, {}, call)
+            return
+        # GEMM + epilogue by blocks of rows, so that the epilogue reads its block of the
+        # product from L2 (~96 KB) instead of memory
+        cols = N if by_cols is False else min(N, -(-units // parts) * width)
+        rb = max(spec.mr, (96 * 1024 // max(1, cols * dtype.itemsize)) // spec.mr * spec.mr)
+        if rb >= M:
+            call([])
             self.loop_body(b, k, ptrs, {0: (i0, i1), 1: (j0, j1)})
+            return
+
+        def block(r0):
+            r1 = b.add(r0, I64(rb))
+            r1 = b.select(b.icmp_signed("<", r1, i1), r1, i1)
+            call([], r0, r1)
+            self.loop_body(b, k, ptrs, {0: (r0, r1), 1: (j0, j1)})
+        nblk = b.sdiv(b.add(b.sub(i1, i0), I64(rb - 1)), I64(rb))
+        self.loop(b, I64(0), nblk, lambda bi: block(b.add(i0, b.mul(bi, I64(rb)))),
+                  "rblk", vectorize=False)
 
     # ---- entry --------------------------------------------------------------------------
     def build(self):
