@@ -197,7 +197,7 @@ def test_broadcasting_through_tracing(fdt):
 
 @pytest.mark.parametrize("fdt", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("mnk", [(1, 1, 1), (1, 17, 3), (13, 1, 7), (31, 33, 17), (64, 64, 64),
-                                 (97, 130, 61), (7, 300, 259)], ids=str)
+                                 (97, 130, 61), (7, 300, 259), (301, 20, 700)], ids=str)
 def test_matmul_layouts(mnk, fdt):
     m, n, k = mnk
     rng = np.random.default_rng(7)
