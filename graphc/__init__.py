@@ -19,3 +19,12 @@ from .step import CompiledStep, compile_step
 from .tracing import Tracer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``gc.data``, ``gc.train``, ``gc.models`` load on first use (they pull in
+    scikit-learn's datasets and tqdm, which plain tracing does not need)."""
+    if name in ("data", "train", "models"):
+        import importlib
+        return importlib.import_module(f"graphc.{name}")
+    raise AttributeError(f"module 'graphc' has no attribute {name!r}")

@@ -14,9 +14,10 @@ _SKIP = tuple(os.path.join(p, "") for p in (
     os.path.dirname(os.path.abspath(np.__file__))))
 
 
-# Built-in model definitions are the "user code" of `graphc train mlp`: their lines are
-# what a node's provenance should name (not the CLI or runpy that called them).
-_MODELS = os.path.join(_HERE, "models", "")
+# Built-in model definitions and layer forwards are the "user code" of `graphc train mlp`:
+# their lines are what a node's provenance should name (the Linear's matmul vs its bias
+# add vs the activation), not the CLI or runpy that called them.
+_MODELS = (os.path.join(_HERE, "models", ""), os.path.join(_HERE, "nn", "layers.py"))
 
 
 def user_frame():

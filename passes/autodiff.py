@@ -65,4 +65,7 @@ def backward(graph: Graph, loss: Value, wrt: list[Value], seed: Value | None = N
             cts[x] = ct if x not in cts else E.add(cts[x], ct)
     E.source = None
     grads = [cts[w] if w in cts else E.zeros_like(w) for w in wrt]
+    for w, gv in zip(wrt, grads):   # name gradients after their parameter: %grad_w1
+        if gv.node.role == role and gv.name.isdigit():
+            g.rename(gv, f"grad_{w.name}")
     return g, grads, vmap

@@ -65,5 +65,9 @@ def to_dot(graph: Graph, show_constants=True) -> str:
             style = ', color="red"' if x in saved and n.role == "backward" else ""
             lines.append(f"  {_q(x.name)} -> {_q(n.output.name)} "
                          f"[label={_q(str(x.type))}{style}];")
+    for a, b in graph.updates:   # the in-place write of a new parameter / optimizer state
+        if a not in hidden and b not in hidden:
+            lines.append(f"  {_q(b.name)} -> {_q(a.name)} [label=\"writes in place\", "
+                         "style=dashed, color=darkorange, constraint=false];")
     lines.append("}")
     return "\n".join(lines)

@@ -183,6 +183,19 @@ class Graph:
         g.in_tree, g.out_tree = self.in_tree, self.out_tree
         return g, vmap
 
+    def rename(self, v: Value, name: str) -> str:
+        """Give ``v`` a readable unique name (e.g. ``grad_w1``); returns the name taken."""
+        self._names.discard(v.name)
+        name = _NAME_RE.sub("_", name) or "v"
+        base, k = name, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        v.name = name
+        if v.node.op == "input":
+            v.node.attrs["name"] = name
+        return name
+
     def replace_all_uses(self, old: Value, new: Value):
         """Point every reader of ``old`` (nodes and graph outputs) at ``new``."""
         for user in list(old.users):
