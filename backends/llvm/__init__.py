@@ -7,7 +7,10 @@ numpy backend's interface (and ``graph.updates`` applied in place).  Options:
   ``GRAPHC_NUM_THREADS`` or the core count);
 * ``fuse`` (default True), ``epilogue`` (default True) -- loop fusion
   (``graphc.passes.fusion``), including elementwise epilogues after matmuls;
-* ``profile`` -- record cycles per kernel (``fn.profile()``).
+* ``profile`` -- record cycles per kernel (``fn.profile()``; meaningful with 1 thread);
+* ``adaptive`` (default True, or ``GRAPHC_ADAPTIVE=0``) -- with ``threads`` > 1, run
+  each call with all threads or with one, whichever recent calls measured faster
+  (identical results; a loaded machine may not give the second thread a core).
 
 Kept light on purpose: importing the package does not import llvmlite; submodules
 (``jit``, ``gemm``, ``parallel``, ``plan``, ``codegen``, ``runtime``, ...) load on use.
@@ -35,7 +38,8 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False):
     return p, module
 
 
-def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, **options):
+def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adaptive=None,
+            **options):
     """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``.
 
     With ``profile=True`` thread 0 records the cycle counter after every kernel;
@@ -48,7 +52,11 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, **opti
     t1 = time.perf_counter()
     cm = jit.compile_module(module)
     info = {"lower_seconds": t1 - t0, "source": cm.source, **cm.timings}
-    return runtime.CompiledGraph(graph, p, cm, p.threads, info, profile=profile)
+    if adaptive is None:
+        import os
+        adaptive = os.environ.get("GRAPHC_ADAPTIVE", "1") != "0"
+    return runtime.CompiledGraph(graph, p, cm, p.threads, info, profile=profile,
+                                 adaptive=adaptive)
 
 
 def assembly(graph, threads=None, **kw) -> str:

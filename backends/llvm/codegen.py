@@ -352,11 +352,9 @@ class Codegen:
         scheduled yet does not hold the others up, the others do its share.  What a
         chunk computes depends only on its index, so results stay bit-identical.
 
-        Counters live in a zeroed buffer (argv slot ``len(slots)+2``, one cache line
-        each) and grow monotonically; the call's epoch (argv slot ``len(slots)+3``,
-        bumped by the runtime before each call) gives this call's base: every thread
-        makes exactly one failing claim per segment, so after call e the claim counter
-        of a segment with n chunks is (e+1)·(n+T) and its done counter (e+1)·n.
+        Counters live in a buffer (argv slot ``len(slots)+2``, one cache line each)
+        that the runtime zeroes before every call, so any number of threads (1..T) may
+        run a call: shares are fixed by chunk index, not by thread.
         """
         plan = self.plan
         segs, cur = [], []
@@ -371,7 +369,6 @@ class Codegen:
         nslots = len(plan.slots)
         ctr = b.inttoptr(b.load(b.gep(argv, [I64(nslots + 2)], source_etype=I64), typ=I64),
                          PTR)
-        epoch = b.load(b.gep(argv, [I64(nslots + 3)], source_etype=I64), typ=I64)
         yield_fn = self.m.globals.get("sched_yield") or ir.Function(
             self.m, ir.FunctionType(I32, []), "sched_yield")
         pause = ir.Function(self.m, ir.FunctionType(VOID, []), "llvm.x86.sse2.pause") \
@@ -391,8 +388,7 @@ class Codegen:
             n = len(chunks)
             claim = b.gep(ctr, [I64(16 * si)], source_etype=I64)
             done = b.gep(ctr, [I64(16 * si + 8)], source_etype=I64)
-            base = b.mul(epoch, b.add(nth, I64(n)))
-            target = b.mul(b.add(epoch, I64(1)), I64(n))
+            target = I64(n)
             pre = b.block
             head = fn.append_basic_block(f"seg{si}.claim")
             work = fn.append_basic_block(f"seg{si}.work")
@@ -402,7 +398,7 @@ class Codegen:
             out = fn.append_basic_block(f"seg{si}.out")
             b.branch(head)
             b.position_at_end(head)
-            c = b.sub(b.atomic_rmw("add", claim, I64(1), "monotonic"), base)
+            c = b.atomic_rmw("add", claim, I64(1), "monotonic")
             b.cbranch(b.icmp_signed("<", c, I64(n)), work, wait)
             b.position_at_end(work)
             blocks = [fn.append_basic_block(f"seg{si}.c{j}") for j in range(n)]

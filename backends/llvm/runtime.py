@@ -12,6 +12,7 @@ parameter arrays every step pays only for the new batch.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -28,10 +29,49 @@ def _aligned_empty(nbytes, align=64):
     return raw[off:off + nbytes]
 
 
+class _Adaptive:
+    """Run with T threads or with 1, whichever is measured faster right now.
+
+    Results are bit-identical either way (fixed chunks), so this is purely a speed
+    decision: on a loaded machine a second thread that the OS does not schedule makes
+    every call wait for it.  The first calls alternate; afterwards 3 calls in every
+    ``period`` probe the other choice, and the lower median of the recent times wins.
+    """
+
+    def __init__(self, threads, window=7, period=400):
+        self.threads, self.window, self.period = threads, window, period
+        self.times = {threads: [], 1: []}
+        self.mode = threads
+        self.calls = 0
+
+    def choice(self):
+        i = self.calls
+        if i < 2 * self.window:
+            return self.threads if i % 2 == 0 else 1
+        other = 1 if self.mode == self.threads else self.threads
+        return other if i % self.period < 3 else self.mode
+
+    def run(self, runs):
+        m = self.choice()
+        t0 = time.perf_counter()
+        runs[m]()
+        dt = time.perf_counter() - t0
+        ts = self.times[m]
+        ts.append(dt)
+        if len(ts) > self.window:
+            del ts[0]
+        self.calls += 1
+        a, b = self.times[self.threads], self.times[1]
+        if a and b and (self.calls >= 2 * self.window):
+            self.mode = self.threads if sorted(a)[len(a) // 2] <= sorted(b)[len(b) // 2] \
+                else 1
+
+
 class CompiledGraph:
     """``fn(*arrays) -> list of output arrays``; updates ``graph.updates`` in place."""
 
-    def __init__(self, graph, plan, module, threads, compile_info=None, profile=False):
+    def __init__(self, graph, plan, module, threads, compile_info=None, profile=False,
+                 adaptive=True):
         self.graph, self.plan, self.module = graph, plan, module
         self.threads = threads
         self.compile_info = compile_info or {}
@@ -40,14 +80,13 @@ class CompiledGraph:
         targets = {a for a, _ in graph.updates}
         self._inplace = [v in targets for v in graph.inputs]
         nslots = len(plan.slots)
-        # argv: slots..., arena, profile buffer, segment counters, epoch
+        # argv: slots..., arena, profile buffer, segment counters
         self.argv = np.zeros(nslots + 4, dtype=np.int64)
         self._prof = np.zeros(len(plan.kernels) + 1, np.int64) if profile else None
         if profile:
             self.argv[nslots + 1] = self._prof.ctypes.data
         self._counters = _aligned_empty(64 * (2 * len(plan.kernels) + 2)).view(np.int64)
         self.argv[nslots + 2] = self._counters.ctypes.data
-        self._epoch_slot = nslots + 3
         self._keep = [None] * nslots          # arrays whose addresses are in argv
         self._last = [None] * self.n_in       # the caller's objects (cache key)
         self.outputs = []
@@ -66,7 +105,13 @@ class CompiledGraph:
         self.argv[nslots] = self.arena.ctypes.data
         addr = module.get_function_address("graphc_main")
         self._launcher = parallel.Launcher(addr, threads)
-        self._run = self._launcher.bind(self.argv.ctypes.data)
+        self._runs = {threads: self._launcher.bind(self.argv.ctypes.data)}
+        self.adaptive = None
+        if threads > 1:
+            self._runs[1] = parallel.Launcher(addr, 1).bind(self.argv.ctypes.data)
+            if adaptive:
+                self.adaptive = _Adaptive(threads)
+        self._run = self._runs[threads]
         self._lock = threading.Lock()
         self._checked_alias = None
 
@@ -144,6 +189,12 @@ class CompiledGraph:
                 changed = True
             if changed:
                 self._check_aliasing()
-            self._run()
-            self.argv[self._epoch_slot] += 1
+            if self.threads > 1:
+                self._counters.fill(0)
+                if self.adaptive is not None:
+                    self.adaptive.run(self._runs)
+                else:
+                    self._run()
+            else:
+                self._run()
             return [buf.copy() for buf in self.outputs]

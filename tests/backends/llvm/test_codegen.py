@@ -186,7 +186,8 @@ def test_dynamic_segments_many_calls_oversubscribed():
     batches = [(rng.standard_normal((300, 40)).astype(np.float32), rng.integers(0, 9, 300))
                for _ in range(4)]
     steps = {t: gc.compile_step(loss, {k: v.copy() for k, v in params.items()},
-                                gc.optim.Adam(1e-2), batches[0], backend="llvm", threads=t)
+                                gc.optim.Adam(1e-2), batches[0], backend="llvm", threads=t,
+                                adaptive=False)
              for t in (1, 2, 3)}
     for i in range(60):
         losses = {t: s(*batches[i % 4]) for t, s in steps.items()}
@@ -194,3 +195,19 @@ def test_dynamic_segments_many_calls_oversubscribed():
     for k in params:
         np.testing.assert_array_equal(steps[1].params[k], steps[3].params[k])
         np.testing.assert_array_equal(steps[1].params[k], steps[2].params[k])
+
+
+def test_adaptive_mode_switches_without_changing_results():
+    """With adaptive on, calls alternate between all threads and one at first, then keep
+    the faster: results never depend on it."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((200, 300)).astype(np.float32)
+    w = rng.standard_normal((300, 256)).astype(np.float32)
+    g = gc.trace(lambda a, w: gc.tanh(a @ w).sum(axis=0), a, w)
+    ref = llvm_backend.compile(g, threads=1)(a, w)[0]
+    fn = llvm_backend.compile(g, threads=2, adaptive=True)
+    assert fn.adaptive is not None
+    for _ in range(30):
+        np.testing.assert_array_equal(fn(a, w)[0], ref)
+    assert fn.adaptive.mode in (1, 2)
+    assert len(fn.adaptive.times[1]) > 0 and len(fn.adaptive.times[2]) > 0
