@@ -4,7 +4,9 @@ One step = forward, softmax cross-entropy, backward, plain SGD update (lr 0.01),
 batch 16 and 128.  Every contender runs the same step on the same data:
 
 * ``graphc``        -- ``gc.compile_step(..., backend="llvm", threads=T)``: one native call
-                       per step, parameters updated in place;
+                       per step on T threads, parameters updated in place;
+* ``graphc-adaptive`` -- the same with ``adaptive=True`` (T > 1 only): each call runs on
+                       T threads or 1, whichever recent calls measured faster;
 * ``numpy``         -- a hand-written forward/backward/SGD step (OpenBLAS matmuls);
 * ``torch``         -- PyTorch eager (``torch.set_num_threads(T)``), ``optim.SGD``;
 * ``torch.compile`` -- the model compiled with ``torch.compile`` (backward and SGD eager);
@@ -48,7 +50,7 @@ def _init(batch, seed=0):
 
 
 # ---- contenders: each returns a zero-argument step function --------------------------------
-def make_graphc(batch, threads):
+def make_graphc(batch, threads, adaptive=False):
     import graphc as gc
     params, x, y = _init(batch)
 
@@ -58,9 +60,19 @@ def make_graphc(batch, threads):
         return gc.nn.cross_entropy(h @ p["w2"] + p["b2"], y)
     t0 = time.perf_counter()
     step = gc.compile_step(loss, params, gc.optim.SGD(LR), (x, y), backend="llvm",
-                           threads=threads)
+                           threads=threads, adaptive=adaptive)
     compile_s = time.perf_counter() - t0
-    return (lambda: step(x, y)), compile_s
+
+    def run():
+        return step(x, y)
+    run.step = step
+    return run, compile_s
+
+
+def make_graphc_adaptive(batch, threads):
+    if threads == 1:
+        raise RuntimeError("same as graphc with 1 thread")
+    return make_graphc(batch, threads, adaptive=True)
 
 
 def make_numpy(batch, threads):
@@ -157,7 +169,8 @@ def make_jax(batch, threads):
     return step, time.perf_counter() - t0
 
 
-CONTENDERS = {"graphc": make_graphc, "numpy": make_numpy, "torch": make_torch,
+CONTENDERS = {"graphc": make_graphc, "graphc-adaptive": make_graphc_adaptive,
+              "numpy": make_numpy, "torch": make_torch,
               "torch.compile": make_torch_compile, "jax": make_jax}
 
 
@@ -184,7 +197,8 @@ def worker(threads, batches, rounds, per_round, names):
             try:
                 fn, compile_s = CONTENDERS[name](batch, threads)
             except Exception as e:   # a broken optional contender is reported, not fatal
-                out["results"].setdefault(str(batch), {})[name] = {"error": repr(e)[:200]}
+                if "same as graphc" not in str(e):
+                    out["results"].setdefault(str(batch), {})[name] = {"error": repr(e)[:200]}
                 continue
             for _ in range(5):
                 fn()
@@ -207,6 +221,10 @@ def worker(threads, batches, rounds, per_round, names):
             res[name] = {"median_ms": 1e3 * ts[len(ts) // 2],
                          "min_ms": 1e3 * ts[0],
                          "compile_s": steps[(batch, name)][1]}
+            st = getattr(steps[(batch, name)][0], "step", None)
+            ad = getattr(getattr(st, "_run", None), "adaptive", None)
+            if ad is not None:
+                res[name]["mode"] = ad.mode
     print("RESULT " + json.dumps(out))
 
 
@@ -306,6 +324,10 @@ def main():
         for b, res in sorted(r["results"].items(), key=lambda kv: int(kv[0])):
             cs = ", ".join(f"{n} {v['compile_s']:.2f} s" for n, v in res.items()
                            if v.get("compile_s"))
+            modes = ", ".join(f"{n} ran {v['mode']} thread(s)" for n, v in res.items()
+                              if "mode" in v)
+            if modes:
+                cs += f"; adaptive choice at the end: {modes}"
             errs = ", ".join(f"{n}: {v['error']}" for n, v in res.items() if "error" in v)
             compile_lines.append(f"- batch {b}, {r['threads']} thread(s): first call/compile: "
                                  f"{cs}" + (f"; errors: {errs}" if errs else ""))

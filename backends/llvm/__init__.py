@@ -8,9 +8,9 @@ numpy backend's interface (and ``graph.updates`` applied in place).  Options:
 * ``fuse`` (default True), ``epilogue`` (default True) -- loop fusion
   (``graphc.passes.fusion``), including elementwise epilogues after matmuls;
 * ``profile`` -- record cycles per kernel (``fn.profile()``; meaningful with 1 thread);
-* ``adaptive`` (default True, or ``GRAPHC_ADAPTIVE=0``) -- with ``threads`` > 1, run
-  each call with all threads or with one, whichever recent calls measured faster
-  (identical results; a loaded machine may not give the second thread a core).
+* ``adaptive`` (default off; ``GRAPHC_ADAPTIVE=1``) -- with ``threads`` > 1, run each
+  call with all threads or with one, whichever recent calls measured faster (identical
+  results; on a loaded machine the OS may not give the other threads a core).
 
 Kept light on purpose: importing the package does not import llvmlite; submodules
 (``jit``, ``gemm``, ``parallel``, ``plan``, ``codegen``, ``runtime``, ...) load on use.
@@ -54,7 +54,7 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
     info = {"lower_seconds": t1 - t0, "source": cm.source, **cm.timings}
     if adaptive is None:
         import os
-        adaptive = os.environ.get("GRAPHC_ADAPTIVE", "1") != "0"
+        adaptive = os.environ.get("GRAPHC_ADAPTIVE", "0") not in ("", "0")
     return runtime.CompiledGraph(graph, p, cm, p.threads, info, profile=profile,
                                  adaptive=adaptive)
 

@@ -34,44 +34,54 @@ class _Adaptive:
 
     Results are bit-identical either way (fixed chunks), so this is purely a speed
     decision: on a loaded machine a second thread that the OS does not schedule makes
-    every call wait for it.  The first calls alternate; afterwards 3 calls in every
-    ``period`` probe the other choice, and the lower median of the recent times wins.
+    every call wait for it.  The first calls alternate; afterwards a block of ``probe``
+    calls in every ``period`` tries the other choice (its first call is not counted:
+    it pays for waking sleeping workers), and the choice changes only when the other
+    median is clearly lower (T threads are preferred on a tie).
     """
 
-    def __init__(self, threads, window=7, period=400):
-        self.threads, self.window, self.period = threads, window, period
+    def __init__(self, threads, window=9, period=200, probe=5):
+        self.threads, self.window, self.period, self.probe = threads, window, period, probe
         self.times = {threads: [], 1: []}
         self.mode = threads
         self.calls = 0
 
-    def choice(self):
-        i = self.calls
-        if i < 2 * self.window:
-            return self.threads if i % 2 == 0 else 1
-        other = 1 if self.mode == self.threads else self.threads
-        return other if i % self.period < 3 else self.mode
+    def _other(self):
+        return 1 if self.mode == self.threads else self.threads
 
     def run(self, runs):
-        m = self.choice()
+        i = self.calls
+        self.calls += 1
+        warm = 2 * self.window + 2
+        if i < warm:
+            m, record = (self.threads if i % 2 == 0 else 1), i >= 2
+        else:
+            j = i % self.period
+            m = self._other() if j < self.probe else self.mode
+            record = j != 0
         t0 = time.perf_counter()
         runs[m]()
         dt = time.perf_counter() - t0
+        if not record:
+            return
         ts = self.times[m]
         ts.append(dt)
         if len(ts) > self.window:
             del ts[0]
-        self.calls += 1
         a, b = self.times[self.threads], self.times[1]
-        if a and b and (self.calls >= 2 * self.window):
-            self.mode = self.threads if sorted(a)[len(a) // 2] <= sorted(b)[len(b) // 2] \
-                else 1
+        if i + 1 >= warm and a and b:
+            ma, mb = sorted(a)[len(a) // 2], sorted(b)[len(b) // 2]
+            if self.mode == self.threads and mb < 0.9 * ma:
+                self.mode = 1
+            elif self.mode == 1 and ma <= mb:
+                self.mode = self.threads
 
 
 class CompiledGraph:
     """``fn(*arrays) -> list of output arrays``; updates ``graph.updates`` in place."""
 
     def __init__(self, graph, plan, module, threads, compile_info=None, profile=False,
-                 adaptive=True):
+                 adaptive=False):
         self.graph, self.plan, self.module = graph, plan, module
         self.threads = threads
         self.compile_info = compile_info or {}
