@@ -13,9 +13,10 @@ batch 16 and 128.  Every contender runs the same step on the same data:
 * ``jax``           -- ``jax.jit`` of the whole step (``value_and_grad`` + SGD), donated
                        parameters.
 
-Each thread count runs in its own process (thread pools are fixed at import), and inside
-it the contenders alternate in rounds so background noise hits all of them alike; the
-figure is the median per-step time, and ratios are taken within the same process.
+Each thread count runs in its own processes (thread pools are fixed at import; torch in
+a process of its own, its OpenMP threads spin long after each call), and inside a
+process the contenders alternate in rounds so background noise hits all of them alike;
+the figure is the median per-step time, ratios are taken within the same invocation.
 torch and jax are optional (``pip install -e .[bench]``).
 
     python bench/mlp_step.py [--threads 1 2] [--batches 16 128] [--update-docs]
@@ -241,18 +242,30 @@ def _env_for(threads):
     return env
 
 
+#: contenders sharing a process: PyTorch's OpenMP threads keep spinning long after a
+#: call and would steal the cores of whoever runs next, so torch gets its own process
+GROUPS = [("graphc", "graphc-adaptive", "numpy", "jax"), ("torch", "torch.compile")]
+
+
 def run_all(thread_counts, batches, rounds, per_round, names):
     results = []
     for t in thread_counts:
-        cmd = [sys.executable, __file__, "--worker", "--threads", str(t), "--rounds",
-               str(rounds), "--per-round", str(per_round), "--batches",
-               *map(str, batches), "--only", *names]
-        proc = subprocess.run(cmd, env=_env_for(t), capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if not line:
-            sys.stderr.write(proc.stdout + proc.stderr)
-            raise SystemExit(f"worker for {t} threads failed")
-        results.append(json.loads(line[-1][7:]))
+        merged = {"threads": t, "results": {}}
+        for group in GROUPS:
+            sel = [n for n in names if n in group]
+            if not sel:
+                continue
+            cmd = [sys.executable, __file__, "--worker", "--threads", str(t), "--rounds",
+                   str(rounds), "--per-round", str(per_round), "--batches",
+                   *map(str, batches), "--only", *sel]
+            proc = subprocess.run(cmd, env=_env_for(t), capture_output=True, text=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if not line:
+                sys.stderr.write(proc.stdout + proc.stderr)
+                raise SystemExit(f"worker for {t} threads failed")
+            for b, res in json.loads(line[-1][7:])["results"].items():
+                merged["results"].setdefault(b, {}).update(res)
+        results.append(merged)
     return results
 
 
@@ -343,7 +356,8 @@ def main():
             "MLP 784-512-256-10, float32, softmax cross-entropy, plain SGD (lr 0.01); one "
             "training step = forward + backward + update.  Median per-step time over "
             f"{args.rounds} alternating rounds of {args.per_round} steps; each thread "
-            "count in its own process, restricted to that many CPUs (sched_setaffinity; "
+            "count in its own processes (torch separately), restricted to that many CPUs "
+            "(sched_setaffinity; "
             "numpy/OpenBLAS, torch and XLA told the same count), 30 ms pause between "
             "contenders so idle spinning threads do not steal the next one's cores.  Ratios < 1: graphc is faster.\n\n" + tab + "\n\n"
             + "\n".join(compile_lines) + "\n")
