@@ -145,9 +145,8 @@ class Codegen:
         st = b.store(val, self.addr(b, ptrs, v, idx))
         st.align = v.st.dtype.itemsize
 
-    def part_range(self, b, tid, extent, unit):
+    def part_range(self, b, tid, extent, unit, T):
         n = -(-extent // unit)
-        T = self.T
         lo = b.mul(b.sdiv(b.mul(I64(n), tid), I64(T)), I64(unit))
         hi = b.mul(b.sdiv(b.mul(I64(n), b.add(tid, I64(1))), I64(T)), I64(unit))
 
@@ -190,8 +189,7 @@ class Codegen:
             ranges = {}
             if k.part_dim is not None:
                 d = k.part_dim
-                unit = 16 if d == len(k.shape) - 1 and k.shape[d] >= 32 * self.T else 1
-                ranges[d] = self.part_range(b, tid, k.shape[d], unit)
+                ranges[d] = self.part_range(b, tid, k.shape[d], k.part_unit, k.nchunks)
             self.loop_body(b, k, ptrs, ranges)
         b.branch(ret)
         b.position_at_end(ret)
@@ -245,14 +243,9 @@ class Codegen:
         dtype = g.c.st.dtype
         if M == 0 or N == 0:
             return
-        parts, by_cols, units, width, spec = plan_mod.gemm_partition(g, self.T)
+        parts, by_cols, units, width, spec = k.gpart     # tid is the chunk index < parts
         gfn = gemm_mod.emit_gemm(self.m, spec)
-        T = self.T
         dim = N if by_cols else M
-        if parts < T:
-            go = b.append_basic_block("gemm.go")
-            b.cbranch(b.icmp_signed("<", tid, I64(parts)), go, ret)
-            b.position_at_end(go)
 
         def cl(x):
             return b.select(b.icmp_signed("<", x, I64(dim)), x, I64(dim))
@@ -382,8 +375,9 @@ class Codegen:
                                [(i, 0) for i in singles]))
             for i in seg:
                 if not plan.kernels[i].single:
-                    for part in range(T):
-                        chunks.append((_cost(plan.kernels[i], T) / T, [(i, part)]))
+                    kn = plan.kernels[i].nchunks
+                    for part in range(kn):
+                        chunks.append((_cost(plan.kernels[i], T) / kn, [(i, part)]))
             chunks.sort(key=lambda c: -c[0])
             n = len(chunks)
             claim = b.gep(ctr, [I64(16 * si)], source_etype=I64)

@@ -29,6 +29,9 @@ VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice"})
 ALIGN = 64
 GLOBAL_CONST_MAX = 1024          # elements; bigger constants are passed as buffers
 SINGLE_THREAD_ELEMS = 1 << 14    # smaller loop kernels run on thread 0 only
+#: a multi-thread kernel is cut into up to this many chunks per thread, claimed
+#: dynamically: a thread slowed down (shared core) ends up doing fewer of them
+CHUNKS_PER_THREAD = 4
 
 
 @dataclass(eq=False)
@@ -598,6 +601,7 @@ def _merge_dims(shape, views):
 
 def _finish_kernel(k: Kernel, threads: int):
     """Merge dims (non-GEMM kernels), choose the partitioned dim, decide single-thread."""
+    k.nchunks = 1
     if hasattr(k, "phases"):
         new = []
         for src, dst in k.phases:
@@ -609,7 +613,9 @@ def _finish_kernel(k: Kernel, threads: int):
         return
     if k.gemm is not None:
         k.part_dim = None
-        k.single = threads > 1 and gemm_partition(k.gemm, threads)[0] == 1
+        k.gpart = gemm_partition(k.gemm, threads * CHUNKS_PER_THREAD if threads > 1 else 1)
+        k.nchunks = k.gpart[0]
+        k.single = threads > 1 and k.nchunks == 1
         return
     views = k.views()
     shp, sts = _merge_dims(k.shape, views)
@@ -629,12 +635,14 @@ def _finish_kernel(k: Kernel, threads: int):
         reduced |= {d for d in range(len(shp)) if r.out.strides[d] == 0}
     cands = [d for d in range(len(shp)) if d not in reduced]
     size = int(np.prod(shp, dtype=np.int64))
-    k.part_dim = None
+    k.part_dim, k.nchunks, k.part_unit = None, 1, 1
     if threads > 1 and size >= SINGLE_THREAD_ELEMS and cands:
         big = [d for d in cands if shp[d] >= 2 * threads]
         if big:
-            k.part_dim = big[0]
-    k.single = threads > 1 and k.part_dim is None
+            d = k.part_dim = big[0]
+            k.part_unit = 16 if d == len(shp) - 1 and shp[d] >= 32 * threads else 1
+            k.nchunks = max(1, min(threads * CHUNKS_PER_THREAD, -(-shp[d] // k.part_unit)))
+    k.single = threads > 1 and k.nchunks == 1
 
 
 def gemm_spec(g: Gemm):
@@ -652,7 +660,7 @@ def gemm_spec(g: Gemm):
     return alt if cost(8) < cost(spec.mr) else spec
 
 
-def gemm_partition(g: Gemm, threads: int):
+def gemm_partition(g: Gemm, chunks: int):
     """(parts, by_cols, units, width, spec): the fixed split of a GEMM's C over threads --
     vector-width column blocks when there are enough (always for trans_b, whose B
     panels are packed per column block), else MR-row blocks; small products stay on
@@ -661,7 +669,7 @@ def gemm_partition(g: Gemm, threads: int):
     spec = gemm_spec(g)
     M, N, K = g.m, g.n, g.k
     work = M * N * max(K, 1)
-    parts = min(threads, max(1, work // gemm_mod.MIN_WORK_PER_THREAD))
+    parts = min(chunks, max(1, work // (gemm_mod.MIN_WORK_PER_THREAD // CHUNKS_PER_THREAD)))
     cunits, runits = -(-N // spec.vw), -(-M // spec.mr)
     by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
     units = cunits if by_cols else runits
