@@ -173,6 +173,19 @@ def groups(graph: Graph) -> dict[str, list[Node]]:
     return out
 
 
+def _leaves_graph(v: Value, ext) -> bool:
+    """``v`` or a view of it is a graph output or an update."""
+    stack, seen = [v], set()
+    while stack:
+        x = stack.pop()
+        if x in ext:
+            return True
+        if x not in seen:
+            seen.add(x)
+            stack.extend(u.output for u in x.users if u.op in VIEW_OPS)
+    return False
+
+
 def fused_values(graph: Graph) -> set[Value]:
     """Values read only inside their own group (never stored; no buffer needed)."""
     pos = {n: i for i, n in enumerate(graph.nodes)}
@@ -182,7 +195,7 @@ def fused_values(graph: Graph) -> set[Value]:
         mset = set(members)
         for m in members:
             v = m.output
-            if m.op == "matmul" or get_op(m.op).kind == "reduce" or v in ext:
+            if m.op == "matmul" or get_op(m.op).kind == "reduce" or _leaves_graph(v, ext):
                 continue
             if all(u in mset for u, _ in _effective_users(v, pos, len(graph.nodes))):
                 out.add(v)

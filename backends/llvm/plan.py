@@ -224,6 +224,20 @@ def _kind(n: Node) -> str:
     return lw.kind
 
 
+def _reaches(v: Value, targets, is_view) -> bool:
+    """Whether ``v`` or a view of it (through view chains) is in ``targets``."""
+    stack, seen = [v], set()
+    while stack:
+        x = stack.pop()
+        if x in targets:
+            return True
+        if x in seen:
+            continue
+        seen.add(x)
+        stack.extend(u.output for u in x.users if is_view(u))
+    return False
+
+
 def _effective_users(v: Value, is_view):
     out, stack, seen = [], [v], set()
     while stack:
@@ -292,9 +306,11 @@ def build_plan(graph, threads: int = 1) -> Plan:
     out_st = [new_storage("out", v.dtype, v.size, f"out{j}") for j, v in enumerate(graph.outputs)]
 
     # values needing a buffer (read outside their kernel, or leaving the graph)
+    leaving = outputs_set | set(update_src)
+
     def needs_store(v: Value) -> bool:
         n = v.node
-        if n.op == "matmul" or v in outputs_set or v in update_src:
+        if n.op == "matmul" or _reaches(v, leaving, is_view):
             return True
         ks = kernel_of[n]
         return any(u not in ks for u in _effective_users(v, is_view))

@@ -211,3 +211,20 @@ def test_adaptive_mode_switches_without_changing_results():
         np.testing.assert_array_equal(fn(a, w)[0], ref)
     assert fn.adaptive.mode in (1, 2)
     assert len(fn.adaptive.times[1]) > 0 and len(fn.adaptive.times[2]) > 0
+
+
+def test_value_leaving_through_a_view_is_stored():
+    """A fused chain whose result leaves the graph only through a reshape."""
+    g = Graph("g")
+    x = g.add_input((5, 3), np.float32, "x")
+    w = g.add_input((3,), np.float32, "w")
+    wb = g.add("broadcast_to", [w], {"shape": (5, 3)})
+    y = g.add("tanh", [g.add("add", [x, wb])])
+    g.set_outputs([g.add("reshape", [y], {"shape": (15,)})])
+    assert not fusion.fused_values(fusion.fuse(g)) & set(fusion.fuse(g).outputs)
+    xs = [np.ones((5, 3), np.float32), np.arange(3, dtype=np.float32)]
+    np.testing.assert_allclose(llvm_backend.compile(g, threads=1)(*xs)[0],
+                               numpy_backend.run(g, xs)[0], rtol=1e-6)
+    fg = fusion.fuse(g)
+    tanh = next(n for n in fg.nodes if n.op == "tanh")
+    assert tanh.output not in fusion.fused_values(fg)
