@@ -3,9 +3,10 @@
 Entry: ``void graphc_main(i64 tid, i64 nthreads, ptr argv, ptr barrier_state)`` (the
 launcher's job signature, ``parallel.JOB_TYPE``) where
 ``argv`` is an i64 array of buffer addresses (graph inputs, outputs, large constants,
-the arena).  Every thread runs it; each kernel computes ``tid``'s fixed share of its
-iteration space (a contiguous range of one loop dimension, or the GEMM's row/column
-range) and a barrier separates dependent kernels (``parallel.emit_barrier``).
+the arena, a profile buffer, the segment counters).  With one thread it calls the
+kernels in order.  With T threads every thread runs it and claims *chunks* (fixed
+pieces of kernels) of one *segment* (the kernels between two synchronisation points
+of the plan) at a time; see ``Codegen.dynamic_phases``.
 
 Kernels take one ``noalias`` pointer per buffer they touch, and their innermost loop is
 a plain counted loop over constant strides, so LLVM's loop vectorizer widens it to

@@ -11,9 +11,15 @@ stores to views, reductions accumulated into an output view with stride 0 along 
 reduced axes; or a GEMM, optionally followed by an elementwise epilogue on the same
 tile range.  Kernels follow the fusion groups (``graphc.passes.fusion``) and run at
 the position of their last member.  Then: direct in-place stores of optimizer updates
-where safe, copies for the rest, an arena layout from liveness over the kernel
-sequence, and barriers only where one kernel reads or overwrites what an earlier one
-(since the last barrier) wrote or read.
+where safe, copies for the rest, a reordering of the kernels into dependency levels
+(``_schedule``), an arena layout from liveness over that order, and synchronisation
+points (``Kernel.barrier``) only where one kernel reads or overwrites what an earlier
+one on another thread wrote or read (``check_barriers`` verifies it on every plan).
+
+Threads: a multi-thread kernel is cut into ``nchunks`` fixed pieces (a range of one
+loop dimension, or a column/row block of a GEMM's product); what a piece computes and
+the order of every reduction depend only on the shapes, so results are bit-identical
+for any thread count.  Kernels small enough to run on thread 0 alone are ``single``.
 """
 from __future__ import annotations
 
