@@ -274,9 +274,11 @@ class Codegen:
             return
         # GEMM + epilogue by blocks of rows, so that the epilogue reads its block of the
         # product from L2 (~96 KB) instead of memory
+        # (only when op(B)'s K x cols stays in L2: each row block re-reads it, and a
+        # transposed B is re-packed per call)
         cols = N if by_cols is False else min(N, -(-units // parts) * width)
         rb = max(spec.mr, (96 * 1024 // max(1, cols * dtype.itemsize)) // spec.mr * spec.mr)
-        if rb >= M:
+        if rb >= M or K * cols * dtype.itemsize > 256 * 1024 or g.trans_b:
             call([])
             self.loop_body(b, k, ptrs, {0: (i0, i1), 1: (j0, j1)})
             return
