@@ -27,6 +27,7 @@ I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 ENTRY = "graphc_main"
+SMALLK_INTERLEAVE = 4
 
 
 def _const_init(st):
@@ -51,6 +52,7 @@ class Codegen:
         self.globals = {}
         self._ids = 0
         self._loop_md = {}
+        self._interleave = 0
 
     # ---- small helpers ---------------------------------------------------------------------
     def global_of(self, st):
@@ -67,13 +69,17 @@ class Codegen:
         return g
 
     def loop_md(self, vectorize):
-        key = bool(vectorize)
+        key = (bool(vectorize), self._interleave)
         md = self._loop_md.get(key)
         if md is None:
             props = [self.m.add_metadata([ir.MetaDataString(self.m, "llvm.loop.unroll.disable")])]
             if not vectorize:
                 props.append(self.m.add_metadata([
                     ir.MetaDataString(self.m, "llvm.loop.vectorize.enable"), ir.IntType(1)(0)]))
+            elif self._interleave:
+                props.append(self.m.add_metadata([
+                    ir.MetaDataString(self.m, "llvm.loop.interleave.count"),
+                    ir.IntType(32)(self._interleave)]))
             md = props
             self._loop_md[key] = md
         self._ids += 1
@@ -197,7 +203,7 @@ class Codegen:
         b.ret_void()
         return fn, sts
 
-    def loop_body(self, b, k, ptrs, ranges):
+    def loop_body(self, b, k, ptrs, ranges, produce=None):
         kept = None
         if k.reductions:
             red = set()
@@ -216,6 +222,8 @@ class Codegen:
             env = {}
             for tok, v in k.loads.items():
                 env[tok] = self.load(b, ptrs, v, idx)
+            if produce is not None:
+                produce(idx, env)
             for n in k.nodes:
                 env[n.output] = LOWERINGS[n.op].emit(b, n, *[env[x] for x in n.inputs])
             for tok, v in k.stores:
@@ -241,7 +249,7 @@ class Codegen:
     def gemm_body(self, b, k, ptrs, tid, ret):
         g = k.gemm
         M, N, K = g.m, g.n, g.k
-        dtype = g.c.st.dtype
+        dtype = g.a.st.dtype
         if M == 0 or N == 0:
             return
         parts, by_cols, units, width, spec = k.gpart     # tid is the chunk index < parts
@@ -256,8 +264,11 @@ class Codegen:
             i0, i1, j0, j1 = I64(0), I64(M), lo, hi
         else:
             i0, i1, j0, j1 = lo, hi, I64(0), I64(N)
-        batch = g.c.shape[:-2]
         et = mem_type(dtype)
+        if getattr(k, "smallk", False):
+            self.smallk_body(b, k, ptrs, (i0, i1), (j0, j1))
+            return
+        batch = g.c.shape[:-2]
 
         def call(bidx, r0=i0, r1=i1):
             offs = []
@@ -291,6 +302,29 @@ class Codegen:
         nblk = b.sdiv(b.add(b.sub(i1, i0), I64(rb - 1)), I64(rb))
         self.loop(b, I64(0), nblk, lambda bi: block(b.add(i0, b.mul(bi, I64(rb)))),
                   "rblk", vectorize=False)
+
+    def smallk_body(self, b, k, ptrs, rows, cols):
+        """C = op(A)·B with small K fused into the epilogue loop: per element, K
+        ``llvm.fma`` in k order from 0 (the GEMM kernel's exact arithmetic); the
+        innermost (column) loop vectorizes, A's K values are loop-invariant in it."""
+        g = k.gemm
+        t = reg_type(g.a.st.dtype)
+        fma = self.m.globals.get(f"llvm.fma.{'f32' if t == ir.FloatType() else 'f64'}") or \
+            ir.Function(self.m, ir.FunctionType(t, [t, t, t]),
+                        f"llvm.fma.{'f32' if t == ir.FloatType() else 'f64'}")
+        mm = g.node.output
+
+        def produce(idx, env):
+            i, j = idx
+            acc = ir.Constant(t, 0.0)
+            for kk in range(g.k):
+                av = self.load(b, ptrs, g.a, [i, I64(kk)])
+                bv = self.load(b, ptrs, g.b, [I64(kk), j])
+                acc = b.call(fma, [av, bv, acc])
+            env[mm] = acc
+        self._interleave = SMALLK_INTERLEAVE    # independent FMA chains per iteration
+        self.loop_body(b, k, ptrs, {0: rows, 1: cols}, produce)
+        self._interleave = 0
 
     # ---- entry --------------------------------------------------------------------------
     def build(self):

@@ -38,6 +38,8 @@ SINGLE_THREAD_ELEMS = 1 << 14    # smaller loop kernels run on thread 0 only
 #: a multi-thread kernel is cut into up to this many chunks per thread, claimed
 #: dynamically: a thread slowed down (shared core) ends up doing fewer of them
 CHUNKS_PER_THREAD = 4
+#: GEMMs with an epilogue and K up to this are fused into the epilogue loop
+SMALLK_MAX = 32
 
 
 @dataclass(eq=False)
@@ -191,7 +193,7 @@ class Kernel:
             if r.acc is not None:
                 out.append(r.acc)
         if self.gemm is not None:
-            out += [self.gemm.a, self.gemm.b, self.gemm.c]
+            out += [v for v in (self.gemm.a, self.gemm.b, self.gemm.c) if v is not None]
         return out
 
     def reads(self):
@@ -204,7 +206,7 @@ class Kernel:
     def writes(self):
         ws = [v for _, v in self.stores] + [r.out for r in self.reductions]
         ws += [r.acc for r in self.reductions if r.acc]
-        if self.gemm is not None:
+        if self.gemm is not None and self.gemm.c is not None:
             ws.append(self.gemm.c)
         return ws
 
@@ -321,6 +323,10 @@ def build_plan(graph, threads: int = 1) -> Plan:
         ks = kernel_of[n]
         return any(u not in ks for u in _effective_users(v, is_view))
 
+    def needs_store_outside(v: Value, group) -> bool:
+        return _reaches(v, leaving, is_view) or any(
+            u not in group for u in _effective_users(v, is_view))
+
     # direct in-place stores of updates: safe when every other reader of the target ran in
     # an earlier kernel or reads it element-for-element in the storing kernel
     direct = {}
@@ -422,7 +428,7 @@ def build_plan(graph, threads: int = 1) -> Plan:
         members = kernel_of[n]
         done.update(members)
         kernels.append(_make_kernel(members, kpos(n), ref, home, needs_store, new_storage,
-                                    materialize))
+                                    materialize, needs_store_outside))
 
     # ---- outputs and non-direct updates ---------------------------------------------------------
     out_views = [View.whole(out_st[j], v.shape) for j, v in enumerate(graph.outputs)]
@@ -498,7 +504,8 @@ def _valid_group(members, pos, is_view, END, graph) -> bool:
     return True
 
 
-def _make_kernel(members, at, ref, home, needs_store, new_storage, materialize) -> Kernel:
+def _make_kernel(members, at, ref, home, needs_store, new_storage, materialize,
+                 needs_store_outside) -> Kernel:
     mset = set(members)
     mm = next((m for m in members if m.op == "matmul"), None)
     ew = [m for m in members if _kind(m) == "elementwise"]
@@ -512,13 +519,23 @@ def _make_kernel(members, at, ref, home, needs_store, new_storage, materialize) 
     k = Kernel(name, shape, pos=at)
     if mm is not None:
         k.gemm = _gemm_kernel(mm, ref, at, materialize).gemm
+        g = k.gemm
+        # Small K (weight gradients at small batch): the product is computed element by
+        # element inside the epilogue loop (K fused multiply-adds in k order, as the
+        # GEMM kernel does: identical bits), never stored unless read elsewhere.
+        k.smallk = (g.k <= SMALLK_MAX and not g.trans_b and g.c.shape == shape
+                    and g.c.st.dtype.kind == "f")
+        if k.smallk and not needs_store_outside(mm.output, mset):
+            g.c = None
     produced = {m.output for m in members}
     for m in ew + reds:
         for x in m.inputs:
-            if x in produced and x.node is not mm:
+            if x in produced and (x.node is not mm or getattr(k, "smallk", False)):
                 continue
             if x not in k.loads:
                 k.loads[x] = ref(x)
+    if getattr(k, "smallk", False) and k.gemm.c is not None:
+        k.stores.append((mm.output, k.gemm.c))
     k.nodes = ew
     for m in ew:
         v = m.output
@@ -672,7 +689,7 @@ def gemm_spec(g: Gemm):
     when it leaves fewer rows to the slow one-row edge kernel (batch 16: 2 full 8-row
     tiles instead of 2x6 + 4 single rows, 1.5x faster measured)."""
     from . import gemm as gemm_mod
-    spec = gemm_mod.default_spec(g.c.st.dtype, g.trans_a, g.trans_b)
+    spec = gemm_mod.default_spec(g.a.st.dtype, g.trans_a, g.trans_b)
     if spec.nv != 4:
         return spec
     alt = gemm_mod.GemmSpec(spec.dtype, spec.trans_a, spec.trans_b, 8, 2, spec.vw, spec.kc)
