@@ -308,20 +308,20 @@ def _versions():
 NOTES = """\
 How to read it (per-kernel cycle counts: `python bench/mlp_step.py --profile`):
 
-- graphc's step is one native call of ~24 kernels; at batch 128 the five GEMM kernels
-  (with their fused bias/ReLU/mask epilogues and the SGD update fused into the weight-gradient
-  GEMMs) take ~98% of the cycles and run at ~235 GFLOP/s on one core, ~94% of the GEMM
-  micro-kernel's own speed (bench/gemm.py): the 1-thread step is GEMM-bound.  The rest
-  (softmax cross-entropy, bias gradients, copies) is < 3%.
-- batch 16, one thread: the weight-gradient GEMMs have K = 16, and the update streams the
-  1.6 MB first-layer weights from L3 (it does not fit the 1 MB L2); these kernels reach
-  ~55-60% of the FMA peak, which is what keeps the ratio to JAX near 0.8 instead of 0.5.
-- 2 threads: kernels are cut into chunks claimed dynamically, with one synchronisation per
-  dependency level (4 per step for this MLP).  This machine is shared: while another
-  process keeps one core busy, any 2-thread run suffers (every contender's 2-thread figures
-  move a lot between runs); `graphc-adaptive` then falls back to one thread per call.  On a
-  quiet machine (17:52 UTC run) graphc measured 0.185 ms (batch 16) and 0.794 ms (batch 128)
-  against JAX's 0.496 and 1.961 ms: ratios 0.37 and 0.40.
+- graphc's step is one native call of 24 kernels.  At batch 128 the five GEMM kernels --
+  with the bias/ReLU/ReLU-mask epilogues and the SGD update fused into them -- take ~98% of
+  the cycles at 234-248 GFLOP/s on one core (epilogues included), i.e. at the speed of the
+  GEMM micro-kernel itself (bench/gemm.py): the 1-thread step is GEMM-bound.  Softmax
+  cross-entropy, bias gradients and copies are < 3%.
+- At batch 16 the GEMMs have M = 16 (forward, input gradients: 8x32 tiles, 183-227 GFLOP/s)
+  or K = 16 (weight gradients: computed inside the update loop, ~205 GFLOP/s with the
+  update); the first layer's 1.6 MB of weights are streamed from L3 twice per step (they do
+  not fit the 1 MB L2).  The step runs at ~200 GFLOP/s, ~75% of one core's FMA peak, which
+  bounds the 1-thread ratio to JAX near 0.6 rather than 0.5.
+- 2 threads: kernels are cut into fixed chunks claimed dynamically, with one
+  synchronisation per dependency level (4 per step for this MLP).  This machine is shared:
+  while another process keeps a core busy, every contender's 2-thread figures move a lot
+  between runs; `graphc-adaptive` then runs calls on one thread when that measures faster.
 """
 
 
