@@ -148,8 +148,13 @@ def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> li
     targets = {a.name: args[i] for i, a in enumerate(graph.inputs)}
     kinds, offsets = plan.kinds, plan.offsets
     results = {v: np.array(env[v]) for v in graph.outputs if v in env}   # inputs as given
+    # A fusion group (attrs["group"]) runs as one kernel at its last member: run its
+    # members (and what reads them) there too, as the plan assumes.
+    from graphc.passes.liveness import exec_positions
+    pos = exec_positions(graph)
+    order = sorted(graph.nodes, key=lambda n: pos[n])      # stable: ties keep the schedule
     with np.errstate(all="ignore"):
-        for n in graph.nodes:
+        for n in order:
             v = n.output
             if n.op == "input":
                 continue
@@ -174,7 +179,11 @@ def run_planned(graph: Graph, args, plan, arena: np.ndarray | None = None) -> li
             elif kind == "output":                 # own memory, same layout as in run
                 dest = arena_view(np.empty(v.nbytes, np.uint8), 0, v, out)
                 results[v] = dest
-            else:                                  # constant, fused: no arena bytes
+            elif kind == "fused":                  # a register value: a snapshot, no arena
+                env[v] = arena_view(np.empty(v.nbytes, np.uint8), 0, v, out)
+                env[v][...] = out
+                continue
+            else:                                  # constant
                 env[v] = out
                 continue
             dest[...] = out

@@ -13,8 +13,9 @@ reads (``graphc.ir.saved_activations``): they are what reverse-mode AD keeps ali
 forward pass into the backward pass.
 
 Fused values (``fused_values``) are computed in registers inside a fusion group and have
-no buffer; their operands are read when the group runs, so an operand of a fused value
-stays live until the last reader of that fused value.
+no buffer.  A fusion group runs as one kernel at the position of its last member
+(``exec_positions``): its stored members are defined there and its operands read there;
+an operand of a fused value stays live until the last reader of that fused value.
 
 This is an analysis: it never changes the graph.
 """
@@ -28,19 +29,34 @@ from graphc.ir import Graph, Value, saved_activations
 PERSISTENT_KINDS = ("input", "constant", "output")
 
 
+VIEW_OPS = ("reshape", "transpose", "broadcast_to", "slice", "stop_gradient")
+
+
 def fused_values(graph: Graph) -> set[Value]:
     """Values consumed only inside their own fusion group: they need no buffer.
 
-    The fusion pass (``passes/fusion*``) marks nodes with ``attrs["group"]``; a value whose
-    producer and every reader carry the same group, and which is no graph output or update,
-    lives in registers.  Without group marks this is the empty set.  The memory planner
-    takes any ``fused=`` set or callable instead of this default.
+    The fusion pass (``passes/fusion.py``) marks nodes with ``attrs["group"]`` and is the
+    authority on which members it stores (``graphc.passes.fusion.fused_values``: not
+    matmuls or reductions, not values read outside the group, even through a view); this
+    default asks it.  Without the fusion module, a value whose producer and every reader
+    carry the same group (no matmul/reduction, no output or update) is fused.  Without group
+    marks this is the empty set.  The planner takes any ``fused=`` set or callable instead.
     """
+    if not any("group" in n.attrs for n in graph.nodes):
+        return set()
+    try:
+        from .fusion import fused_values as from_fusion
+    except ImportError:
+        from_fusion = None
+    if from_fusion is not None:
+        return set(from_fusion(graph))
+    from graphc.ir import get_op
     out = set()
     keep = set(graph.outputs) | {b for _, b in graph.updates}
     for n in graph.nodes:
         grp = n.attrs.get("group")
-        if grp is None or n.op in ("input", "constant"):
+        if grp is None or n.op in ("input", "constant", "matmul") \
+                or get_op(n.op).kind == "reduce":
             continue
         v = n.output
         if v in keep or not v.users:
@@ -48,6 +64,28 @@ def fused_values(graph: Graph) -> set[Value]:
         if all(u.attrs.get("group") == grp for u in v.users):
             out.add(v)
     return out
+
+
+def exec_positions(graph: Graph) -> dict:
+    """Schedule step at which each node runs.  A fusion group runs as one kernel at the
+    position of its last member, so every member is computed (and reads) there; a node
+    reading a value of a group that has not run yet (a view looked through by the fusion
+    pass) runs when it can, i.e. there too.  Sorting nodes by (position, index) is a
+    topological order: how ``numpy_backend.run_planned`` executes a fused graph."""
+    last = {}
+    for i, n in enumerate(graph.nodes):
+        g = n.attrs.get("group")
+        if g is not None:
+            last[g] = i
+    pos = {}
+    for i, n in enumerate(graph.nodes):
+        g = n.attrs.get("group")
+        p = last[g] if g is not None else i
+        for x in n.inputs:
+            if pos[x.node] > p:
+                p = pos[x.node]
+        pos[n] = p
+    return pos
 
 
 def persistent_kind(graph: Graph, v: Value, outputs: set | None = None) -> str | None:
@@ -124,14 +162,19 @@ def liveness(graph: Graph, fused=None) -> Liveness:
         fused = fused(graph)
     fused = set(fused)
     outputs = set(graph.outputs)
+    keep = outputs | {b for _, b in graph.updates}
+    for n in nodes:                    # a view of a register value is a register value
+        if n.op in VIEW_OPS and n.inputs and n.inputs[0] in fused and n.output not in keep:
+            fused.add(n.output)
+    pos = exec_positions(graph)
     update_of = {}
     for a, b in graph.updates:
         update_of.setdefault(b, a)
     start, end, persistent = {}, {}, {}
     for i, n in enumerate(nodes):
         v = n.output
-        start[v] = i
-        end[v] = i
+        start[v] = pos[n]
+        end[v] = pos[n]
         k = persistent_kind(graph, v, outputs)
         if k:
             persistent[v] = k
@@ -142,7 +185,7 @@ def liveness(graph: Graph, fused=None) -> Liveness:
     # Walk backwards: a node's readers are all later, so their (effective) read time is final.
     for i in range(len(nodes) - 1, -1, -1):
         n = nodes[i]
-        t = end[n.output] if n.output in fused else i
+        t = end[n.output] if n.output in fused else pos[n]
         for x in n.inputs:
             if t > end[x]:
                 end[x] = t

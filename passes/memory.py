@@ -134,11 +134,6 @@ class MemoryPlan:
 
 
 # ---- 1. buffers -------------------------------------------------------------------------------
-def _contig_reads(n, B, buf_of, contig) -> bool:
-    """Every operand of ``n`` stored in ``B`` is read at the element index it is written."""
-    return all(contig[x] for x in n.inputs if buf_of.get(x) is B)
-
-
 def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace=True,
                    alignment=ALIGNMENT):
     """Group values into buffers (views, in-place, updates); returns (buffers, kinds, aliases)."""
@@ -159,28 +154,80 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
     reusable = {a for a, bs in update_targets.items() if len(bs) == 1
                 and a.node.op == "input" and a not in outputs and a not in sources}
 
+    # A value's bytes are read until its last reader *or the last reader of a view of it*
+    # (views join the buffer later in the walk, but decisions before them must know).
+    vend = dict(live.end)
+    for n in reversed(graph.nodes):
+        w = n.output
+        if n.op in views and n.inputs and w not in live.persistent and w not in live.fused:
+            x = n.inputs[0]
+            if vend[w] > vend[x]:
+                vend[x] = vend[w]
+
     def new(v, home=None):
         B = Buffer(len(buffers), nb[v], align(nb[v], alignment), live.start[v],
-                   live.end[v], [v.name], -1, home)
+                   vend[v], [v.name], -1, home)
         buffers.append(B)
         buf_of[v] = B
+        roots[B.id] = {root[v]}
         return B
 
     def join(B, v, kind, base):
+        roots[B.id].add(root[v])
         B.values.append(v.name)
-        B.end = max(B.end, live.end[v])
+        B.end = max(B.end, vend[v])
         buf_of[v] = B
         kinds[v.name] = kind
         aliases[v.name] = base.name
 
     reusable_names = {a.name for a in reusable}
+    # Nodes that run at the same step (a fusion group and the views deferred with it), in
+    # execution order; and the value whose bytes each view reads (its root).
+    at_step: dict = {}
+    for n in sorted(graph.nodes, key=lambda n: live.start[n.output]):
+        at_step.setdefault(live.start[n.output], []).append(n)
+    root = {}
+    for n in graph.nodes:
+        w = n.output
+        if n.op in views and n.inputs and w not in live.persistent and w not in live.fused \
+                and n.inputs[0] not in live.fused:
+            root[w] = root[n.inputs[0]]
+        else:
+            root[w] = w
+    roots: dict = {}                   # buffer id -> root values stored in it
+
+    def safe_in(n, B, v):
+        """``n`` may write ``v`` into ``B``: it is elementwise, reads ``B`` at the index it
+        writes, and of the nodes running at the same step (its fusion group), none after it
+        reads ``B`` and every member before it reads ``B`` elementwise at that index."""
+        if get_op(n.op).kind != "elementwise":
+            return False
+        rB = roots[B.id]
+        g = n.attrs.get("group")
+        after = False
+        for m in at_step[live.start[n.output]]:
+            if m is n:
+                after = True
+            hits = [y for y in m.inputs if root[y] in rB]
+            if not hits:
+                continue
+            if after and m is not n:
+                return False           # it would read what n overwrote
+            if m is n or (g is not None and m.attrs.get("group") == g):
+                if get_op(m.op).kind != "elementwise" or \
+                        any(not contig[y] or nb[y] != nb[v] for y in hits):
+                    return False
+        return True
+
     for n in graph.nodes:              # inputs and constants exist from the start
         v = n.output
         if live.persistent.get(v) in ("input", "constant"):
             B = new(v, home=v.name)
-            B.start, B.end = 0, (live.end[v] if v.users else -1)   # end: last read
-    for i, n in enumerate(graph.nodes):
+            B.start, B.end = 0, (vend[v] if v.users else -1)       # end: last read
+    # in execution order: a fusion group's members run at its last member's step
+    for n in sorted(graph.nodes, key=lambda n: live.start[n.output]):
         v = n.output
+        i = live.start[v]
         contig[v] = True
         pk = live.persistent.get(v)
         if pk:
@@ -194,13 +241,13 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
             contig[v] = contig[x] and n.op in CONTIGUOUS_VIEWS
             join(buf_of[x], v, "view", x)
             continue
-        elementwise = get_op(n.op).kind == "elementwise" and n.attrs.get("group") is None
+        elementwise = get_op(n.op).kind == "elementwise"
         a = live.update_of.get(v)
         if a is not None and len(sources[v]) == 1 and len(update_targets[a]) == 1 \
                 and a.node.op == "input" and a not in outputs and a not in sources \
                 and v not in outputs:
             A = buf_of[a]
-            if A.end < i or (A.end == i and elementwise and _contig_reads(n, A, buf_of, contig)):
+            if A.end < i or (A.end == i and safe_in(n, A, v)):
                 join(A, v, "update", a)
                 continue
         if inplace and elementwise:
@@ -211,8 +258,7 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
                 if B is not None and B.persistent and B.home not in reusable_names:
                     continue
                 if (B is not None and B.end == i and contig[x]
-                        and nb[x] == nb[v] == B.nbytes
-                        and _contig_reads(n, B, buf_of, contig)):
+                        and nb[x] == nb[v] == B.nbytes and safe_in(n, B, v)):
                     join(B, v, "inplace", x)
                     break
             else:
