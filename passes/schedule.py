@@ -179,17 +179,38 @@ def _reordered(graph: Graph, nodes: list) -> Graph:
     return g
 
 
+def _bound(graph: Graph, nodes: list, plan_options) -> tuple[int, int]:
+    """(lower bound, byte-steps) of ``graph`` run in order ``nodes``: buffers only, no
+    placement (the graph's node list is swapped in and restored)."""
+    from .liveness import liveness
+    from .memory import CONTIGUOUS_VIEWS, assign_buffers, lower_bound
+    saved = graph.nodes
+    graph.nodes = nodes
+    try:
+        live = liveness(graph, plan_options.get("fused"))
+        bufs, _, _ = assign_buffers(graph, live, plan_options.get("views", CONTIGUOUS_VIEWS),
+                                    plan_options.get("inplace", True))
+        bound, prof = lower_bound([b for b in bufs if not b.persistent], len(nodes))
+    finally:
+        graph.nodes = saved
+    return bound, sum(prof)
+
+
 def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = None,
                         **plan_options) -> Graph:
     """A copy of ``graph`` in the candidate order whose planned arena is smallest.
 
-    ``report`` (a dict), when given, receives ``{candidate: (arena_bytes, bound_bytes)}``
-    and ``"chosen"``.  ``plan_options`` go to ``plan_memory``.
+    Every candidate is scored by its lower bound (ties: fewest byte-steps, i.e. values
+    dying young); the best one and the original order are then planned in full and the
+    smaller arena wins, so the pass never makes the plan worse.  ``report`` (a dict), when
+    given, receives ``{candidate: (arena_bytes or None, bound_bytes)}`` and ``"chosen"``.
+    ``plan_options`` go to ``plan_memory``.
     """
-    from .memory import lower_bound, plan_memory
+    from .memory import plan_memory
     names = list(heuristics or HEURISTICS)
-    best = None
-    seen = set()
+    if "original" not in names:
+        names.insert(0, "original")
+    cands, seen = [], set()
     for name in names:
         base = HEURISTICS[name](graph)
         for cand_name, nodes in ((name, base), (name + "+sink", sink(graph, base))):
@@ -199,15 +220,23 @@ def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = Non
             seen.add(sig)
             if len(nodes) != len(graph.nodes):
                 raise AssertionError(f"schedule {cand_name} lost nodes")
-            g = _reordered(graph, nodes)
-            p = plan_memory(g, **plan_options)
-            _, prof = lower_bound([b for b in p.buffers if not b.persistent], len(g.nodes))
-            # ties: the lower bound, then the fewest byte-steps (values dying young)
-            score = (p.arena_bytes, p.lower_bound_bytes, sum(prof), name != "original")
+            bound, steps = _bound(graph, nodes, plan_options)
+            cands.append(((bound, steps, name != "original"), cand_name, nodes))
             if report is not None:
-                report[cand_name] = (p.arena_bytes, p.lower_bound_bytes)
-            if best is None or score < best[0]:
-                best = (score, cand_name, g)
+                report[cand_name] = (None, bound)
+    best = min(cands, key=lambda c: c[0])
+    finals = [c for c in cands if c[1] == "original"]
+    if best[1] != "original":
+        finals.append(best)
+    chosen = None
+    for score, cand_name, nodes in finals:
+        g = _reordered(graph, nodes)
+        p = plan_memory(g, **plan_options)
+        if report is not None:
+            report[cand_name] = (p.arena_bytes, p.lower_bound_bytes)
+        key = (p.arena_bytes, score)
+        if chosen is None or key < chosen[0]:
+            chosen = (key, cand_name, g)
     if report is not None:
-        report["chosen"] = best[1]
-    return verify(best[2])
+        report["chosen"] = chosen[1]
+    return verify(chosen[2])
