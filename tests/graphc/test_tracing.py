@@ -353,6 +353,6 @@ def test_builtin_model_nodes_name_the_model_file_not_the_caller():
     from graphc.source import _MODELS
     src = "import graphc as gc\ndef model(x):\n    return gc.tanh(x)\n"
     ns = {}
-    exec(compile(src, os.path.join(_MODELS, "fake_model.py"), "exec"), ns)
+    exec(compile(src, os.path.join(_MODELS[0], "fake_model.py"), "exec"), ns)
     g = gc.trace(ns["model"], np.ones(2))
     assert [n.source for n in g.nodes if n.op == "tanh"] == ["fake_model.py:3"]
