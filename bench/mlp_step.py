@@ -206,8 +206,11 @@ def worker(threads, batches, rounds, per_round, names):
             steps[(batch, name)] = (fn, compile_s)
     for batch in batches:
         times = {name: [] for (b, name) in steps if b == batch}
-        for _ in range(rounds):
-            for name in times:
+        order = list(times)
+        for r in range(rounds):
+            # rotate the order each round: whoever runs right after another contender
+            # suffers its idle threads' spinning; rotation spreads that evenly
+            for name in order[r % len(order):] + order[:r % len(order)]:
                 fn = steps[(batch, name)][0]
                 t0 = time.perf_counter()
                 for _ in range(per_round):
@@ -215,7 +218,7 @@ def worker(threads, batches, rounds, per_round, names):
                 times[name].append((time.perf_counter() - t0) / per_round)
                 # let idle worker threads (graphc's, OpenBLAS's, XLA's) stop spinning
                 # before the next contender runs
-                time.sleep(0.03)
+                time.sleep(0.05)
         res = out["results"].setdefault(str(batch), {})
         for name, ts in times.items():
             ts.sort()
@@ -318,6 +321,10 @@ How to read it (per-kernel cycle counts: `python bench/mlp_step.py --profile`):
   update); the first layer's 1.6 MB of weights are streamed from L3 twice per step (they do
   not fit the 1 MB L2).  The step runs at ~200 GFLOP/s, ~75% of one core's FMA peak, which
   bounds the 1-thread ratio to JAX near 0.6 rather than 0.5.
+- "first call/compile" of graphc is `compile_step` with the object code in the disk cache
+  (tracing, autodiff, lowering to IR text, loading): ~0.04-0.14 s.  Cold (empty cache)
+  the LLVM backend takes ~0.4 s for this step (O3 ~0.16 s, code generation ~0.14 s, of
+  which the GEMM variants are about half).
 - 2 threads: kernels are cut into fixed chunks claimed dynamically, with one
   synchronisation per dependency level (4 per step for this MLP).  This machine is shared:
   while another process keeps a core busy, every contender's 2-thread figures move a lot
@@ -419,8 +426,9 @@ def main():
             f"{args.rounds} alternating rounds of {args.per_round} steps; each thread "
             "count in its own processes (torch separately), restricted to that many CPUs "
             "(sched_setaffinity; "
-            "numpy/OpenBLAS, torch and XLA told the same count), 30 ms pause between "
-            "contenders so idle spinning threads do not steal the next one's cores.  Ratios < 1: graphc is faster.\n\n" + tab + "\n\n"
+            "numpy/OpenBLAS, torch and XLA told the same count), contenders in rotating "
+            "order with 50 ms pauses so idle spinning threads do not steal the next one's "
+            "cores.  Ratios < 1: graphc is faster.\n\n" + tab + "\n\n"
             + "\n".join(compile_lines) + "\n\n" + NOTES)
     print(text)
     if args.update_docs:
