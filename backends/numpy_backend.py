@@ -101,7 +101,10 @@ def run(graph: Graph, args, apply_updates=True) -> list[np.ndarray]:
                 continue
             out = IMPLS[n.op](n.attrs, *[env[x] for x in n.inputs])
             env[n.output] = np.asarray(out, dtype=n.output.dtype)
-    if apply_updates:
+    outputs = [env[v] for v in graph.outputs]
+    if apply_updates and graph.updates:
+        # Outputs may be views of inputs about to be overwritten: snapshot them first.
+        outputs = [np.array(o) for o in outputs]
         new = [np.array(env[b]) for _, b in graph.updates]   # read all before writing any
         for (a, _), val in zip(graph.updates, new):
             target = args[graph.inputs.index(a)]
@@ -109,7 +112,7 @@ def run(graph: Graph, args, apply_updates=True) -> list[np.ndarray]:
                 raise ArgumentError(f"{graph.name}: state input %{a.name} must be a writeable "
                                     "numpy array to be updated in place")
             target[...] = val
-    return [env[v] for v in graph.outputs]
+    return outputs
 
 
 def arena_view(arena: np.ndarray, offset: int, v, like: np.ndarray | None = None) -> np.ndarray:
