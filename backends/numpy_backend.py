@@ -208,10 +208,12 @@ def missing_lowerings() -> list[str]:
     return [name for name in all_ops() if name != "input" and name not in IMPLS]
 
 
-def compile(graph: Graph, plan=None):
+def compile(graph: Graph, plan=None, threads=None, **native_options):
     """The backend interface shared with llvm: ``compile(graph)(*arrays) -> outputs``.
 
     With a memory ``plan`` (``passes.memory.MemoryPlan``), runs in one arena (``run_planned``).
+    ``threads`` and the native backends' code-generation options (``fuse``, ``profile``,
+    ...) are accepted so one call site can switch backends; the interpreter ignores them.
     """
     for n in graph.nodes:
         get_op(n.op)
