@@ -73,18 +73,19 @@ class MemoryReport:
     def summary(self) -> str:
         ratio = self.planned_bytes / self.lower_bound_bytes if self.lower_bound_bytes else 1.0
         tried = ", ".join(f"{k} {_fmt(v)}" for k, v in self.strategies.items())
-        return "\n".join([
-            f"memory plan of {self.graph_name} ({len(self.rows)} values)",
-            f"  naive (every value its own buffer) {self.naive_bytes:>12,d} B  {_fmt(self.naive_bytes)}",
-            f"  planned arena ({self.strategy:<9})       {self.planned_bytes:>12,d} B  "
-            f"{_fmt(self.planned_bytes)}  = {ratio:.3f} x bound",
-            f"  lower bound (peak live bytes)      {self.lower_bound_bytes:>12,d} B  "
-            f"{_fmt(self.lower_bound_bytes)}",
-            f"  saved activations ({self.num_saved:>3d} values)     "
-            f"{self.saved_activation_bytes:>12,d} B  {_fmt(self.saved_activation_bytes)}",
-            f"  persistent (inputs, constants, outputs) {self.persistent_bytes:>7,d} B  "
-            f"{_fmt(self.persistent_bytes)}",
-            f"  strategies tried: {tried}"])
+        rows = [
+            ("naive (every value its own buffer)", self.naive_bytes, ""),
+            (f"planned arena (strategy: {self.strategy})", self.planned_bytes,
+             f"  = {ratio:.3f} x bound"),
+            ("lower bound (peak live bytes)", self.lower_bound_bytes, ""),
+            (f"saved activations ({self.num_saved} values)", self.saved_activation_bytes, ""),
+            ("persistent (inputs, constants, outputs)", self.persistent_bytes, ""),
+        ]
+        width = max(len(label) for label, _, _ in rows)
+        return "\n".join(
+            [f"memory plan of {self.graph_name} ({len(self.rows)} values)"]
+            + [f"  {label:<{width}} {b:>12,d} B  {_fmt(b):>11}{extra}" for label, b, extra in rows]
+            + [f"  strategies tried: {tried}"])
 
     def table(self, limit: int | None = None) -> str:
         head = f"{'value':<22} {'op':<13} {'role':<8} {'kind':<8} {'start':>5} {'end':>5} " \
