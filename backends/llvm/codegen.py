@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from . import gemm as gemm_mod
+from . import gemm as gemm_mod  # noqa: F401
+from . import kernellib
 from . import parallel
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
 from . import plan as plan_mod
@@ -253,7 +254,7 @@ class Codegen:
         if M == 0 or N == 0:
             return
         parts, by_cols, units, width, spec = k.gpart     # tid is the chunk index < parts
-        gfn = gemm_mod.emit_gemm(self.m, spec)
+        gfn = kernellib.gemm_function(self.m, spec)   # compiled once, see kernellib.py
         dim = N if by_cols else M
 
         def cl(x):

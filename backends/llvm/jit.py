@@ -169,10 +169,10 @@ def cache_dir() -> str | None:
     return path
 
 
-def cache_key(ir_text: str, target: TargetInfo) -> str:
+def cache_key(ir_text: str, target: TargetInfo, opt: str = "O3") -> str:
     h = hashlib.sha256()
     for part in (f"graphc-llvm-cache/{CACHE_FORMAT_VERSION}", llvmlite.__version__,
-                 target.triple, target.cpu, target.features, "O3", ir_text):
+                 target.triple, target.cpu, target.features, opt, ir_text):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -230,21 +230,38 @@ def clear_memory_cache() -> None:
 # --------------------------------------------------------------------------- compile
 
 
-def _optimise(mod, tm) -> None:
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pto.loop_unrolling = True
+#: optimisation pipelines: name -> (speed level, loop vectorizer, SLP vectorizer, unrolling)
+PIPELINES = {
+    "O3": (3, True, True, True),
+    # the per-graph glue (elementwise loops, entry, scheduler): its loops carry their own
+    # unroll/vectorize metadata; see docs/llvm-backend.md "Compile time"
+    "O2": (2, True, True, True),
+    "O2-noslp": (2, True, False, True),
+    "O1": (1, True, False, False),
+}
+
+
+def _optimise(mod, tm, opt: str = "O3") -> None:
+    level, lv, slp, unroll = PIPELINES[opt]
+    pto = llvm.create_pipeline_tuning_options(speed_level=level)
+    pto.loop_vectorization = lv
+    pto.slp_vectorization = slp
+    pto.loop_unrolling = unroll
     pb = llvm.create_pass_builder(tm, pto)
     pm = pb.getModulePassManager()
     pm.run(mod, pb)
 
 
-def _parse(ir_text: str, tm):
+def _parse(ir_text: str, tm, timings: dict | None = None):
+    t0 = time.perf_counter()
     mod = llvm.parse_assembly(ir_text)
+    t1 = time.perf_counter()
     mod.verify()
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
+    if timings is not None:
+        timings["parse"] = t1 - t0
+        timings["verify"] = time.perf_counter() - t1
     return mod
 
 
@@ -264,15 +281,34 @@ def _dump(directory: str, key: str, suffix: str, text: str) -> None:
         f.write(text)
 
 
-def compile_module(module_or_text, *, use_disk_cache: bool = True) -> CompiledModule:
-    """Parse, verify, optimise (new pass manager, O3) and JIT ``module_or_text``.
+def compile_module(module_or_text, *, use_disk_cache: bool = True,
+                   opt: str = "O3") -> CompiledModule:
+    """Parse, verify, optimise (new pass manager, ``opt`` pipeline, default O3) and JIT
+    ``module_or_text``.
 
     Accepts an ``llvmlite.ir.Module`` or IR text. Returns a :class:`CompiledModule`
-    whose ``timings`` report the phases that ran. Cached in memory and on disk.
+    whose ``timings`` report the phases that ran (``ir_text``: printing the llvmlite
+    module; ``key``: hashing; ``cache_read``/``load`` on a disk hit; ``parse``,
+    ``verify``, ``optimise``, ``codegen``, ``cache_write`` when compiled).
+    Cached in memory and on disk.
     """
+    t0 = time.perf_counter()
     ir_text = module_or_text if isinstance(module_or_text, str) else str(module_or_text)
+    t1 = time.perf_counter()
     target = host_target()
-    key = cache_key(ir_text, target)
+    key = cache_key(ir_text, target, opt)
+    pre = {"ir_text": t1 - t0, "key": time.perf_counter() - t1}
+    return compile_keyed(key, lambda: ir_text, use_disk_cache=use_disk_cache, opt=opt,
+                         pre_timings=pre)
+
+
+def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str = "O3",
+                  pre_timings: dict | None = None) -> CompiledModule:
+    """Like :func:`compile_module` for a caller-computed ``key`` (64 hex digits; it must
+    cover everything the object code depends on, the target included): the IR text is
+    built by ``build_ir()`` only when neither cache holds the key."""
+    target = host_target()
+    timings = dict(pre_timings or {})
     with _LOCK:
         hit = _MEMORY_CACHE.get(key)
         if hit is not None:
@@ -285,6 +321,7 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True) -> CompiledMo
         if path is not None and os.path.exists(path):
             t0 = time.perf_counter()
             obj = read_entry(path, key)
+            t1 = time.perf_counter()
             if obj is None:
                 STATS["disk_rejects"] += 1
             else:
@@ -294,23 +331,28 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True) -> CompiledMo
                     STATS["disk_rejects"] += 1
                 else:
                     STATS["disk_hits"] += 1
-                    result = CompiledModule(key, engine, target, "disk",
-                                            {"load": time.perf_counter() - t0})
+                    timings.update(cache_read=t1 - t0, load=time.perf_counter() - t1)
+                    result = CompiledModule(key, engine, target, "disk", timings)
         if result is None:
-            result = _compile_fresh(ir_text, key, target, path)
+            t0 = time.perf_counter()
+            ir_text = build_ir()
+            if not isinstance(ir_text, str):
+                ir_text = str(ir_text)
+            timings["ir_build"] = time.perf_counter() - t0
+            result = _compile_fresh(ir_text, key, target, path, opt, timings)
         _MEMORY_CACHE[key] = result
         return result
 
 
-def _compile_fresh(ir_text: str, key: str, target: TargetInfo, path: str | None):
-    timings = {}
+def _compile_fresh(ir_text: str, key: str, target: TargetInfo, path: str | None,
+                   opt: str = "O3", timings: dict | None = None):
+    timings = {} if timings is None else timings
     tm = target.machine()
-    t0 = time.perf_counter()
-    mod = _parse(ir_text, tm)
+    mod = _parse(ir_text, tm, timings)
     t1 = time.perf_counter()
-    _optimise(mod, tm)
+    _optimise(mod, tm, opt)
     t2 = time.perf_counter()
-    timings["parse"], timings["optimise"] = t1 - t0, t2 - t1
+    timings["optimise"] = t2 - t1
     dump_dir = os.environ.get("GRAPHC_DUMP_LLVM")
     if dump_dir:
         _dump(dump_dir, key, ".ll", ir_text)
@@ -321,20 +363,22 @@ def _compile_fresh(ir_text: str, key: str, target: TargetInfo, path: str | None)
     engine.set_object_cache(notify_func=lambda _m, buf: objects.append(buf))
     engine.finalize_object()
     STATS["codegen"] += 1
-    timings["codegen"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    timings["codegen"] = t3 - t2
     if path is not None and objects:
         write_entry(path, key, objects[0])
+        timings["cache_write"] = time.perf_counter() - t3
     return CompiledModule(key, engine, target, "compiled", timings)
 
 
-def assembly(module_or_text, optimise: bool = True) -> str:
+def assembly(module_or_text, optimise: bool = True, opt: str = "O3") -> str:
     """Assembly of a module for the host target (for tests and dumps; not cached)."""
     ir_text = module_or_text if isinstance(module_or_text, str) else str(module_or_text)
     target = host_target()
     tm = target.machine()
     mod = _parse(ir_text, tm)
     if optimise:
-        _optimise(mod, tm)
+        _optimise(mod, tm, opt)
     return tm.emit_assembly(mod)
 
 

@@ -71,7 +71,8 @@ def test_disk_cache_hit_skips_codegen(cache_dir):
     cm = jit.compile_module(text)
     assert cm.source == "disk"
     assert jit.STATS["codegen"] == codegens  # neither optimiser nor codegen ran
-    assert set(cm.timings) == {"load"}
+    assert "load" in cm.timings
+    assert not {"parse", "verify", "optimise", "codegen"} & set(cm.timings)
     assert _call(cm, 3.0, 2.0, 1.0) == 7.0
 
 
