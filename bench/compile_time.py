@@ -1,0 +1,268 @@
+"""Compile time of the MLP 784-512-256-10 training step (batch 128, SGD): graphc's LLVM
+backend vs JAX ``jit``, medians over fresh processes, ratios from the same run.
+
+Scenarios (each graph made unseen by giving it a learning rate no earlier compile used;
+the learning rate is a constant of the graph, so it changes the module and its keys):
+
+* ``first ever``     -- a fresh process and an empty ``GRAPHC_CACHE_DIR``: the one-time
+  build of the GEMM kernel library (``backends/llvm/kernellib.py``) is included;
+* ``new graph, fresh process`` -- kernel library on disk, graph never seen;
+* ``new graph, warm library`` -- the same process compiled another graph before (the
+  library is in memory): what every further model / shape / constant costs;
+* ``disk hit, fresh process`` -- the graph's object code is in the disk cache;
+* ``disk hit, in process`` -- the same, memory cache cleared, backend already imported.
+
+Times are of ``gc.compile_step(...)`` (tracing, autodiff, fusion, planning, IR, LLVM or
+cache) after ``import graphc``; a fresh process also pays the first-use imports of the
+backend (llvmlite).  JAX: ``jax.jit(update).lower(...).compile()`` of the same step
+after ``import jax`` (first compile in a fresh process; then new learning rates in the
+same process).  Byte-compiled Python (``.pyc``) is allowed for every process (in a
+private ``PYTHONPYCACHEPREFIX``), as in a normal installation.
+
+    python bench/compile_time.py [--reps 5] [--update-docs]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+BATCH = 128
+
+
+def _lr(i: int) -> float:
+    # unique per measurement (and per run: the nanosecond clock), never a cache hit
+    return 0.01 * (1.0 + ((time.time_ns() // 1000 + 7919 * i) % 1_000_000) * 1e-7)
+
+
+# ---- workers (one fresh process each) --------------------------------------------------------
+def _graphc_compile(lr):
+    import graphc as gc
+    from mlp_step import _init
+    params, x, y = _init(BATCH)
+
+    def loss(p, x, y):
+        h = gc.relu(x @ p["w0"] + p["b0"])
+        h = gc.relu(h @ p["w1"] + p["b1"])
+        return gc.nn.cross_entropy(h @ p["w2"] + p["b2"], y)
+    t0 = time.perf_counter()
+    step = gc.compile_step(loss, params, gc.optim.SGD(lr), (x, y), backend="llvm")
+    dt = time.perf_counter() - t0
+    info = {k: v for k, v in step._run.compile_info.items()}
+    return dt, info
+
+
+def _lib_stats():
+    from graphc.backends.llvm import kernellib
+    return dict(kernellib.STATS)
+
+
+def worker_graphc(mode, lrs):
+    import graphc  # noqa: F401  (timed scenarios start after this import)
+    out = {"mode": mode, "runs": []}
+    for lr in lrs:
+        if mode == "hit-inproc":
+            from graphc.backends.llvm import jit
+            jit.clear_memory_cache()
+        dt, info = _graphc_compile(lr)
+        out["runs"].append({"seconds": dt, "info": info, "lib": _lib_stats()})
+    print("RESULT " + json.dumps(out))
+
+
+def worker_jax(lrs):
+    import jax
+    import jax.numpy as jnp
+    from mlp_step import _init
+    p, x, y = _init(BATCH)
+    params = {k: jnp.asarray(v) for k, v in p.items()}
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def loss(p, x, y):
+        h = jax.nn.relu(x @ p["w0"] + p["b0"])
+        h = jax.nn.relu(h @ p["w1"] + p["b1"])
+        z = h @ p["w2"] + p["b2"]
+        logp = jax.nn.log_softmax(z)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    runs = []
+    for lr in lrs:
+        def update(p, x, y, lr=lr):
+            l, g = jax.value_and_grad(loss)(p, x, y)
+            return l, jax.tree_util.tree_map(lambda w, d: w - lr * d, p, g)
+        t0 = time.perf_counter()
+        jax.jit(update, donate_argnums=0).lower(params, xj, yj).compile()
+        runs.append({"seconds": time.perf_counter() - t0})
+    print("RESULT " + json.dumps({"mode": "jax", "runs": runs}))
+
+
+# ---- driver ----------------------------------------------------------------------------------
+def _run(args, env):
+    r = subprocess.run([sys.executable, __file__, "--worker", *args], env=env,
+                       capture_output=True, text=True, cwd=ROOT)
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"worker {args} failed:\n{r.stdout}\n{r.stderr}")
+
+
+def measure(reps: int, inproc: int = 5):
+    pyc = tempfile.mkdtemp(prefix="graphc-pyc-")
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = pyc
+    res = {k: [] for k in ("first", "new-fresh", "new-warm", "hit-fresh", "hit-inproc",
+                           "jax-fresh", "jax-warm")}
+    phases = {k: [] for k in ("first", "new-warm", "hit-fresh")}
+    i = 0
+    try:
+        # warm the .pyc cache (untimed)
+        d = tempfile.mkdtemp(prefix="graphc-cache-")
+        env["GRAPHC_CACHE_DIR"] = d
+        _run(["graphc", "first", str(_lr(i))], env)
+        have_jax = True
+        try:
+            _run(["jax", str(_lr(i))], env)
+        except RuntimeError:
+            have_jax = False
+        shutil.rmtree(d, ignore_errors=True)
+        for rep in range(reps):
+            d = tempfile.mkdtemp(prefix="graphc-cache-")
+            env["GRAPHC_CACHE_DIR"] = d
+            try:
+                i += 1
+                lr_first = _lr(i)
+                r = _run(["graphc", "first", str(lr_first)], env)["runs"][0]
+                res["first"].append(r["seconds"])
+                phases["first"].append(r)
+                lrs = [_lr(i + 100 + k) for k in range(1 + inproc)]
+                r = _run(["graphc", "new", *map(str, lrs)], env)["runs"]
+                res["new-fresh"].append(r[0]["seconds"])
+                res["new-warm"] += [x["seconds"] for x in r[1:]]
+                phases["new-warm"] += r[1:]
+                r = _run(["graphc", "hit", str(lr_first)], env)["runs"][0]
+                res["hit-fresh"].append(r["seconds"])
+                phases["hit-fresh"].append(r)
+                r = _run(["graphc", "hit-inproc", *[str(lr_first)] * (1 + inproc)], env)
+                res["hit-inproc"] += [x["seconds"] for x in r["runs"][1:]]
+                if have_jax:
+                    r = _run(["jax", *map(str, [_lr(i + 200 + k) for k in range(1 + inproc)])],
+                             env)["runs"]
+                    res["jax-fresh"].append(r[0]["seconds"])
+                    res["jax-warm"] += [x["seconds"] for x in r[1:]]
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+    finally:
+        shutil.rmtree(pyc, ignore_errors=True)
+    return res, phases
+
+
+LABELS = [
+    ("first", "first ever compile on this machine (empty cache; builds the kernel library)",
+     "jax-fresh"),
+    ("new-fresh", "new graph, fresh process (kernel library from disk)", "jax-fresh"),
+    ("new-warm", "new graph, warm kernel library (same process)", "jax-warm"),
+    ("hit-fresh", "disk cache hit, fresh process", "jax-fresh"),
+    ("hit-inproc", "disk cache hit, same process (memory cache cleared)", "jax-warm"),
+]
+
+
+def _phase_medians(runs):
+    keys = sorted({k for r in runs for k, v in r["info"].items() if isinstance(v, float)})
+    return {k: statistics.median(r["info"].get(k, 0.0) for r in runs) for k in keys}
+
+
+def table(res, phases, reps):
+    med = {k: statistics.median(v) if v else None for k, v in res.items()}
+    lines = ["| scenario | graphc s | JAX s (same situation) | graphc / JAX | n |",
+             "|---|---|---|---|---|"]
+    for key, label, jkey in LABELS:
+        g, j = med[key], med[jkey]
+        ratio = f"{g / j:.2f}" if (g and j) else "–"
+        jtxt = f"{j:.3f}" if j else "–"
+        lines.append(f"| {label} | {g:.3f} | {jtxt} | {ratio} | {len(res[key])} |")
+    lines.append("")
+    jf = f"{med['jax-fresh']:.3f} s" if med["jax-fresh"] else "–"
+    jw = f"{med['jax-warm']:.3f} s" if med["jax-warm"] else "–"
+    lines.append(f"JAX: first jit compile in a fresh process {jf}, a new step in the same "
+                 f"process {jw}.")
+    lines.append("")
+    lines.append("Median phases in seconds (`compile_info`: `lower_seconds` = fusion + plan + "
+                 "Python IR build; `ir_text` = printing the module; then LLVM or the cache):")
+    lines.append("")
+    for key, label in (("first", "first ever"), ("new-warm", "new graph, warm library"),
+                       ("hit-fresh", "disk hit, fresh process")):
+        if phases[key]:
+            pm = _phase_medians(phases[key])
+            lib = statistics.median(r["lib"]["seconds"] for r in phases[key])
+            parts = ", ".join(f"{k} {v:.4f}" for k, v in pm.items() if v >= 0.0005)
+            lines.append(f"- {label}: {parts}; kernel library (build or load) {lib:.4f}")
+    return "\n".join(lines)
+
+
+def _machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import llvmlite
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
+           f"llvmlite {llvmlite.__version__}"
+
+
+def update_docs(text):
+    path = ROOT / "docs" / "benchmarks.md"
+    doc = path.read_text()
+    head = "## Compile time"
+    start = doc.find(head)
+    if start < 0:
+        doc = doc.rstrip() + "\n\n" + text + "\n"
+    else:
+        nxt = doc.find("\n## ", start + len(head))
+        doc = doc[:start] + text + ("\n" + doc[nxt:] if nxt >= 0 else "\n")
+    path.write_text(doc)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=5, help="fresh-process repetitions")
+    ap.add_argument("--inproc", type=int, default=5, help="compiles per warm process")
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument("--update-docs", action="store_true")
+    a = ap.parse_args()
+    if a.worker:
+        kind, *rest = a.worker
+        if kind == "jax":
+            worker_jax([float(x) for x in rest])
+        else:
+            worker_graphc(rest[0], [float(x) for x in rest[1:]])
+        return
+    res, phases = measure(a.reps, a.inproc)
+    tab = table(res, phases, a.reps)
+    cmd = "python bench/compile_time.py" + (f" --reps {a.reps}" if a.reps != 5 else "")
+    text = (f"## Compile time\n\n"
+            f"MLP 784-512-256-10 training step, batch 128, SGD: `gc.compile_step` with the "
+            f"LLVM backend vs `jax.jit(...).lower().compile()`; medians "
+            f"({datetime.date.today().isoformat()}, {_machine()}; `{cmd}`).\n\n{tab}\n")
+    print(text)
+    if a.update_docs:
+        update_docs(text)
+
+
+if __name__ == "__main__":
+    main()
