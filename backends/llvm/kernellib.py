@@ -39,6 +39,9 @@ VARIANTS = ((False, False), (True, False), (False, True), (True, True))
 
 _LOCK = threading.RLock()
 _LOADED: dict = {}          # (target, family) -> (CompiledModule, {spec.name: symbol})
+#: every library engine ever registered: graph code linked against a registered address
+#: must never outlive it (even if ``_LOADED`` is reset, as tests do)
+_KEEP: list = []
 _SOURCE_DIGEST: str | None = None
 
 #: one-time library work in this process (benchmarks report it separately)
@@ -107,6 +110,7 @@ def load(spec: gemm_mod.GemmSpec):
         t0 = time.perf_counter()
         key = library_key(fam, target)
         cm = jit.compile_keyed(key, lambda: build_module(fam, target))
+        _KEEP.append(cm)
         symbols = {}
         for s in _specs(fam):
             sym = f"graphc_lib{key[:12]}_{s.name}"
