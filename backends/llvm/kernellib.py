@@ -56,14 +56,18 @@ def family(spec: gemm_mod.GemmSpec) -> tuple:
     return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc)
 
 
-def _source_digest() -> str:
+def _source_digest() -> str | None:
+    """sha256 of this file and gemm.py (None when the sources cannot be read)."""
     global _SOURCE_DIGEST
     if _SOURCE_DIGEST is None:
         h = hashlib.sha256()
-        for path in (gemm_mod.__file__, __file__):
-            with open(path, "rb") as f:
-                h.update(f.read())
-            h.update(b"\0")
+        try:
+            for path in (gemm_mod.__file__, __file__):
+                with open(path, "rb") as f:
+                    h.update(f.read())
+                h.update(b"\0")
+        except (OSError, TypeError):
+            return None
         _SOURCE_DIGEST = h.hexdigest()
     return _SOURCE_DIGEST
 
@@ -71,10 +75,12 @@ def _source_digest() -> str:
 def library_key(fam: tuple, target: jit.TargetInfo) -> str:
     """Cache key (and symbol digest) of a family's library for ``target``."""
     import llvmlite
+    # without readable sources (a zip/pyc-only install) the library's IR text stands in
+    code = _source_digest() or str(build_module(fam, target))
     h = hashlib.sha256()
     for part in (f"graphc-kernel-library/{LIB_FORMAT_VERSION}", str(jit.CACHE_FORMAT_VERSION),
                  llvmlite.__version__, target.triple, target.cpu, target.features,
-                 repr(fam), _source_digest()):
+                 repr(fam), code):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

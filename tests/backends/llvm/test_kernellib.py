@@ -112,6 +112,30 @@ def test_library_disabled_emits_gemms_into_the_graph(fresh, monkeypatch):
     assert "graphc_lib" not in text and "graphc_gemmk_" in text
 
 
+def test_library_key_covers_target_and_sources(fresh, monkeypatch):
+    fam = kernellib.family(SPEC)
+    host = jit.host_target()
+    key = kernellib.library_key(fam, host)
+    assert kernellib.library_key(fam, jit.TargetInfo(host.triple, "x86-64", "", True)) != key
+    monkeypatch.setattr(kernellib, "_SOURCE_DIGEST", "0" * 64)
+    assert kernellib.library_key(fam, host) != key
+    # unreadable sources: the library's IR text is hashed instead
+    monkeypatch.setattr(kernellib, "_SOURCE_DIGEST", None)
+    monkeypatch.setattr(kernellib, "__file__", "/nonexistent/kernellib.py")
+    assert kernellib.library_key(fam, host) not in (key, None)
+
+
+def test_generic_target_uses_its_own_library(fresh, monkeypatch):
+    monkeypatch.setenv("GRAPHC_LLVM_GENERIC", "1")
+    try:
+        assert jit.host_target().generic
+        _matmul_check()
+        assert any(t.generic for t, _ in kernellib._LOADED)
+    finally:
+        monkeypatch.delenv("GRAPHC_LLVM_GENERIC")
+        jit.host_target()
+
+
 def _step_results(env_extra, threads):
     code = textwrap.dedent(f"""
         import json, numpy as np, graphc as gc
