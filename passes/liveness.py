@@ -88,6 +88,23 @@ def exec_positions(graph: Graph) -> dict:
     return pos
 
 
+def _check_positions(graph: Graph, positions) -> dict:
+    """``node -> step`` from a backend's ``value name -> step`` map (checked)."""
+    pos = {}
+    for n in graph.nodes:
+        p = positions.get(n.output.name)
+        if p is None or int(p) != p or p < 0:
+            raise ValueError(f"positions: no valid step for value %{n.output.name} ({n.op}): "
+                             f"{p!r}")
+        p = int(p)
+        for x in n.inputs:
+            if pos[x.node] > p:
+                raise ValueError(f"positions: %{n.output.name} ({n.op}) at step {p} reads "
+                                 f"%{x.name}, defined later at step {pos[x.node]}")
+        pos[n] = p
+    return pos
+
+
 def persistent_kind(graph: Graph, v: Value, outputs: set | None = None) -> str | None:
     """``"input"``, ``"constant"``, ``"output"`` or None (a value the arena holds)."""
     if v.node.op == "input":
@@ -147,14 +164,24 @@ class Liveness:
         return out
 
 
-def liveness(graph: Graph, fused=None) -> Liveness:
+def liveness(graph: Graph, fused=None, positions=None, end_step=None) -> Liveness:
     """Live intervals of every value of ``graph`` in its current schedule.
 
     ``fused``: a set of values, or a callable ``graph -> set``, that need no buffer
-    (default: ``fused_values``).
+    (default: ``fused_values``).  ``positions``: ``value name -> step`` at which a backend
+    executes each node (default ``exec_positions``: schedule index, a fusion group at its
+    last member).  Steps are small non-negative integers, non-decreasing along every edge
+    (a backend's kernel levels, say); ``end_step`` -- where outputs and copied updates are
+    read -- is then one past the largest, or ``end_step`` if that is later (a backend that
+    runs copies after its last kernel of a node).
     """
     nodes = graph.nodes
     end_step = len(nodes)
+    if positions is not None:
+        pos = _check_positions(graph, positions)
+        end_step = max(max(pos.values(), default=-1) + 1, int(end_step or 0))
+    else:
+        pos = exec_positions(graph)
     index = {n: i for i, n in enumerate(nodes)}
     if fused is None:
         fused = fused_values(graph)
@@ -164,9 +191,9 @@ def liveness(graph: Graph, fused=None) -> Liveness:
     outputs = set(graph.outputs)
     keep = outputs | {b for _, b in graph.updates}
     for n in nodes:                    # a view of a register value is a register value
-        if n.op in VIEW_OPS and n.inputs and n.inputs[0] in fused and n.output not in keep:
+        if n.op in VIEW_OPS and n.inputs and n.inputs[0] in fused and n.output not in keep \
+                and "group" not in n.attrs:       # (a group member is its kernel's work)
             fused.add(n.output)
-    pos = exec_positions(graph)
     update_of = {}
     for a, b in graph.updates:
         update_of.setdefault(b, a)
@@ -186,6 +213,8 @@ def liveness(graph: Graph, fused=None) -> Liveness:
     for i in range(len(nodes) - 1, -1, -1):
         n = nodes[i]
         t = end[n.output] if n.output in fused else pos[n]
+        if positions is not None and n.op in VIEW_OPS and n.output in outputs:
+            t = end_step       # a backend copies an output view out at the end
         for x in n.inputs:
             if t > end[x]:
                 end[x] = t

@@ -84,7 +84,8 @@ class MemoryPlan:
       arena), ``"arena"`` (owns a buffer), ``"view"`` (no code: the bytes of
       ``aliases[name]``), ``"inplace"`` (computed into the buffer of ``aliases[name]``,
       an operand read elementwise at this node for the last time), ``"update"`` (computed
-      straight into the input ``aliases[name]``'s own memory) and ``"fused"`` (no buffer).
+      straight into the input ``aliases[name]``'s own memory), ``"fused"`` (no buffer) and
+      ``"scratch"`` (a backend's workspace, ``plan_memory(scratch=...)``: not a value).
     - ``aliases[name]``: the value whose bytes a view/inplace/update value reuses.
     - ``homes[name]``: for values computed into an *input's* memory (``update`` values, and
       ``inplace`` temporaries of an update written into the input it replaces once that
@@ -135,8 +136,15 @@ class MemoryPlan:
 
 # ---- 1. buffers -------------------------------------------------------------------------------
 def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace=True,
-                   alignment=ALIGNMENT):
-    """Group values into buffers (views, in-place, updates); returns (buffers, kinds, aliases)."""
+                   alignment=ALIGNMENT, concurrent=False, updates_in_place=None):
+    """Group values into buffers (views, in-place, updates); returns (buffers, kinds, aliases).
+
+    ``concurrent``: nodes at the same step that are not in one fusion group may run at the
+    same time (a backend's dependency level), so in place is allowed only inside a group.
+    ``updates_in_place``: ``{value: input}`` names of the updates the backend computes into
+    their input; when given, exactly these are ``update`` and nothing else is computed
+    into an input's memory.
+    """
     views = set(views)
     buf_of, contig = {}, {}
     kinds, aliases = {}, {}
@@ -153,13 +161,16 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
     # the new value lands there, so elementwise temporaries of the update may use it.
     reusable = {a for a, bs in update_targets.items() if len(bs) == 1
                 and a.node.op == "input" and a not in outputs and a not in sources}
+    if updates_in_place is not None:
+        reusable = set()
 
     # A value's bytes are read until its last reader *or the last reader of a view of it*
     # (views join the buffer later in the walk, but decisions before them must know).
     vend = dict(live.end)
     for n in reversed(graph.nodes):
         w = n.output
-        if n.op in views and n.inputs and w not in live.persistent and w not in live.fused:
+        if n.op in views and n.inputs and w not in live.persistent and w not in live.fused \
+                and "group" not in n.attrs:
             x = n.inputs[0]
             if vend[w] > vend[x]:
                 vend[x] = vend[w]
@@ -190,7 +201,7 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
     for n in graph.nodes:
         w = n.output
         if n.op in views and n.inputs and w not in live.persistent and w not in live.fused \
-                and n.inputs[0] not in live.fused:
+                and n.inputs[0] not in live.fused and "group" not in n.attrs:
             root[w] = root[n.inputs[0]]
         else:
             root[w] = w
@@ -213,6 +224,8 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
                 continue
             if after and m is not n:
                 return False           # it would read what n overwrote
+            if concurrent and m is not n and (g is None or m.attrs.get("group") != g):
+                return False           # another kernel of this step: may run meanwhile
             if m is n or (g is not None and m.attrs.get("group") == g):
                 if get_op(m.op).kind != "elementwise" or \
                         any(not contig[y] or nb[y] != nb[v] for y in hits):
@@ -236,13 +249,19 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
         if v in live.fused:
             kinds[v.name] = "fused"
             continue
-        if n.op in views and n.inputs and n.inputs[0] in buf_of:
+        if n.op in views and n.inputs and n.inputs[0] in buf_of and "group" not in n.attrs:
             x = n.inputs[0]
             contig[v] = contig[x] and n.op in CONTIGUOUS_VIEWS
             join(buf_of[x], v, "view", x)
             continue
         elementwise = get_op(n.op).kind == "elementwise"
         a = live.update_of.get(v)
+        if updates_in_place is not None:
+            if v.name in updates_in_place:
+                a = next(x for x in sources[v] if x.name == updates_in_place[v.name])
+                join(buf_of[a], v, "update", a)
+                continue
+            a = None
         if a is not None and len(sources[v]) == 1 and len(update_targets[a]) == 1 \
                 and a.node.op == "input" and a not in outputs and a not in sources \
                 and v not in outputs:
@@ -349,7 +368,9 @@ def lower_bound(bufs: list[Buffer], steps: int) -> tuple[int, list[int]]:
 
 # ---- the pass ---------------------------------------------------------------------------------
 def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fused=None,
-                inplace: bool = True, alignment: int = ALIGNMENT) -> MemoryPlan:
+                inplace: bool = True, alignment: int = ALIGNMENT, exec_positions=None,
+                concurrent=None, updates_in_place=None, scratch=None,
+                end_step=None) -> MemoryPlan:
     """Plan one arena for ``graph`` in its current schedule.
 
     ``strategy``: a name in ``STRATEGIES`` or ``"best"`` (try all, keep the smallest arena);
@@ -357,12 +378,36 @@ def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fu
     ``STRIDED_VIEWS`` only for a backend that reads strided operands);
     ``fused``: values with no buffer (set or ``graph -> set``; default ``fused_values``);
     ``inplace``: allow elementwise outputs to take a dying operand's buffer.
+
+    What a backend executes, as plain data (none of it names a backend):
+    ``exec_positions``: ``value name -> step`` at which the backend runs each node (e.g.
+    its kernel's dependency level; default: schedule index, a fusion group at its last
+    member) and ``end_step``: the step at which outputs are copied out and updates that
+    are not in place are copied (default: one past the last position); ``concurrent`` (default: True when ``exec_positions`` is given): nodes of
+    different fusion groups at one step may run at the same time, so they never share
+    bytes; ``updates_in_place``: ``{value: input}`` updates the backend writes into their
+    input (default: the planner decides); ``scratch``: ``{name: (nbytes, start, end)}``
+    workspace the backend needs over steps ``[start, end]`` (kind ``"scratch"``: an
+    offset and an interval, no graph value).
     """
     t0 = time.perf_counter()
     if alignment <= 0 or alignment & (alignment - 1):
         raise ValueError(f"alignment must be a power of two, got {alignment}")
-    live = liveness(graph, fused)
-    buffers, kinds, aliases = assign_buffers(graph, live, views, inplace, alignment)
+    if concurrent is None:
+        concurrent = exec_positions is not None
+    live = liveness(graph, fused, exec_positions, end_step)
+    buffers, kinds, aliases = assign_buffers(graph, live, views, inplace, alignment,
+                                             concurrent, updates_in_place)
+    extra = {}
+    for name, (nbytes, s, e) in (scratch or {}).items():
+        if name in kinds:
+            raise ValueError(f"scratch {name!r} has the name of a value")
+        if not 0 <= s <= e:
+            raise ValueError(f"scratch {name!r}: bad interval [{s}, {e}]")
+        buffers.append(Buffer(len(buffers), int(nbytes), align(max(int(nbytes), 1), alignment),
+                              int(s), int(e), [name]))
+        kinds[name] = "scratch"
+        extra[name] = (int(s), int(e))
     arena_bufs = [b for b in buffers if not b.persistent]
     names = list(STRATEGIES) if strategy == "best" else [strategy]
     if any(s not in STRATEGIES for s in names):
@@ -378,12 +423,14 @@ def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fu
     for b, o in zip(arena_bufs, offs):
         b.offset = o
     offsets = {name: b.offset for b in arena_bufs for name in b.values}
-    bound, _ = lower_bound(arena_bufs, live.end_step)
+    bound, _ = lower_bound(arena_bufs, max([live.end_step] + [e for _, e in extra.values()]))
     naive = sum(align(live.nbytes[n.output], alignment) for n in graph.nodes
                 if n.output not in live.persistent)
+    naive += sum(b.size for b in arena_bufs if kinds[b.values[0]] == "scratch")
     copies = [(a.name, b.name) for a, b in graph.updates if kinds.get(b.name) != "update"
               or aliases.get(b.name) != a.name]
     intervals = {n.output.name: (live.start[n.output], live.end[n.output]) for n in graph.nodes}
+    intervals.update(extra)
     homes = {name: b.home for b in buffers if b.persistent for name in b.values[1:]
              if kinds[name] in ("inplace", "update")}
     return MemoryPlan(alignment, arena, offsets, kinds, aliases, intervals, buffers, copies,
@@ -415,8 +462,9 @@ def memory_report(graph: Graph, plan: MemoryPlan | None = None, **options):
     ``step.memory_report()``) are ignored.
     """
     from .memreport import MemoryReport
-    known = {k: options[k] for k in ("strategy", "views", "fused", "inplace", "alignment")
-             if k in options}
+    known = {k: options[k] for k in ("strategy", "views", "fused", "inplace", "alignment",
+                                     "exec_positions", "concurrent", "updates_in_place",
+                                     "scratch", "end_step") if k in options}
     if plan is None:
         plan = plan_memory(graph, **known)
     return MemoryReport.build(graph, plan, known.get("fused"))

@@ -60,7 +60,8 @@ class MemoryReport:
                                  plan.offsets.get(v.name, -1), v in saved,
                                  bool(n.attrs.get("remat"))))
         persistent = sum(r.nbytes for r in rows if r.kind in ("input", "constant", "output"))
-        _, prof = lower_bound([b for b in plan.buffers if not b.persistent], len(graph.nodes))
+        bufs = [b for b in plan.buffers if not b.persistent]
+        _, prof = lower_bound(bufs, max([len(graph.nodes)] + [b.end for b in bufs]))
         return cls(plan.naive_bytes, plan.arena_bytes, plan.lower_bound_bytes,
                    sum(v.nbytes for v in saved), persistent, len(saved), plan.strategy,
                    dict(plan.strategies), rows, prof, plan, graph.name)
@@ -127,7 +128,13 @@ class MemoryReport:
             if b.persistent:
                 continue
             for name in b.values:           # in-place successors and views share the bytes
-                r = rows[name]
+                r = rows.get(name)
+                if r is None:               # a backend's scratch (no graph value)
+                    s, e = self.plan.intervals[name]
+                    ax.add_patch(Rectangle((s, b.offset / mib), e - s + 1,
+                                           max(b.nbytes, 1) / mib, facecolor="#999999",
+                                           edgecolor="black", linewidth=0.3, alpha=0.85))
+                    continue
                 c = colours["remat"] if r.remat else colours["saved"] if r.saved else \
                     colours.get(r.role, "#999999")
                 ax.add_patch(Rectangle((r.start, b.offset / mib), r.end - r.start + 1,
