@@ -103,9 +103,18 @@ class CompiledStep:
         return loss
 
     def memory_report(self, **options):
-        """The memory plan of the step graph (see graphc.passes.memory)."""
+        """The memory plan of the step graph (see graphc.passes.memory).  Without
+        ``options``, a backend that runs in a planned arena of its own (llvm) reports that
+        arena: the plan over its fused graph and kernel levels, ``planned_bytes`` = the
+        bytes it allocated.  Otherwise (or with planner ``options``) the step graph is
+        planned here."""
+        native = getattr(self._run, "memory_report", None)
+        rep = native() if native is not None and not options else None
+        if rep is not None:
+            return rep
         from .passes import memory
-        return memory.memory_report(self.graph, **{**self.options, **options})
+        opts = {k: v for k, v in {**self.options, **options}.items() if k != "plan"}
+        return memory.memory_report(self.graph, **opts)
 
 
 def compile_step(loss_fn, params, optimizer, example_batch, **options) -> CompiledStep:

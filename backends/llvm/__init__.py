@@ -7,6 +7,10 @@ numpy backend's interface (and ``graph.updates`` applied in place).  Options:
   ``GRAPHC_NUM_THREADS`` or the core count);
 * ``fuse`` (default True), ``epilogue`` (default True) -- loop fusion
   (``graphc.passes.fusion``), including elementwise epilogues after matmuls;
+* ``plan`` -- ``"shared"`` (default): the arena is laid out by the memory planner
+  (``graphc.passes.memory``) over this backend's kernel levels, ``fn.memory_plan`` is
+  that ``MemoryPlan`` and ``fn.arena_bytes == fn.memory_plan.arena_bytes``; ``"naive"``:
+  every stored value its own bytes (a reference for tests; ``fn.memory_plan`` is None);
 * ``profile`` -- record cycles per kernel (``fn.profile()``; meaningful with 1 thread);
 * ``adaptive`` (default off; ``GRAPHC_ADAPTIVE=1``) -- with ``threads`` > 1, run each
   call with all threads or with one, whichever recent calls measured faster (identical
@@ -24,7 +28,7 @@ def missing_lowerings() -> list[str]:
     return _missing()
 
 
-def lower(graph, threads=None, fuse=True, epilogue=True, profile=False):
+def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="shared"):
     """(plan, llvmlite module) for ``graph`` -- the IR before JIT compilation."""
     from graphc.ir import verify
     from graphc.passes import fusion
@@ -33,13 +37,13 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False):
     threads = parallel.num_threads(threads)
     g = fusion.fuse(graph, epilogue=epilogue) if fuse else graph.clone()[0]
     verify(g)
-    p = plan_mod.build_plan(g, threads)
+    p = plan_mod.build_plan(g, threads, plan)
     module = codegen.Codegen(p, jit.host_target().triple, profile).build()
     return p, module
 
 
 def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adaptive=None,
-            **options):
+            plan="shared", **options):
     """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``.
 
     With ``profile=True`` thread 0 records the cycle counter after every kernel;
@@ -48,7 +52,7 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
 
     from . import jit, runtime
     t0 = time.perf_counter()
-    p, module = lower(graph, threads, fuse, epilogue, profile)
+    p, module = lower(graph, threads, fuse, epilogue, profile, plan)
     t1 = time.perf_counter()
     cm = jit.compile_module(module)
     info = {"lower_seconds": t1 - t0, "source": cm.source, **cm.timings}

@@ -178,7 +178,12 @@ class Codegen:
         tid = fn.args[0]
         ptrs = {}
         for st, a in zip(sts, fn.args[1:]):
-            a.add_attribute("noalias")
+            # arena storages of different dtypes may share bytes in one kernel (a cast
+            # computed in place): those pointers may alias
+            if not any(o is not st and o.kind == st.kind == "arena"
+                       and o.offset < st.offset + st.nbytes
+                       and st.offset < o.offset + o.nbytes for o in sts):
+                a.add_attribute("noalias")
             ptrs[st] = a
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ret = fn.append_basic_block("ret")

@@ -12,7 +12,9 @@ reduced axes; or a GEMM, optionally followed by an elementwise epilogue on the s
 tile range.  Kernels follow the fusion groups (``graphc.passes.fusion``) and run at
 the position of their last member.  Then: direct in-place stores of optimizer updates
 where safe, copies for the rest, a reordering of the kernels into dependency levels
-(``_schedule``), an arena layout from liveness over that order, and synchronisation
+(``_schedule``), the arena laid out by the memory planner (``graphc.passes.memory``)
+over those levels (``_shared_layout``: kernels of one level may run concurrently, so
+their buffers never share bytes; ``check_layout`` verifies it), and synchronisation
 points (``Kernel.barrier``) only where one kernel reads or overwrites what an earlier
 one on another thread wrote or read (``check_barriers`` verifies it on every plan).
 
@@ -222,6 +224,8 @@ class Plan:
     arena_bytes: int
     threads: int
     updates_direct: list = field(default_factory=list)
+    #: the ``graphc.passes.memory.MemoryPlan`` the arena follows (None with plan="naive")
+    memory_plan: object = None
 
 
 # ---- planning -----------------------------------------------------------------------------------
@@ -261,7 +265,15 @@ def _effective_users(v: Value, is_view):
     return out
 
 
-def build_plan(graph, threads: int = 1) -> Plan:
+def build_plan(graph, threads: int = 1, memplan: str = "shared") -> Plan:
+    """Kernels, storages and the arena of ``graph`` (already fused).
+
+    ``memplan="shared"`` (default): the arena is laid out by the memory planner
+    (``graphc.passes.memory.plan_memory``) over this backend's kernel levels;
+    ``"naive"``: every stored value and every scratch buffer its own bytes (for tests).
+    """
+    if memplan not in ("shared", "naive"):
+        raise GraphcError(f"llvm backend: plan must be 'shared' or 'naive', got {memplan!r}")
     nodes = graph.nodes
     pos = {n: i for i, n in enumerate(nodes)}
     END = len(nodes) + 1
@@ -309,6 +321,7 @@ def build_plan(graph, threads: int = 1) -> Plan:
         return s
 
     home: dict[Value, View] = {}
+    value_storage: dict[str, Storage] = {}     # arena storages of graph values, by name
     for v in graph.inputs:
         home[v] = View.whole(new_storage("arg", v.dtype, v.size, v.name), v.shape)
     out_st = [new_storage("out", v.dtype, v.size, f"out{j}") for j, v in enumerate(graph.outputs)]
@@ -373,6 +386,7 @@ def build_plan(graph, threads: int = 1) -> Plan:
                                  v.shape)
         elif n in kernel_of and v not in home and needs_store(v):
             home[v] = View.whole(new_storage("arena", v.dtype, v.size, v.name), v.shape)
+            value_storage[v.name] = home[v].st
 
     # ---- views (lazily, with materialising copies where a reshape needs one) -----------------
     kernels: list[Kernel] = []
@@ -422,13 +436,17 @@ def build_plan(graph, threads: int = 1) -> Plan:
 
     # ---- kernels from groups / singletons -------------------------------------------------------
     done = set()
+    node_kernel: dict[Node, Kernel] = {}
     for n in nodes:
         if n not in kernel_of or n in done:
             continue
         members = kernel_of[n]
         done.update(members)
-        kernels.append(_make_kernel(members, kpos(n), ref, home, needs_store, new_storage,
-                                    materialize, needs_store_outside))
+        k = _make_kernel(members, kpos(n), ref, home, needs_store, new_storage,
+                         materialize, needs_store_outside)
+        kernels.append(k)
+        for m in members:
+            node_kernel[m] = k
 
     # ---- outputs and non-direct updates ---------------------------------------------------------
     out_views = [View.whole(out_st[j], v.shape) for j, v in enumerate(graph.outputs)]
@@ -463,11 +481,23 @@ def build_plan(graph, threads: int = 1) -> Plan:
         for k in kernels:
             _finish_kernel(k, threads)
     kernels, phase = _schedule(kernels)
-    arena = _layout(kernels, storages, phase)
+    # The steps the arena is planned over: kernels of one dependency level may run at the
+    # same time on different threads; one thread runs them one after the other.
+    steps = phase if threads > 1 else list(range(len(kernels)))
+    scratch = [st for st in storages if st.kind == "arena" and st not in
+               set(value_storage.values())]
+    if memplan == "naive":
+        mplan, arena = None, _naive_layout(storages)
+    else:
+        mplan = _shared_layout(graph, kernels, steps, node_kernel, value_storage,
+                               scratch, direct)
+        arena = mplan.arena_bytes
     _barriers(kernels)
     check_barriers(kernels)
+    check_layout(kernels, steps)
     return Plan(graph, kernels, storages, slots, len(graph.inputs), out_st, arena, threads,
-                updates_direct=[(a.name, b.name) for b, a in direct.items()])
+                updates_direct=[(a.name, b.name) for b, a in direct.items()],
+                memory_plan=mplan)
 
 
 def _valid_group(members, pos, is_view, END, graph) -> bool:
@@ -747,39 +777,129 @@ def _schedule(kernels):
     return [kernels[i] for i in order], [phase[i] for i in order]
 
 
-def _layout(kernels, storages, phase=None) -> int:
-    """Arena offsets: storages whose lifetimes (first to last kernel touching them,
-    extended to the end of that kernel's phase) overlap never share bytes."""
-    if phase is None:
-        phase = list(range(len(kernels)))
-    end_of_phase = {}
-    for i, ph in enumerate(phase):
-        end_of_phase[ph] = i
-    first, last = {}, {}
-    for i, k in enumerate(kernels):
+def _naive_layout(storages) -> int:
+    """Every arena storage its own aligned bytes (``plan="naive"``)."""
+    top = 0
+    for st in storages:
+        if st.kind == "arena":
+            st.offset = top
+            top += (max(st.nbytes, 1) + ALIGN - 1) // ALIGN * ALIGN
+    return top
+
+
+#: ops this backend runs as views (no code): the planner aliases them to their operand
+PLANNER_VIEWS = ("reshape", "transpose", "broadcast_to", "slice", "stop_gradient")
+
+
+def _touch_phases(kernels, phase, users=None):
+    """storage -> (first, last) phase of the kernels touching it (and, into ``users``,
+    storage -> {phase: kernels touching it then})."""
+    span = {}
+    for k, ph in zip(kernels, phase):
         vs = k.views() if not hasattr(k, "phases") else [v for p in k.phases for v in p]
         for v in vs:
-            if v.st.kind == "arena":
-                first.setdefault(v.st, i)
-                last[v.st] = end_of_phase[phase[i]]
-    placed = []   # (start, end, first, last)
-    top = 0
-    for st in sorted(first, key=lambda s: (first[s], -s.nbytes)):
-        size = max(st.nbytes, 1)
-        size = (size + ALIGN - 1) // ALIGN * ALIGN
-        busy = sorted((a, b) for a, b, f, l in placed if not (l < first[st] or f > last[st]))
-        off = 0
-        for a, b in busy:
-            if off + size <= a:
+            f, l_ = span.get(v.st, (ph, ph))
+            span[v.st] = (min(f, ph), max(l_, ph))
+            if users is not None:
+                users.setdefault(v.st, {}).setdefault(ph, set()).add(id(k))
+    return span
+
+
+def _shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
+                   direct):
+    """Lay the arena out with the memory planner over this backend's execution.
+
+    The planner gets plain data: each node's step (its kernel's dependency level, kernels
+    of one level may run concurrently; with one thread, its kernel's index; a view runs
+    nowhere: at its operands' step), the
+    values this backend keeps in registers (fused), the updates it writes in place and
+    its scratch buffers (float64 accumulators, materialised operands) with their levels.
+    Values the plan puts in one buffer share one ``Storage`` (one pointer per kernel, so
+    in-place kernels keep their ``noalias`` arguments); every view is re-pointed to it.
+    """
+    from graphc.passes.memory import plan_memory
+    kphase = dict(zip(map(id, kernels), phase))
+    positions, fused = {}, set()
+    outputs = set(graph.outputs)
+    for n in graph.nodes:
+        k = node_kernel.get(n)
+        if k is not None:
+            p = kphase[id(k)]
+            if n.output.name not in value_storage and n.output not in direct \
+                    and n.output not in outputs:
+                fused.add(n.output)
+        else:
+            p = max((positions[x.name] for x in n.inputs), default=0)
+        positions[n.output.name] = p
+    span = _touch_phases(kernels, phase)
+    names = {}
+    for st in scratch:
+        name = f"{st.name}#scratch"
+        while name in names or name in positions:
+            name += "'"
+        names[name] = st
+    scr = {name: (st.nbytes, *span.get(st, (0, 0))) for name, st in names.items()}
+    mplan = plan_memory(graph, views=PLANNER_VIEWS, fused=fused, exec_positions=positions,
+                        updates_in_place={b.name: a.name for b, a in direct.items()},
+                        scratch=scr, end_step=max(phase, default=0) + 1)
+    # one Storage per (plan buffer, dtype)
+    buf_id = {name: b.id for b in mplan.buffers if not b.persistent for name in b.values}
+    canon: dict[Storage, Storage] = {}
+    first: dict = {}
+    for name, st in list(value_storage.items()) + list(names.items()):
+        off = mplan.offsets.get(name)
+        if off is None:
+            raise GraphcError(f"internal: the memory plan gives %{name} "
+                              f"({mplan.kinds.get(name)}) no arena offset")
+        key = (buf_id[name], st.dtype)
+        c = first.setdefault(key, st)
+        c.offset = off
+        c.size = max(c.size, st.size)
+        canon[st] = c
+    for st in scratch + list(value_storage.values()):
+        if canon[st] is not st:
+            st.offset = -2          # merged into canon[st]
+    _repoint(kernels, canon)
+    return mplan
+
+
+def _repoint(kernels, canon):
+    """Re-point every view of every kernel at its canonical storage."""
+    def f(v):
+        if v is None:
+            return None
+        c = canon.get(v.st)
+        return v if c is None or c is v.st else View(c, v.offset, v.shape, v.strides)
+    for k in kernels:
+        k.loads = {t: f(v) for t, v in k.loads.items()}
+        k.stores = [(t, f(v)) for t, v in k.stores]
+        for r in k.reductions:
+            r.out, r.acc = f(r.out), f(r.acc)
+        if k.gemm is not None:
+            k.gemm.a, k.gemm.b, k.gemm.c = f(k.gemm.a), f(k.gemm.b), f(k.gemm.c)
+        if hasattr(k, "phases"):
+            k.phases = [(f(a), f(b)) for a, b in k.phases]
+
+
+def check_layout(kernels, phase):
+    """Safety net for the arena layout: two arena storages sharing bytes are touched in
+    disjoint ranges of levels (kernels of one level may run concurrently), or meet at one
+    level in one kernel only (in place, element for element); else raise."""
+    users: dict = {}
+    span = _touch_phases(kernels, phase, users)
+    sts = sorted((st for st in span if st.kind == "arena"), key=lambda s: s.offset)
+    for i, a in enumerate(sts):
+        a_end = a.offset + max(a.nbytes, 1)
+        for b in sts[i + 1:]:
+            if b.offset >= a_end:
                 break
-            off = max(off, b)
-        st.offset = off
-        placed.append((off, off + size, first[st], last[st]))
-        top = max(top, off + size)
-    for st in storages:
-        if st.kind == "arena" and st.offset < 0:
-            st.offset = 0
-    return top
+            (fa, la), (fb, lb) = span[a], span[b]
+            lo, hi = max(fa, fb), min(la, lb)
+            if lo > hi or (lo == hi and len(users[a][lo] | users[b][lo]) == 1):
+                continue
+            raise GraphcError(f"internal: arena storages {a.name} (levels {fa}-{la}) and "
+                                  f"{b.name} (levels {fb}-{lb}) share bytes at "
+                                  f"{max(a.offset, b.offset)} while both in use")
 
 
 # ---- barriers --------------------------------------------------------------------------------

@@ -125,6 +125,25 @@ class CompiledGraph:
         self._lock = threading.Lock()
         self._checked_alias = None
 
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of the one arena this function allocated (and runs every call in)."""
+        return self.plan.arena_bytes
+
+    @property
+    def memory_plan(self):
+        """The ``MemoryPlan`` the arena follows (None when compiled with plan="naive")."""
+        return self.plan.memory_plan
+
+    def memory_report(self):
+        """``MemoryReport`` of the arena this function really uses: the memory planner's
+        plan over the fused graph and this backend's kernel levels (``planned_bytes ==
+        arena_bytes``); None when compiled with plan="naive"."""
+        if self.plan.memory_plan is None:
+            return None
+        from graphc.passes.memory import memory_report
+        return memory_report(self.plan.graph, plan=self.plan.memory_plan)
+
     def profile(self):
         """[(kernel name, barrier before it, cycles)] of the last call (``profile=True``)."""
         if self._prof is None:
