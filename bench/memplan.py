@@ -202,12 +202,30 @@ def torch_peak():
           f"it: {cur:,d} B (the .grad tensors; params {params:,d} B)")
 
 
+def llvm_figures():
+    """The arena the LLVM backend really allocates for the MLP step (fusion on): the
+    memory planner over its kernels, one after another (1 thread) or by dependency level
+    (2 threads: a level's kernels run concurrently, so their buffers never share bytes)."""
+    print("## MLP 784-512-256-10, batch 128, SGD momentum: LLVM backend (fused)")
+    loss, params, x, y = mlp((784, 512, 256, 10), 128)
+    for threads in (1, 2):
+        step = gc.compile_step(loss, params, gc.optim.SGD(0.1, momentum=0.9), (x, y),
+                               threads=threads)
+        naive = gc.compile_step(loss, params, gc.optim.SGD(0.1, momentum=0.9), (x, y),
+                                threads=threads, plan="naive")
+        rep = step.memory_report()
+        assert rep.planned_bytes == step._run.arena_bytes
+        print(f"  {threads} thread(s): {figures(rep)}; backend arena {step._run.arena_bytes:,d}"
+              f" B, plan='naive' arena {naive._run.arena_bytes:,d} B")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--plot", default=None, help="write the MLP step's timeline PNG here")
     args = ap.parse_args()
     mlp_figures(args.plot)
+    llvm_figures()
     remat_figures()
     if not args.quick:
         planning_time()
