@@ -818,7 +818,13 @@ def _shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
     in-place kernels keep their ``noalias`` arguments); every view is re-pointed to it.
     """
     from graphc.passes.memory import plan_memory
+    scratch_all, value_all = scratch, value_storage
     kphase = dict(zip(map(id, kernels), phase))
+    span = _touch_phases(kernels, phase)
+    # a storage no kernel touches (a small-K product computed inside its epilogue loop)
+    # needs no bytes: its value is a register value too
+    value_storage = {name: st for name, st in value_storage.items() if st in span}
+    scratch = [st for st in scratch if st in span]
     positions, fused = {}, set()
     outputs = set(graph.outputs)
     for n in graph.nodes:
@@ -831,7 +837,6 @@ def _shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
         else:
             p = max((positions[x.name] for x in n.inputs), default=0)
         positions[n.output.name] = p
-    span = _touch_phases(kernels, phase)
     names = {}
     for st in scratch:
         name = f"{st.name}#scratch"
@@ -859,6 +864,9 @@ def _shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
     for st in scratch + list(value_storage.values()):
         if canon[st] is not st:
             st.offset = -2          # merged into canon[st]
+    for st in scratch_all + list(value_all.values()):
+        if st.offset == -1:
+            st.offset = 0           # untouched: no bytes
     _repoint(kernels, canon)
     return mplan
 

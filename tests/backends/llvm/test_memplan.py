@@ -43,6 +43,8 @@ def _logreg_problem(features=20, batch=32):
 
 PROBLEMS = {
     "mlp-sgd-momentum": lambda: (*mlp_problem(), gc.optim.SGD(0.1, momentum=0.9)),
+    # batch 16: weight gradients computed inside their update loops (small K), no bytes
+    "mlp-sgd-batch16": lambda: (*mlp_problem(batch=16), gc.optim.SGD(0.1, momentum=0.9)),
     "mlp-adam": lambda: (*mlp_problem(sizes=(64, 48, 32, 10), batch=40),
                          gc.optim.Adam(0.01)),
     "logreg-adam": lambda: (*_logreg_problem(), gc.optim.Adam(0.05)),
@@ -83,6 +85,10 @@ def test_mlp_step_memory_report_is_the_native_arena(threads):
         assert rep.planned_bytes < 1_950_000
     else:
         assert rep.planned_bytes < 3_000_000
+    # batch 16: the small-K weight gradients never touch memory
+    loss, params, x, y = mlp_problem(batch=16)
+    small = _step(loss, params, gc.optim.SGD(0.1, momentum=0.9), (x, y), threads=threads)
+    assert small.memory_report().planned_bytes == small._run.arena_bytes < 200_000
     # planner options still plan the step graph itself
     assert step.memory_report(strategy="size").plan is not rep.plan
 
