@@ -176,12 +176,12 @@ def liveness(graph: Graph, fused=None, positions=None, end_step=None) -> Livenes
     runs copies after its last kernel of a node).
     """
     nodes = graph.nodes
-    end_step = len(nodes)
     if positions is not None:
         pos = _check_positions(graph, positions)
         end_step = max(max(pos.values(), default=-1) + 1, int(end_step or 0))
     else:
         pos = exec_positions(graph)
+        end_step = len(nodes)
     index = {n: i for i, n in enumerate(nodes)}
     if fused is None:
         fused = fused_values(graph)
