@@ -18,7 +18,8 @@ their group) -- the memory planner skips them.
 Legality: a group runs where its last member is, so every member's readers outside the
 group must come after that point, and no member may read another member through a view
 (a broadcast or transpose reads other elements than the one being computed) or read a
-reduction of the same group (not complete until the loop ends).
+reduction of the same group (not complete until the loop ends), and a matmul never reads
+a member of its own group (the GEMM needs its operands stored; only epilogues fuse).
 """
 from __future__ import annotations
 
@@ -90,7 +91,9 @@ def fuse(graph: Graph, epilogue: bool = True, reductions: bool = True) -> Graph:
             for x in m.inputs:
                 xn = x.node
                 if xn in mset:
-                    if _kind(xn) == "reduce":
+                    # a reduction is not complete inside its loop; a matmul reads whole
+                    # rows/columns of its operands, so they must be stored before it runs
+                    if _kind(xn) == "reduce" or m.op == "matmul":
                         return False
                     if x.shape != m.output.shape and _kind(m) != "reduce":
                         return False
