@@ -3,7 +3,19 @@
 Trace numpy-style Python into a node/edge IR, append the backward pass as a graph pass,
 plan memory, and lower the whole training step to LLVM-JIT code.
 """
-from . import ir, nn, optim
+import os as _os
+
+# In a source checkout, passes/ and backends/ sit beside graphc/ (an install maps them to
+# graphc.passes and graphc.backends).  When this package was imported from the checkout
+# itself -- `python -m graphc` run in the repository root -- let the submodule search look
+# there too, so the checkout behaves like the installed package.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if (not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "passes"))
+        and _os.path.isfile(_os.path.join(_root, "passes", "__init__.py"))
+        and _os.path.isfile(_os.path.join(_root, "pyproject.toml"))):
+    __path__.append(_root)
+
+from . import ir, nn, optim  # noqa: E402
 from .api import grad, jit, jvp, trace, value_and_grad
 from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concatenate,
                         divide, dot, equal, exp, expand_dims, expm1, full, getitem,
