@@ -83,7 +83,6 @@ class CompiledStep:
         state = optimizer.init_state(state_inputs)
         self.opt_state = dict(zip(self._state_names, state))
         b_leaves, self._b_tree = pytree.flatten(list(example_batch))
-        self._b_types = [(np.shape(b), np.asarray(b).dtype) for b in b_leaves]
         self._p_leaves = p_leaves
         self.steps = 0
         from .backends import get_backend
