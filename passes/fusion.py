@@ -33,9 +33,13 @@ def _kind(n: Node) -> str:
     return get_op(n.op).kind
 
 
-def _effective_users(v: Value, pos: dict, end: int):
-    """(node, position) of every reader of ``v``, looking through view ops; graph outputs
-    and updates read at ``end``."""
+def _is_view_op(n: Node) -> bool:
+    return n.op in VIEW_OPS
+
+
+def view_readers(v: Value, is_view=_is_view_op) -> list[Node]:
+    """Every node that reads ``v``, looking through chains of views (``is_view`` says
+    which nodes only re-index; backends pass their own notion)."""
     out, stack, seen = [], [v], set()
     while stack:
         x = stack.pop()
@@ -43,11 +47,30 @@ def _effective_users(v: Value, pos: dict, end: int):
             continue
         seen.add(x)
         for u in x.users:
-            if u.op in VIEW_OPS:
+            if is_view(u):
                 stack.append(u.output)
             else:
-                out.append((u, pos[u]))
+                out.append(u)
     return out
+
+
+def reaches(v: Value, targets, is_view=_is_view_op) -> bool:
+    """Whether ``v`` or a view of it (through view chains) is in ``targets``."""
+    stack, seen = [v], set()
+    while stack:
+        x = stack.pop()
+        if x in targets:
+            return True
+        if x in seen:
+            continue
+        seen.add(x)
+        stack.extend(u.output for u in x.users if is_view(u))
+    return False
+
+
+def _effective_users(v: Value, pos: dict, end: int):
+    """(node, position) of every reader of ``v``, looking through view ops."""
+    return [(u, pos[u]) for u in view_readers(v)]
 
 
 def _view_base(v: Value) -> Value:
@@ -176,19 +199,6 @@ def groups(graph: Graph) -> dict[str, list[Node]]:
     return out
 
 
-def _leaves_graph(v: Value, ext) -> bool:
-    """``v`` or a view of it is a graph output or an update."""
-    stack, seen = [v], set()
-    while stack:
-        x = stack.pop()
-        if x in ext:
-            return True
-        if x not in seen:
-            seen.add(x)
-            stack.extend(u.output for u in x.users if u.op in VIEW_OPS)
-    return False
-
-
 def fused_values(graph: Graph) -> set[Value]:
     """Values read only inside their own group (never stored; no buffer needed)."""
     pos = {n: i for i, n in enumerate(graph.nodes)}
@@ -198,7 +208,7 @@ def fused_values(graph: Graph) -> set[Value]:
         mset = set(members)
         for m in members:
             v = m.output
-            if m.op == "matmul" or get_op(m.op).kind == "reduce" or _leaves_graph(v, ext):
+            if m.op == "matmul" or get_op(m.op).kind == "reduce" or reaches(v, ext):
                 continue
             if all(u in mset for u, _ in _effective_users(v, pos, len(graph.nodes))):
                 out.add(v)

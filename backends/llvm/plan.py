@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc.ir import GraphcError, Node, Value, get_op
+from graphc.passes.fusion import reaches, view_readers
 
 from .lowerings import LOWERINGS
 
@@ -236,33 +237,6 @@ def _kind(n: Node) -> str:
     return lw.kind
 
 
-def _reaches(v: Value, targets, is_view) -> bool:
-    """Whether ``v`` or a view of it (through view chains) is in ``targets``."""
-    stack, seen = [v], set()
-    while stack:
-        x = stack.pop()
-        if x in targets:
-            return True
-        if x in seen:
-            continue
-        seen.add(x)
-        stack.extend(u.output for u in x.users if is_view(u))
-    return False
-
-
-def _effective_users(v: Value, is_view):
-    out, stack, seen = [], [v], set()
-    while stack:
-        x = stack.pop()
-        if x in seen:
-            continue
-        seen.add(x)
-        for u in x.users:
-            if is_view(u):
-                stack.append(u.output)
-            else:
-                out.append(u)
-    return out
 
 
 def build_plan(graph, threads: int = 1, memplan: str = "shared") -> Plan:
@@ -331,14 +305,14 @@ def build_plan(graph, threads: int = 1, memplan: str = "shared") -> Plan:
 
     def needs_store(v: Value) -> bool:
         n = v.node
-        if n.op == "matmul" or _reaches(v, leaving, is_view):
+        if n.op == "matmul" or reaches(v, leaving, is_view):
             return True
         ks = kernel_of[n]
-        return any(u not in ks for u in _effective_users(v, is_view))
+        return any(u not in ks for u in view_readers(v, is_view))
 
     def needs_store_outside(v: Value, group) -> bool:
-        return _reaches(v, leaving, is_view) or any(
-            u not in group for u in _effective_users(v, is_view))
+        return reaches(v, leaving, is_view) or any(
+            u not in group for u in view_readers(v, is_view))
 
     # direct in-place stores of updates: safe when every other reader of the target ran in
     # an earlier kernel or reads it element-for-element in the storing kernel
@@ -355,7 +329,7 @@ def build_plan(graph, threads: int = 1, memplan: str = "shared") -> Plan:
         ok = True
         for u in a.users:
             if is_view(u):
-                if any(kpos(w) >= kp for w in _effective_users(u.output, is_view)):
+                if any(kpos(w) >= kp for w in view_readers(u.output, is_view)):
                     ok = False
                 continue
             if u in ks:
@@ -528,7 +502,7 @@ def _valid_group(members, pos, is_view, END, graph) -> bool:
                     b = b.node.inputs[0]
                 if b.node in mset:
                     return False
-        for u in _effective_users(m.output, is_view):
+        for u in view_readers(m.output, is_view):
             if u not in mset and pos[u] < last:
                 return False
     return True
