@@ -11,6 +11,8 @@ numpy backend's interface (and ``graph.updates`` applied in place).  Options:
   (``graphc.passes.memory``) over this backend's kernel levels, ``fn.memory_plan`` is
   that ``MemoryPlan`` and ``fn.arena_bytes == fn.memory_plan.arena_bytes``; ``"naive"``:
   every stored value its own bytes (a reference for tests; ``fn.memory_plan`` is None);
+* ``parts`` -- modules the kernels are spread over and LLVM compiles concurrently
+  (default: the cores this process may use; same code, only faster to build);
 * ``profile`` -- record cycles per kernel (``fn.profile()``; meaningful with 1 thread);
 * ``adaptive`` (default off; ``GRAPHC_ADAPTIVE=1``) -- with ``threads`` > 1, run each
   call with all threads or with one, whichever recent calls measured faster (identical
@@ -28,8 +30,11 @@ def missing_lowerings() -> list[str]:
     return _missing()
 
 
-def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="shared"):
-    """(plan, llvmlite module) for ``graph`` -- the IR before JIT compilation."""
+def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="shared",
+          parts=1):
+    """(plan, llvmlite module) for ``graph`` -- the IR before JIT compilation (with
+    ``parts`` > 1: a list of modules, the kernels spread over them, compiled
+    concurrently by :func:`.jit.compile_module`)."""
     from graphc.ir import verify
     from graphc.passes import fusion
 
@@ -38,12 +43,12 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="sh
     g = fusion.fuse(graph, epilogue=epilogue) if fuse else graph.clone()[0]
     verify(g)
     p = plan_mod.build_plan(g, threads, plan)
-    module = codegen.Codegen(p, jit.host_target().triple, profile).build()
+    module = codegen.Codegen(p, jit.host_target().triple, profile).build(parts)
     return p, module
 
 
 def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adaptive=None,
-            plan="shared", **options):
+            plan="shared", parts=None, **options):
     """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``.
 
     With ``profile=True`` thread 0 records the cycle counter after every kernel;
@@ -52,7 +57,9 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
 
     from . import jit, runtime
     t0 = time.perf_counter()
-    p, module = lower(graph, threads, fuse, epilogue, profile, plan)
+    # one module part per core (``parts``): LLVM compiles the parts concurrently
+    p, module = lower(graph, threads, fuse, epilogue, profile, plan,
+                      parts=parts or jit.compile_threads())
     t1 = time.perf_counter()
     cm = jit.compile_module(module)
     info = {"lower_seconds": t1 - t0, "source": cm.source, **cm.timings}

@@ -50,6 +50,7 @@ class Codegen:
         self.T = plan.threads
         self.m = ir.Module(name=f"graphc_{plan.graph.name}")
         self.m.triple = target_triple
+        self.entry_module = self.m
         self.globals = {}
         self._ids = 0
         self._loop_md = {}
@@ -172,7 +173,8 @@ class Codegen:
                 sts.append(v.st)
         fn = ir.Function(self.m, ir.FunctionType(VOID, [I64] + [PTR] * len(sts)),
                          f"k{idx_no}_{_clean(k.name)}")
-        fn.linkage = "internal"
+        if self.m is self.entry_module:
+            fn.linkage = "internal"     # else exported to the entry's module (same engine)
         fn.attributes.add("nounwind")
         fn.attributes.add("noinline")
         tid = fn.args[0]
@@ -333,9 +335,32 @@ class Codegen:
         self._interleave = 0
 
     # ---- entry --------------------------------------------------------------------------
-    def build(self):
+    def build(self, parts: int = 1):
+        """The module (``parts`` = 1), or a list of ``parts`` modules: the first holds the
+        entry, the others kernels it calls by name.  JIT compiles the parts concurrently
+        (:func:`.jit.compile_module`); kernels are spread by :func:`_compile_cost`."""
         plan = self.plan
-        kfns = [self.kernel(k, i) for i, k in enumerate(plan.kernels)]
+        n = max(1, min(parts, len(plan.kernels)))
+        mods = [self.m] + [ir.Module(name=f"{self.m.name}_part{j}") for j in range(1, n)]
+        for m in mods[1:]:
+            m.triple = self.m.triple
+        state = {id(m): ({}, {}) for m in mods}
+        kfns = []
+        for i, (k, j) in enumerate(zip(plan.kernels, _assign_parts(plan.kernels, n, self.T))):
+            self.m = mods[j]
+            self.globals, self._loop_md = state[id(self.m)]
+            fn, sts = self.kernel(k, i)
+            if j:
+                fn = ir.Function(mods[0], fn.function_type, fn.name)
+                fn.attributes.add("nounwind")
+            kfns.append((fn, sts))
+        self.m = mods[0]
+        self.globals, self._loop_md = state[id(self.m)]
+        self._build_entry(kfns)
+        return mods[0] if parts == 1 else mods
+
+    def _build_entry(self, kfns):
+        plan = self.plan
         fn = ir.Function(self.m, parallel.JOB_TYPE, ENTRY)
         fn.attributes.add("nounwind")
         tid, nth, argv, bar = fn.args
@@ -377,7 +402,6 @@ class Codegen:
         else:
             self.dynamic_phases(b, fn, tid, nth, argv, run)
         b.ret_void()
-        return self.m
 
     def dynamic_phases(self, b, fn, tid, nth, argv, run):
         """Kernels between two required synchronisation points form a *segment*; its
@@ -481,6 +505,31 @@ def _cost(k, T):
     if hasattr(k, "phases"):
         return sum(int(np.prod(d.shape)) for _, d in k.phases)
     return int(np.prod(k.shape)) * (1 + len(k.nodes) + len(k.reductions))
+
+
+def _compile_cost(k):
+    """Rough LLVM work of a kernel (loop nests and instructions it becomes)."""
+    if hasattr(k, "phases"):
+        return 2 + len(k.phases)
+    n = 2 + len(k.nodes) + len(k.loads) + len(k.stores) + 3 * len(k.reductions)
+    return n + (6 if getattr(k, "smallk", False) else 2 if k.gemm is not None else 0)
+
+
+def _assign_parts(kernels, parts, threads):
+    """Part of each kernel: longest first onto the least loaded part (part 0 also
+    compiles the entry function, so it starts with the entry's share: a call per
+    kernel, or with several threads one per chunk plus the claim/wait loops)."""
+    if parts <= 1:
+        return [0] * len(kernels)
+    entry = len(kernels) if threads == 1 else sum(
+        1 if k.single else k.nchunks for k in kernels) // 2 + 4 * len(kernels)
+    load = [entry / 4] + [0] * (parts - 1)
+    out = [0] * len(kernels)
+    for i in sorted(range(len(kernels)), key=lambda i: -_compile_cost(kernels[i])):
+        j = min(range(parts), key=lambda j: load[j])
+        out[i] = j
+        load[j] += _compile_cost(kernels[i])
+    return out
 
 
 def _clean(name):

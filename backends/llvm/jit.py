@@ -38,13 +38,16 @@ _LOCK = threading.RLock()
 _INITIALISED = False
 
 #: bump when the meaning of a cached object changes (pipeline, header layout...)
-CACHE_FORMAT_VERSION = 1
+#: 2: a payload is a list of objects (a module compiled in parts), each length-prefixed
+CACHE_FORMAT_VERSION = 2
 _MAGIC = b"GRAPHCOBJ\0"
 _HEADER = struct.Struct("<10sI32s32sQ")  # magic, version, key digest, sha256(payload), size
 
 
 def _initialise() -> None:
     global _INITIALISED
+    if _INITIALISED:    # no lock: compile threads call this while the caller holds it
+        return
     with _LOCK:
         if not _INITIALISED:
             # llvmlite >= 0.45: binding.initialize() raises; only these are needed.
@@ -265,12 +268,14 @@ def _parse(ir_text: str, tm, timings: dict | None = None):
     return mod
 
 
-def _load_object(obj: bytes, target: TargetInfo):
-    """An engine holding only ``obj``: no optimisation and no code generation happen."""
+def _load_objects(objs: list, target: TargetInfo):
+    """An engine holding only ``objs`` (linked to each other): no optimisation and no
+    code generation happen."""
     tm = target.machine()
     empty = llvm.parse_assembly(f'target triple = "{tm.triple}"\n')
     engine = llvm.create_mcjit_compiler(empty, tm)
-    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    for obj in objs:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     return engine
 
@@ -286,27 +291,33 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True,
     """Parse, verify, optimise (new pass manager, ``opt`` pipeline, default O3) and JIT
     ``module_or_text``.
 
-    Accepts an ``llvmlite.ir.Module`` or IR text. Returns a :class:`CompiledModule`
-    whose ``timings`` report the phases that ran (``ir_text``: printing the llvmlite
-    module; ``key``: hashing; ``cache_read``/``load`` on a disk hit; ``parse``,
-    ``verify``, ``optimise``, ``codegen``, ``cache_write`` when compiled).
-    Cached in memory and on disk.
+    Accepts an ``llvmlite.ir.Module`` or IR text, or a list of them: the *parts* of one
+    program (functions of one part may call exported functions of another), compiled
+    concurrently -- one thread and one LLVM context per part -- and linked into one
+    engine.  Returns a :class:`CompiledModule` whose ``timings`` report the phases that
+    ran (``ir_text``: printing the llvmlite module; ``key``: hashing;
+    ``cache_read``/``load`` on a disk hit; ``parse``, ``verify``, ``optimise``,
+    ``codegen`` -- the slowest part's, when compiled in parts -- ``llvm`` (their wall
+    time) and ``cache_write`` when compiled).  Cached in memory and on disk.
     """
     t0 = time.perf_counter()
-    ir_text = module_or_text if isinstance(module_or_text, str) else str(module_or_text)
+    parts = module_or_text if isinstance(module_or_text, (list, tuple)) else [module_or_text]
+    texts = [m if isinstance(m, str) else str(m) for m in parts]
+    ir_text = texts[0] if len(texts) == 1 else "\n; ---- graphc part ----\n".join(texts)
     t1 = time.perf_counter()
     target = host_target()
     key = cache_key(ir_text, target, opt)
     pre = {"ir_text": t1 - t0, "key": time.perf_counter() - t1}
-    return compile_keyed(key, lambda: ir_text, use_disk_cache=use_disk_cache, opt=opt,
+    return compile_keyed(key, lambda: texts, use_disk_cache=use_disk_cache, opt=opt,
                          pre_timings=pre)
 
 
 def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str = "O3",
                   pre_timings: dict | None = None) -> CompiledModule:
     """Like :func:`compile_module` for a caller-computed ``key`` (64 hex digits; it must
-    cover everything the object code depends on, the target included): the IR text is
-    built by ``build_ir()`` only when neither cache holds the key."""
+    cover everything the object code depends on, the target included): the IR (a
+    module or text, or a list of parts) is built by ``build_ir()`` only when neither
+    cache holds the key."""
     target = host_target()
     timings = dict(pre_timings or {})
     with _LOCK:
@@ -320,13 +331,13 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
         result = None
         if path is not None and os.path.exists(path):
             t0 = time.perf_counter()
-            obj = read_entry(path, key)
+            objs = _split_objects(read_entry(path, key))
             t1 = time.perf_counter()
-            if obj is None:
+            if objs is None:
                 STATS["disk_rejects"] += 1
             else:
                 try:
-                    engine = _load_object(obj, target)
+                    engine = _load_objects(objs, target)
                 except RuntimeError:
                     STATS["disk_rejects"] += 1
                 else:
@@ -335,38 +346,130 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
                     result = CompiledModule(key, engine, target, "disk", timings)
         if result is None:
             t0 = time.perf_counter()
-            ir_text = build_ir()
-            if not isinstance(ir_text, str):
-                ir_text = str(ir_text)
+            parts = build_ir()
+            parts = parts if isinstance(parts, (list, tuple)) else [parts]
+            texts = [p if isinstance(p, str) else str(p) for p in parts]
             timings["ir_build"] = time.perf_counter() - t0
-            result = _compile_fresh(ir_text, key, target, path, opt, timings)
+            result = _compile_fresh(texts, key, target, path, opt, timings)
         _MEMORY_CACHE[key] = result
         return result
 
 
-def _compile_fresh(ir_text: str, key: str, target: TargetInfo, path: str | None,
-                   opt: str = "O3", timings: dict | None = None):
-    timings = {} if timings is None else timings
+def _join_objects(objs: list) -> bytes:
+    return b"".join(struct.pack("<Q", len(o)) + o for o in objs)
+
+
+def _split_objects(payload: bytes | None) -> list | None:
+    """The objects of a cache payload (None if it is not a well-formed list)."""
+    if payload is None:
+        return None
+    objs, pos = [], 0
+    while pos < len(payload):
+        if pos + 8 > len(payload):
+            return None
+        (n,) = struct.unpack_from("<Q", payload, pos)
+        pos += 8
+        if n == 0 or pos + n > len(payload):
+            return None
+        objs.append(payload[pos:pos + n])
+        pos += n
+    return objs or None
+
+
+def _unlocked(name: str):
+    """llvmlite serialises every LLVM call with one global lock; optimising and
+    emitting a module that lives in its *own* context is thread-safe in LLVM, so the
+    parts' two heavy calls use the raw function (None: the wrapper changed; the
+    callers then stay serial)."""
+    from llvmlite.binding import ffi
+    try:
+        return getattr(ffi.lib, name)._cfn
+    except AttributeError:
+        return None
+
+
+def _compile_part(text: str, target: TargetInfo, opt: str, own_context: bool) -> tuple:
+    """(object code, timings) of one module; in its own LLVM context when
+    ``own_context`` (several parts at once), under llvmlite's lock otherwise."""
+    import ctypes
+    from llvmlite.binding import ffi
+    timings = {}
+    ctx = llvm.create_context() if own_context else None
     tm = target.machine()
-    mod = _parse(ir_text, tm, timings)
+    t0 = time.perf_counter()
+    mod = llvm.parse_assembly(text, context=ctx) if ctx is not None else \
+        llvm.parse_assembly(text)
     t1 = time.perf_counter()
-    _optimise(mod, tm, opt)
-    t2 = time.perf_counter()
-    timings["optimise"] = t2 - t1
+    mod.verify()
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    timings.update(parse=t1 - t0, verify=time.perf_counter() - t1)
+    t1 = time.perf_counter()
+    run_pm = _unlocked("LLVMPY_RunNewModulePassManager") if own_context else None
+    emit = _unlocked("LLVMPY_TargetMachineEmitToMemory") if own_context else None
+    if run_pm is None or emit is None:
+        _optimise(mod, tm, opt)
+        t2 = time.perf_counter()
+        obj = tm.emit_object(mod)
+    else:
+        level, lv, slp, unroll = PIPELINES[opt]
+        pto = llvm.create_pipeline_tuning_options(speed_level=level)
+        pto.loop_vectorization, pto.slp_vectorization, pto.loop_unrolling = lv, slp, unroll
+        pb = llvm.create_pass_builder(tm, pto)
+        pm = pb.getModulePassManager()
+        run_pm(pm, mod, pb)
+        t2 = time.perf_counter()
+        with ffi.OutputString() as err:
+            buf = emit(tm, mod, 1, err)
+            if not buf:
+                raise RuntimeError(str(err))
+        try:
+            obj = ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buf),
+                                   ffi.lib.LLVMPY_GetBufferSize(buf))
+        finally:
+            ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
+    timings.update(optimise=t2 - t1, codegen=time.perf_counter() - t2)
     dump_dir = os.environ.get("GRAPHC_DUMP_LLVM")
     if dump_dir:
-        _dump(dump_dir, key, ".ll", ir_text)
-        _dump(dump_dir, key, ".opt.ll", str(mod))
-        _dump(dump_dir, key, ".s", target.machine().emit_assembly(mod))
-    objects = []
-    engine = llvm.create_mcjit_compiler(mod, tm)
-    engine.set_object_cache(notify_func=lambda _m, buf: objects.append(buf))
-    engine.finalize_object()
+        dkey = hashlib.sha256(text.encode()).hexdigest()
+        _dump(dump_dir, dkey, ".ll", text)
+        _dump(dump_dir, dkey, ".opt.ll", str(mod))
+        _dump(dump_dir, dkey, ".s", tm.emit_assembly(mod))
+    mod.close()
+    if ctx is not None:
+        ctx.close()
+    return obj, timings
+
+
+def compile_threads() -> int:
+    """Threads compiling the parts of one module: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
+                   opt: str = "O3", timings: dict | None = None):
+    from concurrent.futures import ThreadPoolExecutor
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
+    if len(texts) == 1:
+        results = [_compile_part(texts[0], target, opt, False)]
+    else:
+        with ThreadPoolExecutor(min(len(texts), compile_threads())) as ex:
+            results = list(ex.map(lambda t: _compile_part(t, target, opt, True), texts))
+    t1 = time.perf_counter()
+    for phase in ("parse", "verify", "optimise", "codegen"):
+        timings[phase] = max(r[1][phase] for r in results)
+    timings["llvm"] = t1 - t0
+    objs = [r[0] for r in results]
+    engine = _load_objects(objs, target)
     STATS["codegen"] += 1
     t3 = time.perf_counter()
-    timings["codegen"] = t3 - t2
-    if path is not None and objects:
-        write_entry(path, key, objects[0])
+    timings["load"] = t3 - t1
+    if path is not None:
+        write_entry(path, key, _join_objects(objs))
         timings["cache_write"] = time.perf_counter() - t3
     return CompiledModule(key, engine, target, "compiled", timings)
 

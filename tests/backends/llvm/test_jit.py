@@ -160,3 +160,48 @@ def test_key_depends_on_target():
     b = jit.TargetInfo("x86_64-unknown-linux-gnu", "x86-64", "", True)
     assert jit.cache_key(text, a) != jit.cache_key(text, b)
     assert jit.cache_key(text, a) == jit.cache_key(text, a)
+
+
+def _parts(tag: str):
+    """Two modules of one program: ``twice_axpy`` (part 0) calls ``axpy2`` (part 1)."""
+    caller = f"""
+; unique: {tag}
+declare double @axpy2(double, double, double)
+define double @twice_axpy(double %a, double %x, double %y) {{
+  %r = call double @axpy2(double %a, double %x, double %y)
+  %t = fmul double %r, 2.0
+  ret double %t
+}}
+"""
+    callee = f"""
+; unique: {tag}
+define double @axpy2(double %a, double %x, double %y) {{
+  %p = fmul double %a, %x
+  %r = fadd double %p, %y
+  ret double %r
+}}
+"""
+    return [caller, callee]
+
+
+def _call_twice(cm, *args):
+    fn = cm.cfunc("twice_axpy", ctypes.c_double, *[ctypes.c_double] * 3)
+    return fn(*args)
+
+
+def test_parts_compile_concurrently_and_link(cache_dir):
+    parts = _parts(uuid.uuid4().hex)
+    cm = jit.compile_module(parts)
+    assert cm.source == "compiled" and "llvm" in cm.timings
+    assert _call_twice(cm, 2.0, 3.0, 1.0) == 14.0
+    # one cache entry holds both objects; a disk hit links them again
+    jit.clear_memory_cache()
+    again = jit.compile_module(parts)
+    assert again.source == "disk" and again.key == cm.key
+    assert _call_twice(again, 1.0, 1.0, 1.0) == 4.0
+    assert len(jit._split_objects(jit.read_entry(str(_only_entry(cache_dir)), cm.key))) == 2
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x05\0\0\0\0\0\0\0abc", b"\0" * 8, b"\x01\0\0"])
+def test_malformed_object_list_is_rejected(payload):
+    assert jit._split_objects(payload) is None
