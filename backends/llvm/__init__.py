@@ -51,23 +51,125 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
             plan="shared", parts=None, **options):
     """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``.
 
+    The caches are looked up by the graph's fingerprint and the options
+    (:func:`graph_key`) before anything is lowered: a hit loads the object code and the
+    plan summary kept beside it, so it neither fuses, plans nor builds IR.
+
     With ``profile=True`` thread 0 records the cycle counter after every kernel;
     ``fn.profile()`` then lists (kernel, cycles) of the last call."""
     import time
 
-    from . import jit, runtime
+    from . import jit, kernellib, parallel, runtime
     t0 = time.perf_counter()
-    # one module part per core (``parts``): LLVM compiles the parts concurrently
-    p, module = lower(graph, threads, fuse, epilogue, profile, plan,
-                      parts=parts or jit.compile_threads())
+    threads = parallel.num_threads(threads)
+    key = graph_key(graph, threads, fuse, epilogue, profile, plan)
     t1 = time.perf_counter()
-    cm = jit.compile_module(module)
-    info = {"lower_seconds": t1 - t0, "source": cm.source, **cm.timings}
+    built = {}
+
+    def build():
+        # one module part per core (``parts``): LLVM compiles the parts concurrently
+        p, module = lower(graph, threads, fuse, epilogue, profile, plan,
+                          parts=parts or jit.compile_threads())
+        built["plan"] = p
+        mods = module if isinstance(module, list) else [module]
+        built["lower_seconds"] = time.perf_counter() - t1
+        libs = kernellib.families_used(mods)
+        return jit.WithMeta(module, runtime.PlanSummary.of(p).to_meta({"libs": libs}))
+
+    summary = None
+    cm = jit.compile_keyed(key, build, pre_timings={"key": t1 - t0}, before_load=_libraries)
+    if "plan" in built:
+        summary = runtime.PlanSummary.of(built["plan"])
+    elif cm.meta is not None:
+        summary = runtime.PlanSummary.from_meta(
+            cm.meta, graph, _lazy_plan(graph, threads, fuse, epilogue, profile, plan))
+    if summary is None:             # no usable summary: plan again (same code, same key)
+        summary = runtime.PlanSummary.of(
+            lower(graph, threads, fuse, epilogue, profile, plan)[0])
+    info = {"lower_seconds": built.get("lower_seconds", 0.0), "source": cm.source,
+            **cm.timings}
     if adaptive is None:
         import os
         adaptive = os.environ.get("GRAPHC_ADAPTIVE", "0") not in ("", "0")
-    return runtime.CompiledGraph(graph, p, cm, p.threads, info, profile=profile,
+    return runtime.CompiledGraph(graph, summary, cm, summary.threads, info, profile=profile,
                                  adaptive=adaptive)
+
+
+def _libraries(meta: bytes | None) -> None:
+    """Load the kernel-library families a cached graph object links against."""
+    import json
+
+    from . import kernellib
+    if meta is None:
+        return
+    try:
+        libs = json.loads(meta).get("libs", [])
+    except ValueError:
+        return
+    for fam in libs:
+        kernellib.load_family(fam)
+
+
+def _lazy_plan(graph, threads, fuse, epilogue, profile, plan):
+    memo = []
+
+    def full():
+        if not memo:
+            memo.append(lower(graph, threads, fuse, epilogue, profile, plan)[0])
+        return memo[0]
+    return full
+
+
+_SOURCE_DIGEST: list = []
+
+
+def source_digest() -> str:
+    """sha256 of the code that decides what a graph compiles to: the IR and its ops, the
+    passes and this backend (any edit changes every graph key)."""
+    if not _SOURCE_DIGEST:
+        import hashlib
+        import os
+
+        import graphc.ir
+        import graphc.passes
+        h = hashlib.sha256()
+        for mod in (graphc.ir, graphc.passes):
+            for root in mod.__path__:
+                _digest_tree(h, root)
+        _digest_tree(h, os.path.dirname(__file__))
+        _SOURCE_DIGEST.append(h.hexdigest())
+    return _SOURCE_DIGEST[0]
+
+
+def _digest_tree(h, root) -> None:
+    import os
+    for dirpath, dirnames, files in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read() + b"\0")
+
+
+def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="shared") -> str:
+    """Cache key of ``graph`` compiled with these options for the host: its fingerprint,
+    the options, the backend's sources, the kernel-library switch and the target."""
+    import hashlib
+
+    import llvmlite
+
+    from graphc.ir import fingerprint
+
+    from . import jit, kernellib
+    t = jit.host_target()
+    h = hashlib.sha256()
+    for part in ("graphc-llvm-graph", str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__,
+                 t.triple, t.cpu, t.features, source_digest(), fingerprint(graph),
+                 repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
+                       kernellib.enabled()))):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def assembly(graph, threads=None, **kw) -> str:

@@ -124,6 +124,8 @@ class CompiledModule:
     source: str
     timings: dict = field(default_factory=dict)
     _cfuncs: dict = field(default_factory=dict, repr=False)
+    #: caller data cached with the object code (:class:`WithMeta`), e.g. a plan summary
+    meta: bytes | None = None
 
     def get_function_address(self, name: str) -> int:
         addr = self.engine.get_function_address(name)
@@ -313,11 +315,12 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True,
 
 
 def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str = "O3",
-                  pre_timings: dict | None = None) -> CompiledModule:
+                  pre_timings: dict | None = None, before_load=None) -> CompiledModule:
     """Like :func:`compile_module` for a caller-computed ``key`` (64 hex digits; it must
     cover everything the object code depends on, the target included): the IR (a
     module or text, or a list of parts) is built by ``build_ir()`` only when neither
-    cache holds the key."""
+    cache holds the key.  ``before_load(meta)`` runs before a disk entry's objects are
+    linked (e.g. to load what they call)."""
     target = host_target()
     timings = dict(pre_timings or {})
     with _LOCK:
@@ -325,45 +328,63 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
         if hit is not None:
             STATS["memory_hits"] += 1
             return CompiledModule(key, hit.engine, target, "memory", dict(hit.timings),
-                                  hit._cfuncs)
+                                  hit._cfuncs, hit.meta)
         directory = cache_dir() if use_disk_cache else None
         path = _entry_path(directory, key) if directory else None
         result = None
         if path is not None and os.path.exists(path):
             t0 = time.perf_counter()
-            objs = _split_objects(read_entry(path, key))
+            entry = _split_objects(read_entry(path, key))
             t1 = time.perf_counter()
-            if objs is None:
+            if entry is None:
                 STATS["disk_rejects"] += 1
             else:
                 try:
-                    engine = _load_objects(objs, target)
+                    if before_load is not None:
+                        before_load(entry[1])
+                    engine = _load_objects(entry[0], target)
                 except RuntimeError:
                     STATS["disk_rejects"] += 1
                 else:
                     STATS["disk_hits"] += 1
                     timings.update(cache_read=t1 - t0, load=time.perf_counter() - t1)
-                    result = CompiledModule(key, engine, target, "disk", timings)
+                    result = CompiledModule(key, engine, target, "disk", timings,
+                                            meta=entry[1])
         if result is None:
             t0 = time.perf_counter()
-            parts = build_ir()
+            parts, meta = build_ir(), None
+            if isinstance(parts, WithMeta):
+                parts, meta = parts.ir, parts.meta
             parts = parts if isinstance(parts, (list, tuple)) else [parts]
             texts = [p if isinstance(p, str) else str(p) for p in parts]
             timings["ir_build"] = time.perf_counter() - t0
-            result = _compile_fresh(texts, key, target, path, opt, timings)
+            result = _compile_fresh(texts, key, target, path, opt, timings, meta)
         _MEMORY_CACHE[key] = result
         return result
 
 
-def _join_objects(objs: list) -> bytes:
-    return b"".join(struct.pack("<Q", len(o)) + o for o in objs)
+@dataclass(frozen=True)
+class WithMeta:
+    """What a ``build_ir`` callback may return: the IR plus bytes to keep beside its
+    object code (returned as ``CompiledModule.meta`` by every later cache hit)."""
+
+    ir: object
+    meta: bytes
 
 
-def _split_objects(payload: bytes | None) -> list | None:
-    """The objects of a cache payload (None if it is not a well-formed list)."""
+_META_TAG = b"GRAPHCMETA\0"
+
+
+def _join_objects(objs: list, meta: bytes | None = None) -> bytes:
+    items = list(objs) + ([] if meta is None else [_META_TAG + meta])
+    return b"".join(struct.pack("<Q", len(o)) + o for o in items)
+
+
+def _split_objects(payload: bytes | None) -> tuple | None:
+    """(objects, meta or None) of a cache payload; None if it is not well formed."""
     if payload is None:
         return None
-    objs, pos = [], 0
+    items, pos = [], 0
     while pos < len(payload):
         if pos + 8 > len(payload):
             return None
@@ -371,9 +392,14 @@ def _split_objects(payload: bytes | None) -> list | None:
         pos += 8
         if n == 0 or pos + n > len(payload):
             return None
-        objs.append(payload[pos:pos + n])
+        items.append(payload[pos:pos + n])
         pos += n
-    return objs or None
+    meta = None
+    if items and items[-1].startswith(_META_TAG):
+        meta = items.pop()[len(_META_TAG):]
+    if not items or any(o.startswith(_META_TAG) for o in items):
+        return None
+    return items, meta
 
 
 def _unlocked(name: str):
@@ -450,7 +476,7 @@ def compile_threads() -> int:
 
 
 def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
-                   opt: str = "O3", timings: dict | None = None):
+                   opt: str = "O3", timings: dict | None = None, meta: bytes | None = None):
     from concurrent.futures import ThreadPoolExecutor
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
@@ -469,9 +495,9 @@ def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
     t3 = time.perf_counter()
     timings["load"] = t3 - t1
     if path is not None:
-        write_entry(path, key, _join_objects(objs))
+        write_entry(path, key, _join_objects(objs, meta))
         timings["cache_write"] = time.perf_counter() - t3
-    return CompiledModule(key, engine, target, "compiled", timings)
+    return CompiledModule(key, engine, target, "compiled", timings, meta=meta)
 
 
 def assembly(module_or_text, optimise: bool = True, opt: str = "O3") -> str:

@@ -146,3 +146,18 @@ def gemm_function(module: ir.Module, spec: gemm_mod.GemmSpec) -> ir.Function:
         for a in fn.args[:3]:
             a.add_attribute("noalias")
     return fn
+
+
+def families_used(modules) -> list:
+    """The library families whose drivers ``modules`` (llvmlite modules of one graph,
+    built in this process) declare: what must be loaded before their object code is."""
+    names = {f.name for m in modules for f in m.functions
+             if f.is_declaration and f.name.startswith("graphc_lib")}
+    return sorted({fam for (_, fam), (_, syms) in list(_LOADED.items())
+                   if names & set(syms.values())}, key=repr)
+
+
+def load_family(fam) -> None:
+    """Load (or build) a family by its tuple, as :func:`families_used` lists it."""
+    dtype, mr, nv, vw, kc = fam
+    load(gemm_mod.GemmSpec(str(dtype), False, False, int(mr), int(nv), int(vw), int(kc)))

@@ -11,8 +11,10 @@ parameter arrays every step pays only for the new batch.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,12 +79,93 @@ class _Adaptive:
                 self.mode = self.threads
 
 
+@dataclass
+class SlotInfo:
+    """An argv slot: a graph input (``arg``), output (``out``) or large constant (``ext``)."""
+
+    kind: str
+    dtype: np.dtype
+    size: int
+    name: str
+    slot: int
+    value: np.ndarray | None = None
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+
+@dataclass
+class KernelInfo:
+    name: str
+    barrier: bool
+
+
+class PlanSummary:
+    """What running a compiled graph needs of its ``Plan`` (argv slots, kernel names,
+    arena size) -- small enough to keep beside the object code in the disk cache, so
+    a cache hit does not fuse, plan or build IR.  ``full()`` gives the whole plan (made
+    again on demand for memory reports and tests)."""
+
+    VERSION = 1
+
+    def __init__(self, slots, kernels, arena_bytes, threads, full):
+        self.slots, self.kernels = slots, kernels
+        self.arena_bytes, self.threads = arena_bytes, threads
+        self._full = full
+
+    @classmethod
+    def of(cls, plan):
+        slots = [SlotInfo(st.kind, st.dtype, st.size, st.name, st.slot, st.value)
+                 for st in plan.slots]
+        kernels = [KernelInfo(k.name, bool(k.barrier)) for k in plan.kernels]
+        return cls(slots, kernels, plan.arena_bytes, plan.threads, lambda: plan)
+
+    def full(self):
+        return self._full()
+
+    def to_meta(self, extra: dict | None = None) -> bytes:
+        return json.dumps({
+            "version": self.VERSION, "threads": self.threads, "arena": self.arena_bytes,
+            "slots": [[s.kind, s.dtype.str, s.size, s.name, s.slot] for s in self.slots],
+            "kernels": [[k.name, k.barrier] for k in self.kernels], **(extra or {}),
+        }).encode()
+
+    @classmethod
+    def from_meta(cls, meta: bytes, graph, full):
+        """The summary stored by :meth:`to_meta` for ``graph`` (None if it does not fit:
+        then the caller plans again).  Large constants are taken from ``graph``."""
+        try:
+            d = json.loads(meta)
+            if d.get("version") != cls.VERSION:
+                return None
+            consts = {n.output.name: n.attrs["value"] for n in graph.nodes
+                      if n.op == "constant"}
+            slots = []
+            for i, (kind, dtype, size, name, slot) in enumerate(d["slots"]):
+                value = None
+                if kind == "ext":
+                    value = np.ascontiguousarray(consts[name])
+                    if value.size != size:
+                        return None
+                if slot != i or kind not in ("arg", "out", "ext"):
+                    return None
+                slots.append(SlotInfo(kind, np.dtype(dtype), int(size), name, slot, value))
+            kernels = [KernelInfo(str(n), bool(b)) for n, b in d["kernels"]]
+            return cls(slots, kernels, int(d["arena"]), int(d["threads"]), full)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
 class CompiledGraph:
     """``fn(*arrays) -> list of output arrays``; updates ``graph.updates`` in place."""
 
     def __init__(self, graph, plan, module, threads, compile_info=None, profile=False,
                  adaptive=False):
-        self.graph, self.plan, self.module = graph, plan, module
+        """``plan``: the graph's ``Plan`` or a :class:`PlanSummary` of it."""
+        if not isinstance(plan, PlanSummary):
+            plan = PlanSummary.of(plan)
+        self.graph, self.summary, self.module = graph, plan, module
         self.threads = threads
         self.compile_info = compile_info or {}
         self.n_in = len(graph.inputs)
@@ -126,9 +209,14 @@ class CompiledGraph:
         self._checked_alias = None
 
     @property
+    def plan(self):
+        """The full ``Plan`` (planned again on first use after a disk-cache hit)."""
+        return self.summary.full()
+
+    @property
     def arena_bytes(self) -> int:
         """Bytes of the one arena this function allocated (and runs every call in)."""
-        return self.plan.arena_bytes
+        return self.summary.arena_bytes
 
     @property
     def memory_plan(self):
@@ -149,7 +237,7 @@ class CompiledGraph:
         if self._prof is None:
             raise ValueError("compiled without profile=True")
         d = np.diff(self._prof)
-        return [(k.name, k.barrier, int(c)) for k, c in zip(self.plan.kernels, d)]
+        return [(k.name, k.barrier, int(c)) for k, c in zip(self.summary.kernels, d)]
 
     # ---- argument handling ---------------------------------------------------------------
     def _bind(self, i, a):

@@ -199,9 +199,24 @@ def test_parts_compile_concurrently_and_link(cache_dir):
     again = jit.compile_module(parts)
     assert again.source == "disk" and again.key == cm.key
     assert _call_twice(again, 1.0, 1.0, 1.0) == 4.0
-    assert len(jit._split_objects(jit.read_entry(str(_only_entry(cache_dir)), cm.key))) == 2
+    objs, meta = jit._split_objects(jit.read_entry(str(_only_entry(cache_dir)), cm.key))
+    assert len(objs) == 2 and meta is None
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x05\0\0\0\0\0\0\0abc", b"\0" * 8, b"\x01\0\0"])
+def test_meta_is_kept_beside_the_object_code(cache_dir):
+    text = _ir()
+    cm = jit.compile_keyed(jit.cache_key(text, jit.host_target()),
+                           lambda: jit.WithMeta(text, b'{"plan": 1}'))
+    assert cm.source == "compiled" and cm.meta == b'{"plan": 1}'
+    for source in ("memory", "disk"):
+        if source == "disk":
+            jit.clear_memory_cache()
+        again = jit.compile_keyed(cm.key, lambda: pytest.fail("rebuilt"))
+        assert again.source == source and again.meta == b'{"plan": 1}'
+        assert _call(again, 2.0, 3.0, 1.0) == 7.0
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x05\0\0\0\0\0\0\0abc", b"\0" * 8, b"\x01\0\0",
+                                     b"\x0c\0\0\0\0\0\0\0GRAPHCMETA\0x"])
 def test_malformed_object_list_is_rejected(payload):
     assert jit._split_objects(payload) is None
