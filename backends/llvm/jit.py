@@ -31,10 +31,27 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import json
+
 import llvmlite
-import llvmlite.binding as llvm
+
+from . import elfload
+
+
+class _LazyBinding:
+    """``llvmlite.binding``, imported on first use: a disk-cache hit loads object code
+    with :mod:`.elfload` and never needs it (its import costs ~20-60 ms)."""
+
+    def __getattr__(self, name):
+        import llvmlite.binding as binding
+        globals()["llvm"] = binding
+        return getattr(binding, name)
+
+
+llvm = _LazyBinding()
 
 _LOCK = threading.RLock()
+_INIT_LOCK = threading.Lock()    # not _LOCK: compile threads initialise while it is held
 _INITIALISED = False
 
 #: bump when the meaning of a cached object changes (pipeline, header layout...)
@@ -46,9 +63,9 @@ _HEADER = struct.Struct("<10sI32s32sQ")  # magic, version, key digest, sha256(pa
 
 def _initialise() -> None:
     global _INITIALISED
-    if _INITIALISED:    # no lock: compile threads call this while the caller holds it
+    if _INITIALISED:
         return
-    with _LOCK:
+    with _INIT_LOCK:
         if not _INITIALISED:
             # llvmlite >= 0.45: binding.initialize() raises; only these are needed.
             llvm.initialize_native_target()
@@ -83,12 +100,58 @@ class TargetInfo:
 _TARGET: TargetInfo | None = None
 
 
+def _cpu_fingerprint() -> str | None:
+    """What identifies this CPU model and its features without LLVM (Linux
+    /proc/cpuinfo: vendor, family, model, stepping, flags of the first CPU)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read(65536)
+    except OSError:
+        return None
+    first = text.split("\n\n", 1)[0]
+    keep = [ln for ln in first.splitlines() if ln.split(":", 1)[0].strip() in
+            ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")]
+    if not any(ln.startswith("flags") for ln in keep):
+        return None
+    return hashlib.sha256("\n".join(keep).encode()).hexdigest()
+
+
+def _target_memo_path(generic: bool) -> str | None:
+    directory = cache_dir()
+    fp = _cpu_fingerprint()
+    if directory is None or fp is None:
+        return None
+    h = hashlib.sha256(f"{fp}/{llvmlite.__version__}/{generic}".encode()).hexdigest()
+    return os.path.join(directory, f"target-{h[:32]}.json")
+
+
 def host_target() -> TargetInfo:
-    """The host CPU target, or generic x86-64 when GRAPHC_LLVM_GENERIC=1 or detection fails."""
+    """The host CPU target, or generic x86-64 when GRAPHC_LLVM_GENERIC=1 or detection fails.
+
+    LLVM's answer is remembered in the cache directory under a fingerprint of the CPU
+    (/proc/cpuinfo) and llvmlite's version, so a process that only loads cached code
+    does not import ``llvmlite.binding`` to ask again."""
     global _TARGET
     generic = os.environ.get("GRAPHC_LLVM_GENERIC", "") not in ("", "0")
     if _TARGET is not None and _TARGET.generic == generic:
         return _TARGET
+    memo = _target_memo_path(generic)
+    if memo is not None:
+        try:
+            with open(memo) as f:
+                d = json.load(f)
+            _TARGET = TargetInfo(str(d["triple"]), str(d["cpu"]), str(d["features"]),
+                                 bool(d["generic"]))
+            return _TARGET
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    _TARGET = _detect_target(generic)
+    if memo is not None:
+        _write_atomic(memo, json.dumps(_TARGET.__dict__).encode())
+    return _TARGET
+
+
+def _detect_target(generic: bool) -> TargetInfo:
     _initialise()
     triple = llvm.get_process_triple()
     cpu, features = "", ""
@@ -102,8 +165,7 @@ def host_target() -> TargetInfo:
         generic = True
         cpu = "x86-64" if triple.startswith("x86_64") else "generic"
         features = ""
-    _TARGET = TargetInfo(triple, cpu, features, generic)
-    return _TARGET
+    return TargetInfo(triple, cpu, features, generic)
 
 
 # --------------------------------------------------------------------------- result
@@ -152,7 +214,8 @@ class CompiledModule:
 _MEMORY_CACHE: dict[str, CompiledModule] = {}
 
 #: counts real code generations (tests use it to prove a disk hit skipped codegen)
-STATS = {"codegen": 0, "disk_hits": 0, "disk_rejects": 0, "memory_hits": 0}
+STATS = {"codegen": 0, "disk_hits": 0, "disk_rejects": 0, "memory_hits": 0,
+         "elf_fallbacks": 0}
 
 
 def cache_dir() -> str | None:
@@ -209,13 +272,16 @@ def write_entry(path: str, key: str, payload: bytes) -> None:
     """Atomically write a cache entry (never leaves a half-written file at ``path``)."""
     header = _HEADER.pack(_MAGIC, CACHE_FORMAT_VERSION, bytes.fromhex(key),
                           hashlib.sha256(payload).digest(), len(payload))
+    _write_atomic(path, header + payload)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.write(payload)
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -270,9 +336,33 @@ def _parse(ir_text: str, tm, timings: dict | None = None):
     return mod
 
 
+#: functions other modules' code may call (the kernel library's drivers): name -> address
+SYMBOLS: dict = {}
+_MCJIT_SYMBOLS: set = set()
+
+
+def add_symbol(name: str, address: int) -> None:
+    """Make ``name`` resolvable by every module loaded from now on."""
+    SYMBOLS[name] = address
+
+
+def elf_loader_enabled() -> bool:
+    return os.environ.get("GRAPHC_ELF_LOADER", "1") not in ("0", "off", "no")
+
+
 def _load_objects(objs: list, target: TargetInfo):
-    """An engine holding only ``objs`` (linked to each other): no optimisation and no
-    code generation happen."""
+    """Code holding only ``objs`` (linked to each other and to :data:`SYMBOLS`): no
+    optimisation and no code generation happen.  :mod:`.elfload` when it can, else an
+    MCJIT engine."""
+    if elf_loader_enabled():
+        try:
+            return elfload.LoadedCode(objs, SYMBOLS.get)
+        except elfload.Unsupported:
+            STATS["elf_fallbacks"] += 1
+    for name, address in list(SYMBOLS.items()):
+        if name not in _MCJIT_SYMBOLS:
+            llvm.add_symbol(name, address)
+            _MCJIT_SYMBOLS.add(name)
     tm = target.machine()
     empty = llvm.parse_assembly(f'target triple = "{tm.triple}"\n')
     engine = llvm.create_mcjit_compiler(empty, tm)
@@ -343,7 +433,7 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
                     if before_load is not None:
                         before_load(entry[1])
                     engine = _load_objects(entry[0], target)
-                except RuntimeError:
+                except (RuntimeError, OSError):
                     STATS["disk_rejects"] += 1
                 else:
                     STATS["disk_hits"] += 1
@@ -479,6 +569,7 @@ def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
                    opt: str = "O3", timings: dict | None = None, meta: bytes | None = None):
     from concurrent.futures import ThreadPoolExecutor
     timings = {} if timings is None else timings
+    _initialise()
     t0 = time.perf_counter()
     if len(texts) == 1:
         results = [_compile_part(texts[0], target, opt, False)]

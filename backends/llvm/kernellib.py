@@ -13,8 +13,8 @@ A graph's module only *declares* the drivers it calls, under a symbol name that
 carries a digest of everything the library's code depends on (format version, the
 source of this file and of ``gemm.py``, llvmlite's version, the target):
 ``graphc_lib<digest>_<spec.name>``.  The library registers its functions under those
-names with ``llvm.add_symbol`` before any graph module referring to them is built or
-loaded, and MCJIT resolves the graph's calls against them.  Because the digest is in
+names with ``jit.add_symbol`` before any graph module referring to them is built or
+loaded, and the loader resolves the graph's calls against them.  Because the digest is in
 the graph's IR text, a cached graph object can only ever be linked against the very
 library build it was compiled for.
 
@@ -102,8 +102,7 @@ def build_module(fam: tuple, target: jit.TargetInfo) -> ir.Module:
 
 def load(spec: gemm_mod.GemmSpec):
     """(CompiledModule, {driver name: registered symbol}) of ``spec``'s family, built or
-    loaded from the disk cache once per process, its drivers registered with MCJIT."""
-    import llvmlite.binding as llvm
+    loaded from the disk cache once per process, its drivers registered as symbols."""
     target = jit.host_target()
     fam = family(spec)
     hit = _LOADED.get((target, fam))
@@ -120,7 +119,7 @@ def load(spec: gemm_mod.GemmSpec):
         symbols = {}
         for s in _specs(fam):
             sym = f"graphc_lib{key[:12]}_{s.name}"
-            llvm.add_symbol(sym, cm.get_function_address(s.name))
+            jit.add_symbol(sym, cm.get_function_address(s.name))
             symbols[s.name] = sym
         STATS["builds" if cm.source == "compiled" else "loads"] += 1
         STATS["seconds"] += time.perf_counter() - t0
