@@ -19,6 +19,7 @@ from llvmlite import ir
 
 from . import gemm as gemm_mod  # noqa: F401
 from . import kernellib
+from . import smallk
 from . import parallel
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
 from . import plan as plan_mod
@@ -314,7 +315,10 @@ class Codegen:
     def smallk_body(self, b, k, ptrs, rows, cols):
         """C = op(A)·B with small K fused into the epilogue loop: per element, K
         ``llvm.fma`` in k order from 0 (the GEMM kernel's exact arithmetic); the
-        innermost (column) loop vectorizes, A's K values are loop-invariant in it."""
+        innermost (column) loop vectorizes, A's K values are loop-invariant in it.
+        Eligible kernels are computed in register tiles instead (:mod:`.smallk`)."""
+        if smallk.emit(self, b, k, ptrs, rows, cols):
+            return
         g = k.gemm
         t = reg_type(g.a.st.dtype)
         fma = self.m.globals.get(f"llvm.fma.{'f32' if t == ir.FloatType() else 'f64'}") or \

@@ -46,6 +46,11 @@ PTR = ir.PointerType()
 
 #: minimum multiply-adds per thread before a GEMM is split across threads
 MIN_WORK_PER_THREAD = 1 << 19
+#: the micro-kernel prefetches, at each k, row k of the B panel this many panels ahead
+#: (0: none).  At batch 16 a forward product's weight panel is used by only two row
+#: tiles, so it streams from L3 at the speed of the hardware prefetcher; one panel
+#: ahead made the MLP step's first layer ~7% faster.
+PREFETCH_B = 1
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,12 @@ def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool) -> ir.Function:
             acc.add_incoming(em.zero, entry)
     brow = em.gep(b, bp, b.mul(k, ldb))
     bvec = [em.vload(b, em.gep(b, brow, I64(v * s.vw)), masks[v]) for v in range(nv)]
+    if PREFETCH_B and mr > 1:    # (a prefetch never faults: no bounds needed)
+        pf = _declare(em.m, "llvm.prefetch.p0",
+                      ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32]))
+        for v in range(nv):
+            dst = b.gep(brow, [I64(PREFETCH_B * s.nr + v * s.vw)], source_etype=em.t)
+            b.call(pf, [dst, I32(0), I32(3), I32(1)])
     koff = b.mul(k, ks)
     new = []
     for r in range(mr):

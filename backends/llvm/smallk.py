@@ -1,0 +1,286 @@
+"""Small-K products fused with their epilogue, computed in register tiles.
+
+A weight gradient at small batch is ``op(A)·B`` with K = the batch (≤ ``plan.SMALLK_MAX``)
+feeding the optimizer update (``w - lr*g``, momentum, ...).  Its product is never
+stored: each MR×(NV·VW) tile of it is accumulated in vector registers (K steps, each one
+row of B as NV vector loads and one broadcast element of op(A) per tile row), and the
+epilogue runs on the tile right away -- its operands loaded, its results stored, as
+vectors.  Per k that is MR+NV loads for MR·NV fused multiply-adds, where the
+element-by-element form (``Codegen.smallk_body``'s loop) needs one B load per
+multiply-add and is load-port bound.
+
+Every element of the product is still ``fma(a[k], b[k], acc)`` for k = 0, 1, ... K-1
+from ``acc = 0`` (the GEMM micro-kernel's arithmetic), and the epilogue is the same
+per-element IR on vectors, so results are bit-identical to the element-wise form and
+independent of the tile, the chunk and the thread count.  Columns are masked at the
+edge of a panel (AVX-512 mask registers), leftover rows use a one-row tile.
+
+:func:`emit` returns False (the caller then emits the element-wise form) when the
+kernel has an operand it cannot load as a vector (a column stride other than 0 or 1)
+or an epilogue op without a vector form here.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from . import gemm as gemm_mod
+from .lowerings import LOWERINGS, is_float, mem_type, reg_type
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+
+#: (rows, vectors) of the register tile; None: 4 rows x the host GEMM tile's vectors
+#: (4x4 on AVX-512: 16 accumulators, 8 loads per 16 FMAs; 6x4 and 8x2 measured no
+#: faster, the tile is bound by the weights streaming through the update)
+TILE: tuple | None = None
+#: False: always use the element-wise form (for comparisons)
+ENABLED = True
+#: tiles from the last rows up (see :func:`emit`)
+REVERSE = True
+
+#: epilogue ops whose scalar lowering is also valid IR on vectors
+_VEC_SAFE = {"add", "sub", "mul", "neg", "relu", "where", "stop_gradient",
+             "logical_and", "logical_or", "gt", "ge", "lt", "le", "eq", "ne"}
+#: float ops lowered to ``llvm.<name>`` intrinsics (vector forms exist)
+_VEC_INTRINSIC = {"sqrt": "sqrt", "abs": "fabs", "maximum": "maximum", "minimum": "minimum"}
+
+
+def _vectorizable(n) -> bool:
+    op, dt = n.op, n.output.dtype
+    if op in _VEC_SAFE:
+        return True
+    if op in ("div", "sign") or op in _VEC_INTRINSIC:
+        return is_float(dt)
+    if op == "cast":
+        return np.dtype(n.inputs[0].dtype) == np.dtype(dt)
+    return False
+
+
+def _col_ok(v, n_cols) -> bool:
+    return len(v.strides) == 2 and (v.strides[1] in (0, 1) or n_cols == 1)
+
+
+def eligible(k) -> bool:
+    g = k.gemm
+    if not ENABLED or g is None or len(k.shape) != 2 or k.reductions:
+        return False
+    if g.a.st.dtype.name not in ("float32", "float64") or len(g.a.strides) != 2:
+        return False
+    n = g.n
+    if len(g.b.strides) != 2 or not (g.b.strides[1] == 1 or n == 1):
+        return False
+    views = list(k.loads.values()) + [v for _, v in k.stores]
+    if not all(_col_ok(v, n) for v in views):
+        return False
+    return all(_vectorizable(m) for m in k.nodes)
+
+
+def tile_shape(dtype, m, n):
+    """(mr, nv, vw) for a product of m×n: the host's tile, trimmed to small shapes."""
+    spec = gemm_mod.default_spec(dtype)
+    mr, nv = TILE or (min(4, spec.mr), spec.nv)
+    vw = spec.vw
+    return max(1, min(mr, m)), max(1, min(nv, -(-n // vw))), vw
+
+
+class _Vec:
+    """Masked vector loads/stores of any element type, splats, vector intrinsics."""
+
+    def __init__(self, module, vw):
+        self.m, self.vw = module, vw
+        self.mt = ir.VectorType(I1, vw)
+
+    @staticmethod
+    def _sfx(t):
+        if isinstance(t, ir.FloatType):
+            return "f32"
+        if isinstance(t, ir.DoubleType):
+            return "f64"
+        return f"i{t.width}"
+
+    def _fn(self, name, fnty):
+        fn = self.m.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.m, fnty, name)
+        return fn
+
+    def vt(self, t):
+        return ir.VectorType(t, self.vw)
+
+    def mload(self, b, t, ptr, mask, align):
+        vt = self.vt(t)
+        fn = self._fn(f"llvm.masked.load.v{self.vw}{self._sfx(t)}.p0",
+                      ir.FunctionType(vt, [PTR, I32, self.mt, vt]))
+        return b.call(fn, [ptr, I32(align), mask, ir.Constant(vt, None)])
+
+    def mstore(self, b, val, ptr, mask, align):
+        vt = val.type
+        fn = self._fn(f"llvm.masked.store.v{self.vw}{self._sfx(vt.element)}.p0",
+                      ir.FunctionType(ir.VoidType(), [vt, PTR, I32, self.mt]))
+        b.call(fn, [val, ptr, I32(align), mask])
+
+    def splat(self, b, x):
+        vt = self.vt(x.type)
+        v = b.insert_element(ir.Constant(vt, ir.Undefined), x, I32(0))
+        return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, self.vw), [0] * self.vw))
+
+    def intrinsic(self, b, name, *args):
+        vt = args[0].type
+        fn = self._fn(f"llvm.{name}.v{self.vw}{self._sfx(vt.element)}",
+                      ir.FunctionType(vt, [vt] * len(args)))
+        return b.call(fn, list(args))
+
+
+def emit(cg, b, k, ptrs, rows, cols) -> bool:
+    """Emit kernel ``k``'s rows × cols block (i64 ranges) in register tiles; False if
+    the kernel is not :func:`eligible` (nothing emitted then)."""
+    if not eligible(k):
+        return False
+    g = k.gemm
+    mm = g.node.output
+    dtype = g.a.st.dtype
+    mr, nv, vw = tile_shape(dtype, g.m, g.n)
+    gpart = getattr(k, "gpart", None)
+    if gpart is not None and gpart[0] > 1 and gpart[1]:
+        # column chunks: no wider than the widest chunk (else masked-off vectors
+        # would be computed in every tile)
+        parts, _, units, width = gpart[:4]
+        nv = max(1, min(nv, -(-(-(-units // parts) * width) // vw)))
+    nr = nv * vw
+    vec = _Vec(cg.m, vw)
+    em = gemm_mod._Emitter(cg.m, gemm_mod.default_spec(dtype))
+    assert em.s.vw == vw
+    ft = reg_type(dtype)
+    fvt = vec.vt(ft)
+    zero = ir.Constant(fvt, 0.0)
+    i0, i1 = rows
+    j0, j1 = cols
+
+    def base(v):
+        return cg.global_of(v.st) if v.st.kind == "global" else ptrs[v.st]
+
+    def addr(v, i, j):
+        """Pointer to element (i, j) of a 2-d view (i, j: i64 values)."""
+        si, sj = v.strides
+        off = I64(v.offset)
+        if si:
+            off = b.add(off, i if si == 1 else b.mul(i, I64(si)))
+        if sj and j is not None:
+            off = b.add(off, j if sj == 1 else b.mul(j, I64(sj)))
+        return b.gep(base(v), [off], source_etype=mem_type(v.st.dtype), inbounds=True)
+
+    def scalar_load(v, i, j):
+        t = mem_type(v.st.dtype)
+        ld = b.load(addr(v, i, j), typ=t)
+        ld.align = v.st.dtype.itemsize
+        return ld
+
+    def vload(v, i, j, mask):
+        """<vw x reg type> of view v at row i, columns j..j+vw (lanes off the mask: 0)."""
+        dt = v.st.dtype
+        if v.strides[1] == 0:
+            x = scalar_load(v, i, None)
+            if dt == np.bool_:
+                x = b.icmp_unsigned("!=", x, I8(0))
+            return vec.splat(b, x)
+        x = vec.mload(b, mem_type(dt), addr(v, i, j), mask, dt.itemsize)
+        if dt == np.bool_:
+            x = b.icmp_unsigned("!=", x, ir.Constant(vec.vt(I8), 0))
+        return x
+
+    def vstore(v, i, j, mask, x):
+        dt = v.st.dtype
+        if dt == np.bool_:
+            x = b.zext(x, vec.vt(I8))
+        vec.mstore(b, x, addr(v, i, j), mask, dt.itemsize)
+
+    def node(n, args):
+        if n.op in _VEC_INTRINSIC and n.op not in _VEC_SAFE:
+            return vec.intrinsic(b, _VEC_INTRINSIC[n.op], *args)
+        return LOWERINGS[n.op].emit(b, n, *args)
+
+    def lane_masks(nrem):
+        out = []
+        for v in range(nv):
+            rem = b.sub(nrem, I64(v * vw)) if v else nrem
+            rem = b.select(b.icmp_signed("<", rem, I64(0)), I64(0), rem)
+            rem = b.select(b.icmp_signed(">", rem, I64(vw)), I64(vw), rem)
+            bits = b.sub(b.shl(I64(1), rem), I64(1))
+            out.append(b.bitcast(b.trunc(bits, ir.IntType(vw)), vec.mt))
+        return out
+
+    def kloop(rowi, j, masks, accs):
+        """The K loop (not unrolled: the A elements stay inside it, not hoisted out of
+        the column loop into spilled registers); returns the final accumulators."""
+        pre = b.block
+        body = b.append_basic_block("sk.k")
+        done = b.append_basic_block("sk.kdone")
+        b.branch(body)
+        b.position_at_end(body)
+        kk = b.phi(I64, "k")
+        kk.add_incoming(I64(0), pre)
+        phis = [[b.phi(fvt) for _ in range(nv)] for _ in rowi]
+        for r, row in enumerate(phis):
+            for v, ph in enumerate(row):
+                ph.add_incoming(accs[r][v], pre)
+        bv = [vec.mload(b, ft, addr(g.b, kk, b.add(j, I64(v * vw)) if v else j),
+                        masks[v], dtype.itemsize) for v in range(nv)]
+        new = []
+        for r in range(len(rowi)):
+            av = vec.splat(b, scalar_load(g.a, rowi[r], kk))
+            new.append([b.call(em.fma, [av, bv[v], phis[r][v]]) for v in range(nv)])
+        k1 = b.add(kk, I64(1))
+        kk.add_incoming(k1, body)
+        for r, row in enumerate(phis):
+            for v, ph in enumerate(row):
+                ph.add_incoming(new[r][v], body)
+        gemm_mod._no_unroll(cg.m, b.cbranch(b.icmp_signed("<", k1, I64(g.k)), body, done),
+                            f"{b.function.name}.sk{len(b.function.blocks)}", True)
+        b.position_at_end(done)
+        return new
+
+    def tile(i, nrows, j, nrem):
+        masks = lane_masks(nrem)
+        rowi = [i] + [b.add(i, I64(r)) for r in range(1, nrows)]
+        accs = [[zero] * nv for _ in range(nrows)]
+        if g.k > 0:
+            accs = kloop(rowi, j, masks, accs)
+        for r in range(nrows):
+            for v in range(nv):
+                jv = b.add(j, I64(v * vw)) if v else j
+                env = {mm: accs[r][v]}
+                for tok, view in k.loads.items():
+                    env[tok] = vload(view, rowi[r], jv, masks[v])
+                for n in k.nodes:
+                    env[n.output] = node(n, [env[x] for x in n.inputs])
+                for tok, view in k.stores:
+                    vstore(view, rowi[r], jv, masks[v], env[tok])
+
+    def row_tiles(nrows):
+        def over_rows(bb, i):
+            def panel(bb, j):
+                nrem = b.sub(j1, j)
+                nrem = b.select(b.icmp_signed("<", nrem, I64(nr)), nrem, I64(nr))
+                tile(i, nrows, j, nrem)
+            gemm_mod._counted_loop(b, j0, j1, nr, panel, f"sk{nrows}j", True, True)
+        return over_rows
+
+    ifull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), I64(mr)), I64(mr)))
+    if REVERSE:
+        # last rows first: the first rows, written last, are still in L2 when the
+        # next step's forward product, which walks the weights from row 0, starts
+        # (MLP step at batch 16: ~2% faster)
+        if mr > 1:
+            gemm_mod._counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
+        nstrips = b.sdiv(b.sub(ifull, i0), I64(mr))
+        gemm_mod._counted_loop(
+            b, I64(0), nstrips, 1,
+            lambda bb, t: row_tiles(mr)(bb, b.sub(ifull, b.mul(b.add(t, I64(1)), I64(mr)))),
+            "skt", True, True)
+    else:
+        gemm_mod._counted_loop(b, i0, ifull, mr, row_tiles(mr), "skt", True, True)
+        if mr > 1:
+            gemm_mod._counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
+    return True
