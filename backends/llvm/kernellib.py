@@ -100,6 +100,21 @@ def build_module(fam: tuple, target: jit.TargetInfo) -> ir.Module:
     return m
 
 
+def build_parts(fam: tuple, target: jit.TargetInfo, parts: int) -> list:
+    """The library as ``parts`` modules (the variants spread over them, each with its
+    own internal micro-kernels) that JIT compiles concurrently."""
+    specs = _specs(fam)
+    parts = max(1, min(parts, len(specs)))
+    mods = []
+    for j in range(parts):
+        m = ir.Module(name=f"graphc_kernel_library_{j}_" + "_".join(map(str, fam)))
+        m.triple = target.triple
+        for spec in specs[j::parts]:
+            gemm_mod.emit_gemm(m, spec)
+        mods.append(m)
+    return mods
+
+
 def load(spec: gemm_mod.GemmSpec):
     """(CompiledModule, {driver name: registered symbol}) of ``spec``'s family, built or
     loaded from the disk cache once per process, its drivers registered as symbols."""
@@ -114,7 +129,7 @@ def load(spec: gemm_mod.GemmSpec):
             return hit
         t0 = time.perf_counter()
         key = library_key(fam, target)
-        cm = jit.compile_keyed(key, lambda: build_module(fam, target))
+        cm = jit.compile_keyed(key, lambda: build_parts(fam, target, jit.compile_threads()))
         _KEEP.append(cm)
         symbols = {}
         for s in _specs(fam):
