@@ -199,8 +199,9 @@ def table(res, phases, reps):
     lines.append(f"JAX: first jit compile in a fresh process {jf}, a new step in the same "
                  f"process {jw}.")
     lines.append("")
-    lines.append("Median phases in seconds (`compile_info`: `lower_seconds` = fusion + plan + "
-                 "Python IR build; `ir_text` = printing the module; then LLVM or the cache):")
+    lines.append("Median phases in seconds (`compile_info`: `key` = graph key; "
+                 "`lower_seconds` = fusion + plan + Python IR build; `ir_build` = printing the "
+                 "modules; then LLVM or the cache):")
     lines.append("")
     for key, label in (("first", "first ever"), ("new-warm", "new graph, warm library"),
                        ("hit-fresh", "disk hit, fresh process")):
@@ -214,22 +215,21 @@ def table(res, phases, reps):
 
 NOTES = """
 Notes:
-- "New graph" means a module in no cache: each measurement uses a learning rate never
-  used before (a constant of the graph).  The kernel library (`backends/llvm/kernellib.py`)
-  holds the shape-generic GEMM code, built once per machine (dtype, tile family, target,
-  llvmlite version, source digest) and loaded from the disk cache (~3 ms) by every later
-  process; the "first ever" row pays its build (~0.18 s) on top of the graph's own compile.
-- Issue 3's targets: "under 0.2 s cold" holds for a new graph in a process that has the
-  library (and the backend imported); a new graph in a fresh process adds the backend's
-  first-use imports (~0.06 s).  "0.05 s from the disk cache" holds in process; a fresh
-  process adds the imports, and tracing + planning + IR printing still run before the
-  cache key (the module's text) is known (~0.04 s).
-- `--no-library` (`GRAPHC_KERNEL_LIBRARY=0`, the GEMMs compiled into every graph module,
-  as before the library) measured in the same session: first ever 0.39 s, new graph
-  0.39 s fresh / 0.32 s in process, disk hit 0.11 s fresh / 0.049 s in process.
-- What is left of a new graph's compile is LLVM on the graph's own ~2 k IR lines (~75 ms
-  optimisation, ~60 ms code generation, more or less whatever the pipeline: see
-  docs/llvm-backend.md, "Compile time and caches").
+- "New graph" means a graph in no cache: each measurement uses a learning rate never
+  used before (a constant of the graph, so part of its fingerprint).  The kernel library
+  (`backends/llvm/kernellib.py`) holds the shape-generic GEMM code, built once per
+  machine (dtype, tile family, target, llvmlite version, source digest) and loaded from
+  the disk cache by every later process; the "first ever" row pays its build on top of
+  the graph's own compile.
+- A new graph's kernels are compiled as one module part per core, concurrently (own
+  LLVM context and thread per part): `llvm` is the wall time of all parts, `optimise`
+  and `codegen` the slowest part's.  On a loaded machine the parts share a core and
+  `llvm` approaches their sum.
+- A cache hit is found by the graph's fingerprint before lowering (no fusion, planning
+  or IR), and its object code is linked by graphc's ELF loader without importing
+  `llvmlite.binding`; what remains is tracing, autodiff, the memory-schedule pass and
+  reading the entry (see docs/llvm-backend.md, "Compile time and caches").
+- Issue 3's targets: "under 0.2 s cold" (a new graph) and "0.05 s from the disk cache".
 """
 
 
