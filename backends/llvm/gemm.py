@@ -46,11 +46,14 @@ PTR = ir.PointerType()
 
 #: minimum multiply-adds per thread before a GEMM is split across threads
 MIN_WORK_PER_THREAD = 1 << 19
-#: the micro-kernel prefetches, at each k, row k of the B panel this many panels ahead
-#: (0: none).  At batch 16 a forward product's weight panel is used by only two row
-#: tiles, so it streams from L3 at the speed of the hardware prefetcher; one panel
-#: ahead made the MLP step's first layer ~7% faster.
+#: when a call's row range has at most PREFETCH_MAX_ROWS rows, its MR-row tiles use a
+#: micro-kernel that prefetches, at each k, row k of the B panel PREFETCH_B panels
+#: ahead (0: never).  At batch 16 a forward product's weight panel serves only two
+#: row tiles, so it streams from L3 at the hardware prefetcher's pace; prefetching
+#: one panel ahead made the MLP step's first layer ~7% faster.  With many row tiles
+#: per panel (batch 128) the panel is in L1/L2 anyway and the prefetches cost ~3%.
 PREFETCH_B = 1
+PREFETCH_MAX_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,8 @@ def _no_unroll(module: ir.Module, br, tag: str, no_vectorize: bool = False) -> N
     br.set_metadata("llvm.loop", loop_id)
 
 
-def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool) -> ir.Function:
+def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool,
+                 prefetch: int = 0) -> ir.Function:
     """C[mr × nv·vw] (=|+=) A-tile · B-panel over kc; if ``masked`` only the first
     ``ncols`` columns are read or written (vectors wholly beyond them compute zeros).
 
@@ -191,6 +195,8 @@ def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool) -> ir.Function:
     """
     s = em.s
     name = f"{_kernel_prefix(s)}_{mr}x{nv}{'m' if masked else ''}"
+    if prefetch:
+        name += f"p{prefetch}"
     fn = em.m.globals.get(name)
     if fn is not None:
         return fn
@@ -218,11 +224,11 @@ def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool) -> ir.Function:
             acc.add_incoming(em.zero, entry)
     brow = em.gep(b, bp, b.mul(k, ldb))
     bvec = [em.vload(b, em.gep(b, brow, I64(v * s.vw)), masks[v]) for v in range(nv)]
-    if PREFETCH_B and mr > 1:    # (a prefetch never faults: no bounds needed)
+    if prefetch:    # (a prefetch never faults: no bounds needed)
         pf = _declare(em.m, "llvm.prefetch.p0",
                       ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32]))
         for v in range(nv):
-            dst = b.gep(brow, [I64(PREFETCH_B * s.nr + v * s.vw)], source_etype=em.t)
+            dst = b.gep(brow, [I64(prefetch * s.nr + v * s.vw)], source_etype=em.t)
             b.call(pf, [dst, I32(0), I32(3), I32(1)])
     koff = b.mul(k, ks)
     new = []
@@ -405,6 +411,9 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     k_wide = _emit_kernel(em, s.mr, s.nv, True)
     k_narrow = _emit_kernel(em, s.mr, 1, True) if s.nv > 1 else k_wide
     k_row = _emit_kernel(em, 1, s.nv, True)
+    # (a transposed B is packed per panel: nothing to prefetch)
+    k_wide_pf = (_emit_kernel(em, s.mr, s.nv, True, PREFETCH_B)
+                 if PREFETCH_B and not s.trans_b else k_wide)
     pack = _emit_pack_bt(em) if s.trans_b else None
 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -420,6 +429,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     # row-tile strides of A: element (r, k) at r*rs + k*ks
     rs, ks = (I64(1), lda) if s.trans_a else (lda, I64(1))
     ifull_end = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), I64(s.mr)), I64(s.mr)))
+    few_rows = b.icmp_signed("<=", b.sub(i1, i0), I64(PREFETCH_MAX_ROWS))
 
     def over_kblocks(b, kbi):
         kb = b.mul(kbi, I64(s.kc))
@@ -440,7 +450,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
 
             # pick the kernels once per panel; an indirect call keeps the row loops
             # tiny (no loop unswitching into copies per kernel)
-            k_rows = b.select(narrow, k_narrow, k_wide)
+            k_rows = b.select(narrow, k_narrow, b.select(few_rows, k_wide_pf, k_wide))
 
             def tile(b, ip, kernel):
                 aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))
