@@ -717,11 +717,20 @@ def gemm_partition(g: Gemm, chunks: int):
     M, N, K = g.m, g.n, g.k
     work = M * N * max(K, 1)
     parts = min(chunks, max(1, work // (gemm_mod.MIN_WORK_PER_THREAD // CHUNKS_PER_THREAD)))
-    cunits, runits = -(-N // spec.vw), -(-M // spec.mr)
-    by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
-    units = cunits if by_cols else runits
-    parts = max(1, min(parts, units))
-    return parts, by_cols, units, (spec.vw if by_cols else spec.mr), spec
+
+    def split(spec, parts):
+        cunits, runits = -(-N // spec.vw), -(-M // spec.mr)
+        by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
+        units = cunits if by_cols else runits
+        return max(1, min(parts, units)), by_cols, units, (spec.vw if by_cols else spec.mr)
+    parts_, by_cols, units, width = split(spec, parts)
+    if by_cols and parts_ > 1 and spec.nv == 3 and (-(-units // parts_)) % 3:
+        # column chunks that are not whole 3-vector panels would run masked-off
+        # vectors in every tile: use 2-vector tiles then (8x32)
+        spec = gemm_mod.GemmSpec(spec.dtype, spec.trans_a, spec.trans_b, spec.mr, 2,
+                                 spec.vw, spec.kc)
+        parts_, by_cols, units, width = split(spec, parts)
+    return parts_, by_cols, units, width, spec
 
 
 # ---- arena layout -----------------------------------------------------------------------------
