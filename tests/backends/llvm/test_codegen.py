@@ -247,6 +247,9 @@ def test_small_k_gemm_fused_into_epilogue_is_bit_identical(monkeypatch):
     assert sum(getattr(k, "smallk", False) for k in p.kernels) == 2
     fused = {t: llvm_backend.compile(gr, threads=t)(x, g, w) for t in (1, 2)}
     monkeypatch.setattr(plan_mod, "SMALLK_MAX", 0)
+    # compile-cache keys cover the backend's sources, not its switches: keys of its own
+    digest = llvm_backend.source_digest()
+    monkeypatch.setattr(llvm_backend, "source_digest", lambda: digest + "/smallk-off")
     p, _ = llvm_backend.lower(gr, threads=2)
     assert not any(getattr(k, "smallk", False) for k in p.kernels)
     plain = llvm_backend.compile(gr, threads=1)(x, g, w)
