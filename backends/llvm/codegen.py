@@ -527,7 +527,7 @@ def _assign_parts(kernels, parts, threads):
         return [0] * len(kernels)
     entry = len(kernels) if threads == 1 else sum(
         1 if k.single else k.nchunks for k in kernels) // 2 + 4 * len(kernels)
-    load = [entry / 4] + [0] * (parts - 1)
+    load = [entry / 16] + [0] * (parts - 1)
     out = [0] * len(kernels)
     for i in sorted(range(len(kernels)), key=lambda i: -_compile_cost(kernels[i])):
         j = min(range(parts), key=lambda j: load[j])
