@@ -316,15 +316,22 @@ How to read it (per-kernel cycle counts: `python bench/mlp_step.py --profile`):
   the cycles at 234-248 GFLOP/s on one core (epilogues included), i.e. at the speed of the
   GEMM micro-kernel itself (bench/gemm.py): the 1-thread step is GEMM-bound.  Softmax
   cross-entropy, bias gradients and copies are < 3%.
-- At batch 16 the GEMMs have M = 16 (forward, input gradients: 8x32 tiles, 183-227 GFLOP/s)
-  or K = 16 (weight gradients: computed inside the update loop, ~205 GFLOP/s with the
-  update); the first layer's 1.6 MB of weights are streamed from L3 twice per step (they do
-  not fit the 1 MB L2).  The step runs at ~200 GFLOP/s, ~75% of one core's FMA peak, which
-  bounds the 1-thread ratio to JAX near 0.6 rather than 0.5.
-- "first call/compile" of graphc is `compile_step` with the object code in the disk cache
-  (tracing, autodiff, lowering to IR text, loading): ~0.04-0.14 s.  Cold (empty cache)
-  the LLVM backend takes ~0.4 s for this step (O3 ~0.16 s, code generation ~0.14 s, of
-  which the GEMM variants are about half).
+- At batch 16 the GEMMs have M = 16 (forward, input gradients: 8x48 or 8x32 tiles,
+  170-222 GFLOP/s) or K = 16 (weight gradients: `backends/llvm/smallk.py` computes them in
+  4x64 register tiles and applies the SGD update to each tile, ~205-218 GFLOP/s with the
+  update); the first layer's 1.6 MB of weights stream from L3 twice per step (they do not
+  fit the 1 MB L2).  The 1-thread step runs at ~200 GFLOP/s (0.19-0.20 ms steady state),
+  ~75-80% of one core's FMA ceiling (252-264 GFLOP/s: "GEMM" above, or a register-only
+  FMA loop).  JAX's steady-state step is ~0.29-0.30 ms, so 0.5 x JAX (0.146-0.150 ms)
+  would need the step's 38.5 MFLOP at 100% of that ceiling (0.146-0.153 ms) with no
+  memory stall: the 1-thread batch-16 goal cannot be met on this machine.  The table's medians are over rounds of 20 steps after 50 ms pauses, and
+  the first step after a pause costs every contender 2-3x its steady time (caches and
+  predictors cold), which is why all figures in the table sit above steady state.
+- "first call/compile" of graphc is `compile_step` in the benchmark process: with the
+  object code in the disk cache ~0.02-0.04 s (the cache is keyed by the graph's
+  fingerprint, so nothing is lowered, and the ELF loader links the code without
+  LLVM); higher when the process also builds the kernel library (first run after a
+  change of the GEMM sources).  A new graph compiles in ~0.14-0.23 s (`bench/compile_time.py`).
 - 2 threads: kernels are cut into fixed chunks claimed dynamically, with one
   synchronisation per dependency level (4 per step for this MLP).  This machine is shared:
   while another process keeps a core busy, every contender's 2-thread figures move a lot
