@@ -72,6 +72,8 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
                           parts=parts or jit.compile_threads())
         built["plan"] = p
         mods = module if isinstance(module, list) else [module]
+        if len(mods) > 1:   # the entry alone in the first part: it only dispatches
+            module = [jit.Part(mods[0], "O0")] + mods[1:]
         built["lower_seconds"] = time.perf_counter() - t1
         libs = kernellib.families_used(mods)
         return jit.WithMeta(module, runtime.PlanSummary.of(p).to_meta({"libs": libs}))

@@ -340,17 +340,21 @@ class Codegen:
 
     # ---- entry --------------------------------------------------------------------------
     def build(self, parts: int = 1):
-        """The module (``parts`` = 1), or a list of ``parts`` modules: the first holds the
-        entry, the others kernels it calls by name.  JIT compiles the parts concurrently
-        (:func:`.jit.compile_module`); kernels are spread by :func:`_compile_cost`."""
+        """The module (``parts`` = 1), or a list of ``parts`` + 1 modules: the first
+        holds only the entry function, the others the kernels it calls by name (spread
+        by :func:`_compile_cost`).  JIT compiles the parts concurrently
+        (:func:`.jit.compile_module`), the entry's without optimisation."""
         plan = self.plan
-        n = max(1, min(parts, len(plan.kernels)))
-        mods = [self.m] + [ir.Module(name=f"{self.m.name}_part{j}") for j in range(1, n)]
+        n = min(parts, len(plan.kernels))      # kernel parts (< 2: all beside the entry)
+        mods = [self.m] + [ir.Module(name=f"{self.m.name}_part{j}")
+                           for j in range(1, n + 1 if n > 1 else 1)]
         for m in mods[1:]:
             m.triple = self.m.triple
         state = {id(m): ({}, {}) for m in mods}
         kfns = []
-        for i, (k, j) in enumerate(zip(plan.kernels, _assign_parts(plan.kernels, n, self.T))):
+        where = [1 + j for j in _assign_parts(plan.kernels, n)] if n > 1 else \
+            [0] * len(plan.kernels)
+        for i, (k, j) in enumerate(zip(plan.kernels, where)):
             self.m = mods[j]
             self.globals, self._loop_md = state[id(self.m)]
             fn, sts = self.kernel(k, i)
@@ -519,15 +523,9 @@ def _compile_cost(k):
     return n + (6 if getattr(k, "smallk", False) else 2 if k.gemm is not None else 0)
 
 
-def _assign_parts(kernels, parts, threads):
-    """Part of each kernel: longest first onto the least loaded part (part 0 also
-    compiles the entry function, so it starts with the entry's share: a call per
-    kernel, or with several threads one per chunk plus the claim/wait loops)."""
-    if parts <= 1:
-        return [0] * len(kernels)
-    entry = len(kernels) if threads == 1 else sum(
-        1 if k.single else k.nchunks for k in kernels) // 2 + 4 * len(kernels)
-    load = [entry / 16] + [0] * (parts - 1)
+def _assign_parts(kernels, parts):
+    """Part of each kernel: longest first onto the least loaded part."""
+    load = [0] * parts
     out = [0] * len(kernels)
     for i in sorted(range(len(kernels)), key=lambda i: -_compile_cost(kernels[i])):
         j = min(range(parts), key=lambda j: load[j])

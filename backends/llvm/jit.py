@@ -85,12 +85,13 @@ class TargetInfo:
     features: str
     generic: bool
 
-    def machine(self) -> "llvm.TargetMachine":
-        """A fresh target machine (MCJIT takes ownership of the one it is given)."""
+    def machine(self, opt: int = 3) -> "llvm.TargetMachine":
+        """A fresh target machine (MCJIT takes ownership of the one it is given);
+        ``opt`` is the code generator's level."""
         _initialise()
         target = llvm.Target.from_triple(self.triple)
         return target.create_target_machine(
-            cpu=self.cpu, features=self.features, opt=3, reloc="default",
+            cpu=self.cpu, features=self.features, opt=opt, reloc="default",
             codemodel="jitdefault", jit=True)
 
     def has_feature(self, name: str) -> bool:
@@ -309,7 +310,19 @@ PIPELINES = {
     "O2": (2, True, True, True),
     "O2-noslp": (2, True, False, True),
     "O1": (1, True, False, False),
+    # no IR optimisation, fast instruction selection and register allocation: for code
+    # whose speed does not matter (a step's entry function only claims chunks and
+    # calls kernels) but whose size makes O3 expensive
+    "O0": None,
 }
+
+
+@dataclass(frozen=True)
+class Part:
+    """A module part to compile with another pipeline than the default."""
+
+    ir: object
+    opt: str
 
 
 def _optimise(mod, tm, opt: str = "O3") -> None:
@@ -393,15 +406,27 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True,
     time) and ``cache_write`` when compiled).  Cached in memory and on disk.
     """
     t0 = time.perf_counter()
-    parts = module_or_text if isinstance(module_or_text, (list, tuple)) else [module_or_text]
-    texts = [m if isinstance(m, str) else str(m) for m in parts]
-    ir_text = texts[0] if len(texts) == 1 else "\n; ---- graphc part ----\n".join(texts)
+    parts = _as_parts(module_or_text, opt)
+    ir_text = parts[0][0] if len(parts) == 1 and parts[0][1] == opt else \
+        "".join(f"\n; ---- graphc part ({o}) ----\n{t}" for t, o in parts)
     t1 = time.perf_counter()
     target = host_target()
     key = cache_key(ir_text, target, opt)
     pre = {"ir_text": t1 - t0, "key": time.perf_counter() - t1}
-    return compile_keyed(key, lambda: texts, use_disk_cache=use_disk_cache, opt=opt,
-                         pre_timings=pre)
+    return compile_keyed(key, lambda: [Part(t, o) for t, o in parts],
+                         use_disk_cache=use_disk_cache, opt=opt, pre_timings=pre)
+
+
+def _as_parts(ir_or_parts, opt: str) -> list:
+    """[(IR text, pipeline)] of a module, a text, a :class:`Part` or a list of them."""
+    items = ir_or_parts if isinstance(ir_or_parts, (list, tuple)) else [ir_or_parts]
+    out = []
+    for p in items:
+        o = opt
+        if isinstance(p, Part):
+            p, o = p.ir, p.opt
+        out.append((p if isinstance(p, str) else str(p), o))
+    return out
 
 
 def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str = "O3",
@@ -445,10 +470,9 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
             parts, meta = build_ir(), None
             if isinstance(parts, WithMeta):
                 parts, meta = parts.ir, parts.meta
-            parts = parts if isinstance(parts, (list, tuple)) else [parts]
-            texts = [p if isinstance(p, str) else str(p) for p in parts]
+            texts = _as_parts(parts, opt)
             timings["ir_build"] = time.perf_counter() - t0
-            result = _compile_fresh(texts, key, target, path, opt, timings, meta)
+            result = _compile_fresh(texts, key, target, path, timings, meta)
         _MEMORY_CACHE[key] = result
         return result
 
@@ -504,14 +528,14 @@ def _unlocked(name: str):
         return None
 
 
-def _compile_part(text: str, target: TargetInfo, opt: str, own_context: bool) -> tuple:
+def _compile_part(text: str, opt: str, target: TargetInfo, own_context: bool) -> tuple:
     """(object code, timings) of one module; in its own LLVM context when
     ``own_context`` (several parts at once), under llvmlite's lock otherwise."""
     import ctypes
     from llvmlite.binding import ffi
     timings = {}
     ctx = llvm.create_context() if own_context else None
-    tm = target.machine()
+    tm = target.machine(0 if PIPELINES[opt] is None else 3)
     t0 = time.perf_counter()
     mod = llvm.parse_assembly(text, context=ctx) if ctx is not None else \
         llvm.parse_assembly(text)
@@ -523,7 +547,11 @@ def _compile_part(text: str, target: TargetInfo, opt: str, own_context: bool) ->
     t1 = time.perf_counter()
     run_pm = _unlocked("LLVMPY_RunNewModulePassManager") if own_context else None
     emit = _unlocked("LLVMPY_TargetMachineEmitToMemory") if own_context else None
-    if run_pm is None or emit is None:
+    obj = None
+    if PIPELINES[opt] is None:
+        t2 = time.perf_counter()
+        obj = tm.emit_object(mod) if emit is None else None
+    elif run_pm is None or emit is None:
         _optimise(mod, tm, opt)
         t2 = time.perf_counter()
         obj = tm.emit_object(mod)
@@ -535,6 +563,7 @@ def _compile_part(text: str, target: TargetInfo, opt: str, own_context: bool) ->
         pm = pb.getModulePassManager()
         run_pm(pm, mod, pb)
         t2 = time.perf_counter()
+    if obj is None:
         with ffi.OutputString() as err:
             buf = emit(tm, mod, 1, err)
             if not buf:
@@ -566,16 +595,21 @@ def compile_threads() -> int:
 
 
 def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
-                   opt: str = "O3", timings: dict | None = None, meta: bytes | None = None):
+                   timings: dict | None = None, meta: bytes | None = None):
+    """Compile [(IR text, pipeline)] -- one thread and LLVM context per part when
+    there are several -- and load the objects."""
     from concurrent.futures import ThreadPoolExecutor
     timings = {} if timings is None else timings
     _initialise()
     t0 = time.perf_counter()
     if len(texts) == 1:
-        results = [_compile_part(texts[0], target, opt, False)]
+        results = [_compile_part(*texts[0], target=target, own_context=False)]
     else:
-        with ThreadPoolExecutor(min(len(texts), compile_threads())) as ex:
-            results = list(ex.map(lambda t: _compile_part(t, target, opt, True), texts))
+        # short O0 parts run beside the others: threads = cores + the O0 parts
+        n = compile_threads() + sum(PIPELINES[o] is None for _, o in texts)
+        with ThreadPoolExecutor(min(len(texts), n)) as ex:
+            results = list(ex.map(lambda t: _compile_part(*t, target=target, own_context=True),
+                                  texts))
     t1 = time.perf_counter()
     for phase in ("parse", "verify", "optimise", "codegen"):
         timings[phase] = max(r[1][phase] for r in results)

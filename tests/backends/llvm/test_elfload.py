@@ -51,7 +51,7 @@ define double @helper(double %x) {{
 def _objects():
     tag = uuid.uuid4().hex
     target = jit.host_target()
-    return [jit._compile_part(t.format(tag=tag), target, "O3", False)[0]
+    return [jit._compile_part(t.format(tag=tag), "O3", target, False)[0]
             for t in (_PROGRAM, _HELPER)]
 
 
