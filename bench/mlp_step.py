@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -219,17 +220,34 @@ def worker(threads, batches, rounds, per_round, names):
                 # let idle worker threads (graphc's, OpenBLAS's, XLA's) stop spinning
                 # before the next contender runs
                 time.sleep(0.05)
+        # steady state: what a training loop sees -- steps back to back, caches warm
+        steady = {name: [] for name in order}
+        for r in range(STEADY_BLOCKS):
+            for name in order[r % len(order):] + order[:r % len(order)]:
+                fn = steps[(batch, name)][0]
+                for _ in range(STEADY_STEPS // 4):
+                    fn()
+                t0 = time.perf_counter()
+                for _ in range(STEADY_STEPS):
+                    fn()
+                steady[name].append((time.perf_counter() - t0) / STEADY_STEPS)
+                time.sleep(0.05)
         res = out["results"].setdefault(str(batch), {})
         for name, ts in times.items():
             ts.sort()
             res[name] = {"median_ms": 1e3 * ts[len(ts) // 2],
                          "min_ms": 1e3 * ts[0],
+                         "steady_ms": 1e3 * statistics.median(steady[name]),
                          "compile_s": steps[(batch, name)][1]}
             st = getattr(steps[(batch, name)][0], "step", None)
             ad = getattr(getattr(st, "_run", None), "adaptive", None)
             if ad is not None:
                 res[name]["mode"] = ad.mode
     print("RESULT " + json.dumps(out))
+
+
+#: steady-state blocks per contender (each: a quarter block of warm-up, then timed steps)
+STEADY_BLOCKS, STEADY_STEPS = 5, 200
 
 
 def _env_for(threads):
@@ -291,6 +309,29 @@ def table(results, names):
                 return f"{ms('graphc') / ms(n):.2f}" if ms(n) and ms("graphc") else "–"
             lines.append(f"| {b} | {r['threads']} | " + " | ".join(cells)
                          + f" | {ratio('jax')} | {ratio('numpy')} | {ratio('torch')} |")
+    return "\n".join(lines)
+
+
+def steady_table(results, names):
+    """Back-to-back steps (no pauses between them): medians of 5 blocks of 200 steps."""
+    cols = [n for n in ("graphc", "numpy", "torch", "jax")
+            if n in names and any(n in r["results"].get(b, {}) for r in results
+                                  for b in r["results"])]
+    lines = ["| batch | threads | " + " | ".join(f"{c} ms" for c in cols)
+             + " | graphc / jax | graphc / numpy |",
+             "|" + "---:|" * (len(cols) + 4)]
+    for b in sorted({b for r in results for b in r["results"]}, key=int):
+        for r in results:
+            res = r["results"].get(b, {})
+
+            def ms(n):
+                return res.get(n, {}).get("steady_ms")
+            cells = [f"{ms(c):.3f}" if ms(c) else "–" for c in cols]
+
+            def ratio(n):
+                return f"{ms('graphc') / ms(n):.2f}" if ms(n) and ms("graphc") else "–"
+            lines.append(f"| {b} | {r['threads']} | " + " | ".join(cells)
+                         + f" | {ratio('jax')} | {ratio('numpy')} |")
     return "\n".join(lines)
 
 
@@ -436,6 +477,11 @@ def main():
             "numpy/OpenBLAS, torch and XLA told the same count), contenders in rotating "
             "order with 50 ms pauses so idle spinning threads do not steal the next one's "
             "cores.  Ratios < 1: graphc is faster.\n\n" + tab + "\n\n"
+            "Steady state, the same processes right after the rounds: steps back to back "
+            f"({STEADY_BLOCKS} blocks of {STEADY_STEPS} per contender, alternating; median "
+            "block).  A pause costs every contender its caches and branch predictors "
+            "(the first step after one takes 2-3x its steady time), so the rounds above "
+            "sit higher:\n\n" + steady_table(results, args.only) + "\n\n"
             + "\n".join(compile_lines) + "\n\n" + NOTES)
     print(text)
     if args.update_docs:
