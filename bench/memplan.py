@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import graphc as gc                                       # noqa: E402
-from graphc.ir import Emitter, Graph, saved_activations   # noqa: E402
+from graphc.ir import Emitter, Graph   # noqa: E402
 from graphc.passes.memory import (CONTIGUOUS_VIEWS, STRIDED_VIEWS,  # noqa: E402
                                   memory_report, plan_memory)
 from graphc.passes.schedule import schedule_for_memory    # noqa: E402

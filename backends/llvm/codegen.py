@@ -22,7 +22,6 @@ from . import kernellib
 from . import smallk
 from . import parallel
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
-from . import plan as plan_mod
 from .plan import Plan, View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -399,7 +398,7 @@ class Codegen:
             stamp(0)
 
         def run(i, part):
-            k, (kf, sts) = plan.kernels[i], kfns[i]
+            kf, sts = kfns[i]
             b.call(kf, [part] + [ptr_of(st) for st in sts])
             if prof is not None:
                 stamp(i + 1)

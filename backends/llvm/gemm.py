@@ -32,7 +32,6 @@ Why it is built this way (shared/FACTS.md has the measurements):
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from dataclasses import dataclass
 

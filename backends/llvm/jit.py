@@ -9,29 +9,34 @@ Why it looks like this:
   name and feature string, ``llvm.fma`` becomes a libm call and AVX-512 is not used.
   ``GRAPHC_LLVM_GENERIC=1`` forces a generic x86-64 target (for debugging/portability).
 * Compiling costs tens of milliseconds (optimisation + code generation), so compiled
-  modules are cached in memory (keyed by the IR text and the target) and on disk as
-  object code.  A disk hit loads the object file straight into MCJIT: neither the
-  optimiser nor the code generator runs.
+  modules are cached in memory and on disk as object code, keyed by the IR text and
+  the target (:func:`compile_module`) or by a caller's key (:func:`compile_keyed`: the
+  backend keys a graph by its fingerprint, so a hit builds no IR).  A disk hit links
+  the objects with :mod:`.elfload` (MCJIT if it declines): neither the optimiser nor
+  the code generator runs, and ``llvmlite.binding`` is not even imported.
+* A program may be compiled in *parts* (a list of modules), each in its own LLVM
+  context on its own thread -- LLVM allows that; llvmlite's global lock is bypassed
+  for the two heavy calls only -- and linked together.
 * Disk entries carry a header (magic, format version, key hash, payload checksum);
   anything that does not match exactly is ignored and rebuilt, never loaded blindly.
   Entries are written atomically (temp file + ``os.replace``) into a per-user directory
   created with mode 0700 (``GRAPHC_CACHE_DIR``, default ``~/.cache/graphc``).
 * ``GRAPHC_DUMP_LLVM=dir`` writes the IR before and after optimisation and the
-  assembly of every freshly compiled module into ``dir`` (debugging aid).
+  assembly of every freshly compiled module into ``dir`` (debugging aid; a cache hit
+  compiles nothing: use ``GRAPHC_CACHE_DIR=off`` in a new process to see them).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import struct
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-
-import json
 
 import llvmlite
 

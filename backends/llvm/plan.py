@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphc.ir import GraphcError, Node, Value, get_op
+from graphc.ir import GraphcError, Node, Value
 from graphc.passes.fusion import reaches, view_readers
 
 from .lowerings import LOWERINGS
