@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import pytree
+from .gcpause import gc_paused
 from .ir import ArgumentError, Graph, GraphcError, verify
 from .ir import dtypes as dt
 from .passes import autodiff, optimizer as optimizer_pass
@@ -117,5 +118,7 @@ class CompiledStep:
 
 
 def compile_step(loss_fn, params, optimizer, example_batch, **options) -> CompiledStep:
-    """Compile forward + backward + ``optimizer`` update of ``loss_fn(params, *batch)``."""
-    return CompiledStep(loss_fn, params, optimizer, example_batch, **options)
+    """Compile forward + backward + ``optimizer`` update of ``loss_fn(params, *batch)``
+    (with the cyclic garbage collector paused: :mod:`graphc.gcpause`)."""
+    with gc_paused():
+        return CompiledStep(loss_fn, params, optimizer, example_batch, **options)

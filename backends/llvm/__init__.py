@@ -51,12 +51,20 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
             plan="shared", parts=None, **options):
     """Compile ``graph``; returns ``fn(*arrays) -> list of outputs``.
 
+    (The cyclic garbage collector is paused meanwhile: :mod:`graphc.gcpause`.)
+
     The caches are looked up by the graph's fingerprint and the options
     (:func:`graph_key`) before anything is lowered: a hit loads the object code and the
     plan summary kept beside it, so it neither fuses, plans nor builds IR.
 
     With ``profile=True`` thread 0 records the cycle counter after every kernel;
     ``fn.profile()`` then lists (kernel, cycles) of the last call."""
+    from graphc.gcpause import gc_paused
+    with gc_paused():
+        return _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts)
+
+
+def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
     import time
 
     from . import jit, kernellib, parallel, runtime
