@@ -365,14 +365,16 @@ How to read it (per-kernel cycle counts: `python bench/mlp_step.py --profile`):
   ~75-80% of one core's FMA ceiling (252-264 GFLOP/s: "GEMM" above, or a register-only
   FMA loop).  JAX's steady-state step is ~0.29-0.30 ms, so 0.5 x JAX (0.146-0.150 ms)
   would need the step's 38.5 MFLOP at 100% of that ceiling (0.146-0.153 ms) with no
-  memory stall: the 1-thread batch-16 goal cannot be met on this machine.  The table's medians are over rounds of 20 steps after 50 ms pauses, and
-  the first step after a pause costs every contender 2-3x its steady time (caches and
-  predictors cold), which is why all figures in the table sit above steady state.
+  memory stall: the 1-thread batch-16 goal cannot be met on this machine.  The first
+  table's medians are over rounds of 20 steps after 50 ms pauses, and the first step
+  after a pause costs every contender 2-3x its steady time (caches and predictors
+  cold), which is why they sit above the steady-state table.
 - "first call/compile" of graphc is `compile_step` in the benchmark process: with the
   object code in the disk cache ~0.02-0.04 s (the cache is keyed by the graph's
   fingerprint, so nothing is lowered, and the ELF loader links the code without
   LLVM); higher when the process also builds the kernel library (first run after a
-  change of the GEMM sources).  A new graph compiles in ~0.14-0.23 s (`bench/compile_time.py`).
+  change of the GEMM sources).  A new graph compiles in ~0.14-0.19 s
+  (`bench/compile_time.py`).
 - 2 threads: kernels are cut into fixed chunks claimed dynamically, with one
   synchronisation per dependency level (4 per step for this MLP).  This machine is shared:
   while another process keeps a core busy, every contender's 2-thread figures move a lot
