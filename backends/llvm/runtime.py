@@ -151,6 +151,12 @@ class PlanSummary:
                 if slot != i or kind not in ("arg", "out", "ext"):
                     return None
                 slots.append(SlotInfo(kind, np.dtype(dtype), int(size), name, slot, value))
+            # the graph's inputs and outputs must be exactly the arg and out slots
+            args = [(s.dtype, s.size) for s in slots if s.kind == "arg"]
+            outs = [(s.dtype, s.size) for s in slots if s.kind == "out"]
+            if args != [(v.dtype, v.size) for v in graph.inputs] or \
+                    outs != [(v.dtype, v.size) for v in graph.outputs]:
+                return None
             kernels = [KernelInfo(str(n), bool(b)) for n, b in d["kernels"]]
             return cls(slots, kernels, int(d["arena"]), int(d["threads"]), full)
         except (ValueError, KeyError, TypeError):

@@ -14,7 +14,7 @@ import pytest
 
 import graphc as gc
 import graphc.backends.llvm as llvm_backend
-from graphc.backends.llvm import jit
+from graphc.backends.llvm import jit, runtime
 
 
 @pytest.fixture
@@ -81,15 +81,21 @@ def test_options_and_constants_change_the_key(cache_dir):
     assert llvm_backend.graph_key(step.graph, 1) == llvm_backend.graph_key(_step()[0].graph, 1)
 
 
-def test_unusable_summary_plans_again(cache_dir):
+@pytest.mark.parametrize("damage", ["version", "slot_size"])
+def test_unusable_summary_plans_again(cache_dir, damage):
     step, x = _step()
     want = _run(llvm_backend.compile(step.graph, threads=1), step, x)
     jit.clear_memory_cache()
-    (path,) = cache_dir.glob("*.gco")
     key = llvm_backend.graph_key(step.graph, 1)
+    (path,) = [p for p in cache_dir.glob("*.gco") if p.name.startswith(key[:40])]
     objs, meta = jit._split_objects(jit.read_entry(str(path), key))
     d = json.loads(meta)
-    d["version"] = -1
+    if damage == "version":
+        d["version"] = -1
+    else:       # a summary whose input buffers do not match the graph is never used
+        d["slots"][0][2] += 1
+    assert runtime.PlanSummary.from_meta(meta, step.graph, None) is not None
+    assert runtime.PlanSummary.from_meta(json.dumps(d).encode(), step.graph, None) is None
     jit.write_entry(str(path), key, jit._join_objects(objs, json.dumps(d).encode()))
     hit = llvm_backend.compile(step.graph, threads=1)
     assert hit.compile_info["source"] == "disk"
