@@ -375,7 +375,7 @@ def _load_objects(objs: list, target: TargetInfo):
     if elf_loader_enabled():
         try:
             return elfload.LoadedCode(objs, SYMBOLS.get)
-        except elfload.Unsupported:
+        except (elfload.Unsupported, OSError):    # OSError: mmap/mprotect refused
             STATS["elf_fallbacks"] += 1
     for name, address in list(SYMBOLS.items()):
         if name not in _MCJIT_SYMBOLS:
