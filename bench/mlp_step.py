@@ -290,49 +290,32 @@ def run_all(thread_counts, batches, rounds, per_round, names):
     return results
 
 
-def table(results, names):
-    cols = [n for n in names if any(n in r["results"].get(b, {}) for r in results
-                                    for b in r["results"])]
-    head = ("| batch | threads | " + " | ".join(f"{c} ms" for c in cols)
-            + " | graphc / jax | graphc / numpy | graphc / torch |")
-    lines = [head, "|" + "---:|" * (len(cols) + 5)]
+def table(results, names, field="median_ms", contenders=None, vs=("jax", "numpy", "torch")):
+    """Markdown table of ``field`` per contender and graphc's ratio to each of ``vs``."""
+    cols = [n for n in (contenders or names) if n in names
+            and any(n in r["results"].get(b, {}) for r in results for b in r["results"])]
+    lines = ["| batch | threads | " + " | ".join(f"{c} ms" for c in cols) + " | "
+             + " | ".join(f"graphc / {n}" for n in vs) + " |",
+             "|" + "---:|" * (len(cols) + len(vs) + 2)]
     for b in sorted({b for r in results for b in r["results"]}, key=int):
         for r in results:
             res = r["results"].get(b, {})
 
             def ms(n):
-                v = res.get(n, {})
-                return v.get("median_ms")
+                return res.get(n, {}).get(field)
             cells = [f"{ms(c):.3f}" if ms(c) else "–" for c in cols]
 
             def ratio(n):
                 return f"{ms('graphc') / ms(n):.2f}" if ms(n) and ms("graphc") else "–"
-            lines.append(f"| {b} | {r['threads']} | " + " | ".join(cells)
-                         + f" | {ratio('jax')} | {ratio('numpy')} | {ratio('torch')} |")
+            lines.append(f"| {b} | {r['threads']} | " + " | ".join(cells) + " | "
+                         + " | ".join(ratio(n) for n in vs) + " |")
     return "\n".join(lines)
 
 
 def steady_table(results, names):
-    """Back-to-back steps (no pauses between them): medians of 5 blocks of 200 steps."""
-    cols = [n for n in ("graphc", "numpy", "torch", "jax")
-            if n in names and any(n in r["results"].get(b, {}) for r in results
-                                  for b in r["results"])]
-    lines = ["| batch | threads | " + " | ".join(f"{c} ms" for c in cols)
-             + " | graphc / jax | graphc / numpy |",
-             "|" + "---:|" * (len(cols) + 4)]
-    for b in sorted({b for r in results for b in r["results"]}, key=int):
-        for r in results:
-            res = r["results"].get(b, {})
-
-            def ms(n):
-                return res.get(n, {}).get("steady_ms")
-            cells = [f"{ms(c):.3f}" if ms(c) else "–" for c in cols]
-
-            def ratio(n):
-                return f"{ms('graphc') / ms(n):.2f}" if ms(n) and ms("graphc") else "–"
-            lines.append(f"| {b} | {r['threads']} | " + " | ".join(cells)
-                         + f" | {ratio('jax')} | {ratio('numpy')} |")
-    return "\n".join(lines)
+    """Back-to-back steps (no pauses between them): medians of the steady blocks."""
+    return table(results, names, "steady_ms", ("graphc", "numpy", "torch", "jax"),
+                 ("jax", "numpy"))
 
 
 def _versions():
