@@ -17,10 +17,9 @@ Why it looks like this:
 * A program may be compiled in *parts* (a list of modules), each in its own LLVM
   context on its own thread -- LLVM allows that; llvmlite's global lock is bypassed
   for the two heavy calls only -- and linked together.
-* Disk entries carry a header (magic, format version, key hash, payload checksum);
-  anything that does not match exactly is ignored and rebuilt, never loaded blindly.
-  Entries are written atomically (temp file + ``os.replace``) into a per-user directory
-  created with mode 0700 (``GRAPHC_CACHE_DIR``, default ``~/.cache/graphc``).
+* Disk entries (:mod:`.diskcache`) carry a header with the key's digest and a payload
+  checksum; anything that does not match exactly is ignored and rebuilt, never loaded
+  blindly.
 * ``GRAPHC_DUMP_LLVM=dir`` writes the IR before and after optimisation and the
   assembly of every freshly compiled module into ``dir`` (debugging aid; a cache hit
   compiles nothing: use ``GRAPHC_CACHE_DIR=off`` in a new process to see them).
@@ -32,8 +31,6 @@ import ctypes
 import hashlib
 import json
 import os
-import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +38,8 @@ from dataclasses import dataclass, field
 import llvmlite
 
 from . import elfload
+from .diskcache import (CACHE_FORMAT_VERSION, cache_dir, entry_path, join_objects,
+                        read_entry, split_objects, write_atomic, write_entry)
 
 
 class _LazyBinding:
@@ -59,11 +58,6 @@ _LOCK = threading.RLock()
 _INIT_LOCK = threading.Lock()    # not _LOCK: compile threads initialise while it is held
 _INITIALISED = False
 
-#: bump when the meaning of a cached object changes (pipeline, header layout...)
-#: 2: a payload is a list of objects (a module compiled in parts), each length-prefixed
-CACHE_FORMAT_VERSION = 2
-_MAGIC = b"GRAPHCOBJ\0"
-_HEADER = struct.Struct("<10sI32s32sQ")  # magic, version, key digest, sha256(payload), size
 
 
 def _initialise() -> None:
@@ -153,7 +147,7 @@ def host_target() -> TargetInfo:
             pass
     _TARGET = _detect_target(generic)
     if memo is not None:
-        _write_atomic(memo, json.dumps(_TARGET.__dict__).encode())
+        write_atomic(memo, json.dumps(_TARGET.__dict__).encode())
     return _TARGET
 
 
@@ -224,25 +218,6 @@ STATS = {"codegen": 0, "disk_hits": 0, "disk_rejects": 0, "memory_hits": 0,
          "elf_fallbacks": 0}
 
 
-def cache_dir() -> str | None:
-    """The per-user disk cache directory (created 0700), or None if disabled/unusable."""
-    path = os.environ.get("GRAPHC_CACHE_DIR")
-    if path is None:
-        path = os.path.join(os.path.expanduser("~"), ".cache", "graphc")
-    if path in ("", "0", "off", "none"):
-        return None
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-        if hasattr(os, "getuid") and st.st_uid != os.getuid():
-            return None  # someone else's directory: do not trust or write it
-        if st.st_mode & 0o077:
-            os.chmod(path, 0o700)
-    except OSError:
-        return None
-    return path
-
-
 def cache_key(ir_text: str, target: TargetInfo, opt: str = "O3") -> str:
     h = hashlib.sha256()
     for part in (f"graphc-llvm-cache/{CACHE_FORMAT_VERSION}", llvmlite.__version__,
@@ -250,53 +225,6 @@ def cache_key(ir_text: str, target: TargetInfo, opt: str = "O3") -> str:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
-
-
-def _entry_path(directory: str, key: str) -> str:
-    return os.path.join(directory, f"{key[:40]}.gco")
-
-
-def read_entry(path: str, key: str) -> bytes | None:
-    """The object code in ``path`` if its header matches ``key`` exactly, else None."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError:
-        return None
-    if len(blob) < _HEADER.size:
-        return None
-    magic, version, digest, checksum, size = _HEADER.unpack_from(blob)
-    payload = blob[_HEADER.size:]
-    if (magic != _MAGIC or version != CACHE_FORMAT_VERSION
-            or digest != bytes.fromhex(key) or size != len(payload)
-            or hashlib.sha256(payload).digest() != checksum):
-        return None
-    return payload
-
-
-def write_entry(path: str, key: str, payload: bytes) -> None:
-    """Atomically write a cache entry (never leaves a half-written file at ``path``)."""
-    header = _HEADER.pack(_MAGIC, CACHE_FORMAT_VERSION, bytes.fromhex(key),
-                          hashlib.sha256(payload).digest(), len(payload))
-    _write_atomic(path, header + payload)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError:
-        pass  # a cache that cannot be written is only slower, never wrong
 
 
 def clear_memory_cache() -> None:
@@ -450,11 +378,11 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
             return CompiledModule(key, hit.engine, target, "memory", dict(hit.timings),
                                   hit._cfuncs, hit.meta)
         directory = cache_dir() if use_disk_cache else None
-        path = _entry_path(directory, key) if directory else None
+        path = entry_path(directory, key) if directory else None
         result = None
         if path is not None and os.path.exists(path):
             t0 = time.perf_counter()
-            entry = _split_objects(read_entry(path, key))
+            entry = split_objects(read_entry(path, key))
             t1 = time.perf_counter()
             if entry is None:
                 STATS["disk_rejects"] += 1
@@ -489,36 +417,6 @@ class WithMeta:
 
     ir: object
     meta: bytes
-
-
-_META_TAG = b"GRAPHCMETA\0"
-
-
-def _join_objects(objs: list, meta: bytes | None = None) -> bytes:
-    items = list(objs) + ([] if meta is None else [_META_TAG + meta])
-    return b"".join(struct.pack("<Q", len(o)) + o for o in items)
-
-
-def _split_objects(payload: bytes | None) -> tuple | None:
-    """(objects, meta or None) of a cache payload; None if it is not well formed."""
-    if payload is None:
-        return None
-    items, pos = [], 0
-    while pos < len(payload):
-        if pos + 8 > len(payload):
-            return None
-        (n,) = struct.unpack_from("<Q", payload, pos)
-        pos += 8
-        if n == 0 or pos + n > len(payload):
-            return None
-        items.append(payload[pos:pos + n])
-        pos += n
-    meta = None
-    if items and items[-1].startswith(_META_TAG):
-        meta = items.pop()[len(_META_TAG):]
-    if not items or any(o.startswith(_META_TAG) for o in items):
-        return None
-    return items, meta
 
 
 def _unlocked(name: str):
@@ -625,7 +523,7 @@ def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
     t3 = time.perf_counter()
     timings["load"] = t3 - t1
     if path is not None:
-        write_entry(path, key, _join_objects(objs, meta))
+        write_entry(path, key, join_objects(objs, meta))
         timings["cache_write"] = time.perf_counter() - t3
     return CompiledModule(key, engine, target, "compiled", timings, meta=meta)
 

@@ -14,7 +14,7 @@ import pytest
 
 import graphc as gc
 import graphc.backends.llvm as llvm_backend
-from graphc.backends.llvm import jit, runtime
+from graphc.backends.llvm import diskcache, jit, runtime
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_unusable_summary_plans_again(cache_dir, damage):
     jit.clear_memory_cache()
     key = llvm_backend.graph_key(step.graph, 1)
     (path,) = [p for p in cache_dir.glob("*.gco") if p.name.startswith(key[:40])]
-    objs, meta = jit._split_objects(jit.read_entry(str(path), key))
+    objs, meta = diskcache.split_objects(jit.read_entry(str(path), key))
     d = json.loads(meta)
     if damage == "version":
         d["version"] = -1
@@ -96,7 +96,7 @@ def test_unusable_summary_plans_again(cache_dir, damage):
         d["slots"][0][2] += 1
     assert runtime.PlanSummary.from_meta(meta, step.graph, None) is not None
     assert runtime.PlanSummary.from_meta(json.dumps(d).encode(), step.graph, None) is None
-    jit.write_entry(str(path), key, jit._join_objects(objs, json.dumps(d).encode()))
+    jit.write_entry(str(path), key, diskcache.join_objects(objs, json.dumps(d).encode()))
     hit = llvm_backend.compile(step.graph, threads=1)
     assert hit.compile_info["source"] == "disk"
     got = _run(hit, step, x)

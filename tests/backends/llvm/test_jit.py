@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("llvmlite")
 
-from graphc.backends.llvm import jit  # noqa: E402
+from graphc.backends.llvm import diskcache, jit  # noqa: E402
 
 
 def _ir(tag: str | None = None) -> str:
@@ -199,7 +199,7 @@ def test_parts_compile_concurrently_and_link(cache_dir):
     again = jit.compile_module(parts)
     assert again.source == "disk" and again.key == cm.key
     assert _call_twice(again, 1.0, 1.0, 1.0) == 4.0
-    objs, meta = jit._split_objects(jit.read_entry(str(_only_entry(cache_dir)), cm.key))
+    objs, meta = diskcache.split_objects(jit.read_entry(str(_only_entry(cache_dir)), cm.key))
     assert len(objs) == 2 and meta is None
 
 
@@ -219,4 +219,4 @@ def test_meta_is_kept_beside_the_object_code(cache_dir):
 @pytest.mark.parametrize("payload", [b"", b"\x05\0\0\0\0\0\0\0abc", b"\0" * 8, b"\x01\0\0",
                                      b"\x0c\0\0\0\0\0\0\0GRAPHCMETA\0x"])
 def test_malformed_object_list_is_rejected(payload):
-    assert jit._split_objects(payload) is None
+    assert diskcache.split_objects(payload) is None
