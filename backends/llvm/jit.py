@@ -258,7 +258,11 @@ class Part:
     opt: str
 
 
-def _optimise(mod, tm, opt: str = "O3") -> None:
+def _optimise(mod, tm, opt: str = "O3", unlocked: bool = False) -> None:
+    """Run the ``opt`` pipeline (nothing for O0); ``unlocked``: without llvmlite's lock
+    (the module lives in its own context, see :func:`_unlocked`)."""
+    if PIPELINES[opt] is None:
+        return
     level, lv, slp, unroll = PIPELINES[opt]
     pto = llvm.create_pipeline_tuning_options(speed_level=level)
     pto.loop_vectorization = lv
@@ -266,12 +270,36 @@ def _optimise(mod, tm, opt: str = "O3") -> None:
     pto.loop_unrolling = unroll
     pb = llvm.create_pass_builder(tm, pto)
     pm = pb.getModulePassManager()
-    pm.run(mod, pb)
+    run = _unlocked("LLVMPY_RunNewModulePassManager") if unlocked else None
+    if run is None:
+        pm.run(mod, pb)
+    else:
+        run(pm, mod, pb)
 
 
-def _parse(ir_text: str, tm, timings: dict | None = None):
+def _emit_object(tm, mod, unlocked: bool = False) -> bytes:
+    """Object code of ``mod`` (``unlocked`` as for :func:`_optimise`)."""
+    emit = _unlocked("LLVMPY_TargetMachineEmitToMemory") if unlocked else None
+    if emit is None:
+        return tm.emit_object(mod)
+    import ctypes
+
+    from llvmlite.binding import ffi
+    with ffi.OutputString() as err:
+        buf = emit(tm, mod, 1, err)
+        if not buf:
+            raise RuntimeError(str(err))
+    try:
+        return ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buf),
+                                ffi.lib.LLVMPY_GetBufferSize(buf))
+    finally:
+        ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
+
+
+def _parse(ir_text: str, tm, timings: dict | None = None, context=None):
     t0 = time.perf_counter()
-    mod = llvm.parse_assembly(ir_text)
+    mod = llvm.parse_assembly(ir_text) if context is None else \
+        llvm.parse_assembly(ir_text, context=context)
     t1 = time.perf_counter()
     mod.verify()
     mod.triple = tm.triple
@@ -434,48 +462,14 @@ def _unlocked(name: str):
 def _compile_part(text: str, opt: str, target: TargetInfo, own_context: bool) -> tuple:
     """(object code, timings) of one module; in its own LLVM context when
     ``own_context`` (several parts at once), under llvmlite's lock otherwise."""
-    import ctypes
-    from llvmlite.binding import ffi
     timings = {}
     ctx = llvm.create_context() if own_context else None
     tm = target.machine(0 if PIPELINES[opt] is None else 3)
-    t0 = time.perf_counter()
-    mod = llvm.parse_assembly(text, context=ctx) if ctx is not None else \
-        llvm.parse_assembly(text)
+    mod = _parse(text, tm, timings, ctx)
     t1 = time.perf_counter()
-    mod.verify()
-    mod.triple = tm.triple
-    mod.data_layout = str(tm.target_data)
-    timings.update(parse=t1 - t0, verify=time.perf_counter() - t1)
-    t1 = time.perf_counter()
-    run_pm = _unlocked("LLVMPY_RunNewModulePassManager") if own_context else None
-    emit = _unlocked("LLVMPY_TargetMachineEmitToMemory") if own_context else None
-    obj = None
-    if PIPELINES[opt] is None:
-        t2 = time.perf_counter()
-        obj = tm.emit_object(mod) if emit is None else None
-    elif run_pm is None or emit is None:
-        _optimise(mod, tm, opt)
-        t2 = time.perf_counter()
-        obj = tm.emit_object(mod)
-    else:
-        level, lv, slp, unroll = PIPELINES[opt]
-        pto = llvm.create_pipeline_tuning_options(speed_level=level)
-        pto.loop_vectorization, pto.slp_vectorization, pto.loop_unrolling = lv, slp, unroll
-        pb = llvm.create_pass_builder(tm, pto)
-        pm = pb.getModulePassManager()
-        run_pm(pm, mod, pb)
-        t2 = time.perf_counter()
-    if obj is None:
-        with ffi.OutputString() as err:
-            buf = emit(tm, mod, 1, err)
-            if not buf:
-                raise RuntimeError(str(err))
-        try:
-            obj = ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buf),
-                                   ffi.lib.LLVMPY_GetBufferSize(buf))
-        finally:
-            ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
+    _optimise(mod, tm, opt, unlocked=own_context)
+    t2 = time.perf_counter()
+    obj = _emit_object(tm, mod, unlocked=own_context)
     timings.update(optimise=t2 - t1, codegen=time.perf_counter() - t2)
     dump_dir = os.environ.get("GRAPHC_DUMP_LLVM")
     if dump_dir:
