@@ -28,7 +28,6 @@ SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS = 1, 2, 4, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
 STB_LOCAL = 0
-STT_SECTION = 3
 EM_X86_64 = 62
 PAGE = mmap.PAGESIZE
 
@@ -121,7 +120,7 @@ class LoadedCode:
                     raise Unsupported(f"common symbol {name}")
         pos, bounds = 0, []
         placed = []
-        for gi, group in enumerate(groups):
+        for group in groups:
             start = pos
             for o, s in group:
                 pos = -(-pos // s.align) * s.align
