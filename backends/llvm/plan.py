@@ -1,22 +1,17 @@
 """From a (fused) graph to a list of kernels over strided views of buffers.
 
-Every value lives in a *storage* (a graph input's array, an output buffer, a module
-constant, a large constant held by Python, or a slice of the one arena) and is read
-through a *view*: offset + strides in elements.  View ops (reshape, transpose,
-broadcast_to, slice, an ungrouped stop_gradient) produce no code, only new views
-(broadcast = stride 0; a transpose feeding a matmul becomes a GEMM transpose flag).
+Every value lives in a *storage* and is read through a *view* (:mod:`.views`).  View
+ops (reshape, transpose, broadcast_to, slice, an ungrouped stop_gradient) produce no
+code, only new views (a transpose feeding a matmul becomes a GEMM transpose flag).
 
 A *kernel* is one loop nest: loads from views, elementwise nodes computed in registers,
 stores to views, reductions accumulated into an output view with stride 0 along the
 reduced axes; or a GEMM, optionally followed by an elementwise epilogue on the same
 tile range.  Kernels follow the fusion groups (``graphc.passes.fusion``) and run at
 the position of their last member.  Then: direct in-place stores of optimizer updates
-where safe, copies for the rest, a reordering of the kernels into dependency levels
-(``_schedule``), the arena laid out by the memory planner (``graphc.passes.memory``)
-over those levels (``_shared_layout``: kernels of one level may run concurrently, so
-their buffers never share bytes; ``check_layout`` verifies it), and synchronisation
-points (``Kernel.barrier``) only where one kernel reads or overwrites what an earlier
-one on another thread wrote or read (``check_barriers`` verifies it on every plan).
+where safe, copies for the rest; then :mod:`.arena` orders the kernels into
+dependency levels, lays the arena out with the memory planner over those levels and
+places the synchronisation points (``Kernel.barrier``).
 
 Threads: a multi-thread kernel is cut into ``nchunks`` fixed pieces (a range of one
 loop dimension, or a column/row block of a GEMM's product); what a piece computes and
@@ -32,10 +27,13 @@ import numpy as np
 from graphc.ir import GraphcError, Node, Value
 from graphc.passes.fusion import reaches, view_readers
 
+from .arena import (_barriers, _naive_layout, _schedule, _shared_layout, check_barriers,
+                    check_layout)
 from .lowerings import LOWERINGS
+from .views import (Storage, View, broadcast_view, reshape_view, slice_view,
+                    transpose_view)
 
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice"})
-ALIGN = 64
 GLOBAL_CONST_MAX = 1024          # elements; bigger constants are passed as buffers
 SINGLE_THREAD_ELEMS = 1 << 14    # smaller loop kernels run on thread 0 only
 #: a multi-thread kernel is cut into up to this many chunks per thread, claimed
@@ -43,113 +41,6 @@ SINGLE_THREAD_ELEMS = 1 << 14    # smaller loop kernels run on thread 0 only
 CHUNKS_PER_THREAD = 4
 #: GEMMs with an epilogue and K up to this are fused into the epilogue loop
 SMALLK_MAX = 32
-
-
-@dataclass(eq=False)
-class Storage:
-    kind: str                    # arg | out | ext | arena | global
-    dtype: np.dtype
-    size: int                    # elements
-    name: str = ""
-    slot: int = -1               # argv slot (arg/out/ext)
-    value: np.ndarray | None = None   # global/ext constants
-    offset: int = -1             # arena byte offset
-
-    @property
-    def nbytes(self):
-        return self.size * self.dtype.itemsize
-
-    def __repr__(self):
-        return f"<{self.kind} {self.name} {self.dtype} x{self.size}>"
-
-
-def c_strides(shape):
-    st, acc = [], 1
-    for d in reversed(shape):
-        st.append(acc)
-        acc *= d
-    return tuple(reversed(st))
-
-
-@dataclass(frozen=True, eq=False)
-class View:
-    st: Storage
-    offset: int
-    shape: tuple
-    strides: tuple
-
-    @staticmethod
-    def whole(st: Storage, shape):
-        return View(st, 0, tuple(shape), c_strides(shape))
-
-    def is_contiguous(self):
-        if int(np.prod(self.shape, dtype=np.int64)) == 0:
-            return True
-        exp = c_strides(self.shape)
-        return all(d == 1 or s == e for d, s, e in zip(self.shape, self.strides, exp))
-
-    def same(self, other):
-        if self.st is not other.st or self.shape != other.shape:
-            return False
-        if self.offset != other.offset:
-            return False
-        return all(d == 1 or a == b for d, a, b in zip(self.shape, self.strides, other.strides))
-
-
-# ---- view transforms ----------------------------------------------------------------------
-def broadcast_view(v: View, shape) -> View:
-    lead = len(shape) - len(v.shape)
-    strides = [0] * lead + [0 if (v.shape[i] == 1 and shape[lead + i] != 1) else v.strides[i]
-                            for i in range(len(v.shape))]
-    return View(v.st, v.offset, tuple(shape), tuple(strides))
-
-
-def transpose_view(v: View, perm) -> View:
-    return View(v.st, v.offset, tuple(v.shape[p] for p in perm),
-                tuple(v.strides[p] for p in perm))
-
-
-def slice_view(v: View, starts, stops, steps, shape) -> View:
-    off = v.offset + sum(a * s for a, s in zip(starts, v.strides))
-    return View(v.st, off, tuple(shape), tuple(s * k for s, k in zip(v.strides, steps)))
-
-
-def _nocopy_strides(oshape, ostrides, nshape):
-    """numpy's attempt_nocopy_reshape: strides for ``nshape`` over the same elements, or None."""
-    od = [d for d in oshape if d != 1]
-    os_ = [s for d, s in zip(oshape, ostrides) if d != 1]
-    nd = list(nshape)
-    new = [0] * len(nd)
-    oi, oj, ni, nj = 0, 1, 0, 1
-    while ni < len(nd) and oi < len(od):
-        np_, op_ = nd[ni], od[oi]
-        while np_ != op_:
-            if np_ < op_:
-                if nj >= len(nd):
-                    return None
-                np_ *= nd[nj]
-                nj += 1
-            else:
-                if oj >= len(od):
-                    return None
-                op_ *= od[oj]
-                oj += 1
-        for ok in range(oi, oj - 1):
-            if os_[ok] != od[ok + 1] * os_[ok + 1]:
-                return None
-        new[nj - 1] = os_[oj - 1]
-        for nk in range(nj - 1, ni, -1):
-            new[nk - 1] = new[nk] * nd[nk]
-        ni, nj, oi, oj = nj, nj + 1, oj, oj + 1
-    return tuple(new)
-
-
-def reshape_view(v: View, shape) -> View | None:
-    shape = tuple(shape)
-    if v.is_contiguous():
-        return View(v.st, v.offset, shape, c_strides(shape))
-    st = _nocopy_strides(v.shape, v.strides, shape)
-    return None if st is None else View(v.st, v.offset, shape, st)
 
 
 # ---- kernels ----------------------------------------------------------------------------------
@@ -731,231 +622,3 @@ def gemm_partition(g: Gemm, chunks: int):
                                  spec.vw, spec.kc)
         parts_, by_cols, units, width = split(spec, parts)
     return parts_, by_cols, units, width, spec
-
-
-# ---- arena layout -----------------------------------------------------------------------------
-def _rw(k):
-    if hasattr(k, "phases"):
-        return [p[0] for p in k.phases], [p[1] for p in k.phases]
-    return k.reads(), k.writes()
-
-
-def _schedule(kernels):
-    """Reorder kernels into *phases* so that dependent kernels on different threads are
-    one barrier apart and independent ones share a phase: a kernel's phase is one more
-    than the latest phase it depends on (the same, if both run on thread 0 only).
-    Dependencies are on storages (read-after-write, write-after-read/write), before
-    the arena is laid out.  Returns (kernels in phase order, phase of each)."""
-    acc = []
-    for k in kernels:
-        r, w = _rw(k)
-        acc.append(({v.st for v in r if v.st.kind != "global"},
-                    {v.st for v in w if v.st.kind != "global"}))
-    phase = []
-    for i, k in enumerate(kernels):
-        ri, wi = acc[i]
-        ph = 0
-        for j in range(i):
-            rj, wj = acc[j]
-            if (wj & (ri | wi)) or (rj & wi):
-                ph = max(ph, phase[j] + (0 if (k.single and kernels[j].single) else 1))
-        phase.append(ph)
-    order = sorted(range(len(kernels)), key=lambda i: (phase[i], i))
-    return [kernels[i] for i in order], [phase[i] for i in order]
-
-
-def _naive_layout(storages) -> int:
-    """Every arena storage its own aligned bytes (``plan="naive"``)."""
-    top = 0
-    for st in storages:
-        if st.kind == "arena":
-            st.offset = top
-            top += (max(st.nbytes, 1) + ALIGN - 1) // ALIGN * ALIGN
-    return top
-
-
-#: ops this backend runs as views (no code): the planner aliases them to their operand
-PLANNER_VIEWS = ("reshape", "transpose", "broadcast_to", "slice", "stop_gradient")
-
-
-def _touch_phases(kernels, phase, users=None):
-    """storage -> (first, last) phase of the kernels touching it (and, into ``users``,
-    storage -> {phase: kernels touching it then})."""
-    span = {}
-    for k, ph in zip(kernels, phase):
-        vs = k.views() if not hasattr(k, "phases") else [v for p in k.phases for v in p]
-        for v in vs:
-            f, l_ = span.get(v.st, (ph, ph))
-            span[v.st] = (min(f, ph), max(l_, ph))
-            if users is not None:
-                users.setdefault(v.st, {}).setdefault(ph, set()).add(id(k))
-    return span
-
-
-def _shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
-                   direct):
-    """Lay the arena out with the memory planner over this backend's execution.
-
-    The planner gets plain data: each node's step (its kernel's dependency level, kernels
-    of one level may run concurrently; with one thread, its kernel's index; a view runs
-    nowhere: at its operands' step), the
-    values this backend keeps in registers (fused), the updates it writes in place and
-    its scratch buffers (float64 accumulators, materialised operands) with their levels.
-    Values the plan puts in one buffer share one ``Storage`` (one pointer per kernel, so
-    in-place kernels keep their ``noalias`` arguments); every view is re-pointed to it.
-    """
-    from graphc.passes.memory import plan_memory
-    scratch_all, value_all = scratch, value_storage
-    kphase = dict(zip(map(id, kernels), phase))
-    span = _touch_phases(kernels, phase)
-    # a storage no kernel touches (a small-K product computed inside its epilogue loop)
-    # needs no bytes: its value is a register value too
-    value_storage = {name: st for name, st in value_storage.items() if st in span}
-    scratch = [st for st in scratch if st in span]
-    positions, fused = {}, set()
-    outputs = set(graph.outputs)
-    for n in graph.nodes:
-        k = node_kernel.get(n)
-        if k is not None:
-            p = kphase[id(k)]
-            if n.output.name not in value_storage and n.output not in direct \
-                    and n.output not in outputs:
-                fused.add(n.output)
-        else:
-            p = max((positions[x.name] for x in n.inputs), default=0)
-        positions[n.output.name] = p
-    names = {}
-    for st in scratch:
-        name = f"{st.name}#scratch"
-        while name in names or name in positions:
-            name += "'"
-        names[name] = st
-    scr = {name: (st.nbytes, *span.get(st, (0, 0))) for name, st in names.items()}
-    mplan = plan_memory(graph, views=PLANNER_VIEWS, fused=fused, exec_positions=positions,
-                        updates_in_place={b.name: a.name for b, a in direct.items()},
-                        scratch=scr, end_step=max(phase, default=0) + 1)
-    # one Storage per (plan buffer, dtype)
-    buf_id = {name: b.id for b in mplan.buffers if not b.persistent for name in b.values}
-    canon: dict[Storage, Storage] = {}
-    first: dict = {}
-    for name, st in list(value_storage.items()) + list(names.items()):
-        off = mplan.offsets.get(name)
-        if off is None:
-            raise GraphcError(f"internal: the memory plan gives %{name} "
-                              f"({mplan.kinds.get(name)}) no arena offset")
-        key = (buf_id[name], st.dtype)
-        c = first.setdefault(key, st)
-        c.offset = off
-        c.size = max(c.size, st.size)
-        canon[st] = c
-    for st in scratch + list(value_storage.values()):
-        if canon[st] is not st:
-            st.offset = -2          # merged into canon[st]
-    for st in scratch_all + list(value_all.values()):
-        if st.offset == -1:
-            st.offset = 0           # untouched: no bytes
-    _repoint(kernels, canon)
-    return mplan
-
-
-def _repoint(kernels, canon):
-    """Re-point every view of every kernel at its canonical storage."""
-    def f(v):
-        if v is None:
-            return None
-        c = canon.get(v.st)
-        return v if c is None or c is v.st else View(c, v.offset, v.shape, v.strides)
-    for k in kernels:
-        k.loads = {t: f(v) for t, v in k.loads.items()}
-        k.stores = [(t, f(v)) for t, v in k.stores]
-        for r in k.reductions:
-            r.out, r.acc = f(r.out), f(r.acc)
-        if k.gemm is not None:
-            k.gemm.a, k.gemm.b, k.gemm.c = f(k.gemm.a), f(k.gemm.b), f(k.gemm.c)
-        if hasattr(k, "phases"):
-            k.phases = [(f(a), f(b)) for a, b in k.phases]
-
-
-def check_layout(kernels, phase):
-    """Safety net for the arena layout: two arena storages sharing bytes are touched in
-    disjoint ranges of levels (kernels of one level may run concurrently), or meet at one
-    level in one kernel only (in place, element for element); else raise."""
-    users: dict = {}
-    span = _touch_phases(kernels, phase, users)
-    sts = sorted((st for st in span if st.kind == "arena"), key=lambda s: s.offset)
-    for i, a in enumerate(sts):
-        a_end = a.offset + max(a.nbytes, 1)
-        for b in sts[i + 1:]:
-            if b.offset >= a_end:
-                break
-            (fa, la), (fb, lb) = span[a], span[b]
-            lo, hi = max(fa, fb), min(la, lb)
-            if lo > hi or (lo == hi and len(users[a][lo] | users[b][lo]) == 1):
-                continue
-            raise GraphcError(f"internal: arena storages {a.name} (levels {fa}-{la}) and "
-                                  f"{b.name} (levels {fb}-{lb}) share bytes at "
-                                  f"{max(a.offset, b.offset)} while both in use")
-
-
-# ---- barriers --------------------------------------------------------------------------------
-def _region(v: View):
-    st = v.st
-    if st.kind == "arena":
-        return ("arena", st.offset, st.offset + st.nbytes)
-    if st.kind == "global":
-        return None
-    return (st.slot, 0, st.nbytes)
-
-
-def _overlap(r, regions):
-    return any(r[0] == q[0] and r[1] < q[2] and q[1] < r[2] for q in regions)
-
-
-def _barriers(kernels):
-    """Barrier before a kernel that reads what another thread may have pending writes to,
-    or writes what another thread may still read or write (since the last barrier).
-    Kernels run by thread 0 alone need none between themselves."""
-    pend_r, pend_w = [], []     # (region, single)
-    for k in kernels:
-        if hasattr(k, "phases"):
-            reads = [p[0] for p in k.phases]
-            writes = [p[1] for p in k.phases]
-        else:
-            reads, writes = k.reads(), k.writes()
-        rr = [r for r in map(_region, reads) if r]
-        ww = [r for r in map(_region, writes) if r]
-
-        def clash(mine, pend):
-            return any(_overlap(r, [q for q, single in pend if not (single and k.single)])
-                       for r in mine)
-        if clash(rr, pend_w) or clash(ww, pend_w) or clash(ww, pend_r):
-            k.barrier = True
-            pend_r, pend_w = [], []
-        pend_r += [(r, k.single) for r in rr]
-        pend_w += [(r, k.single) for r in ww]
-
-
-def check_barriers(kernels):
-    """Safety net: any two kernels touching overlapping bytes (one writing) on possibly
-    different threads have a barrier between them; else raise (a planner bug)."""
-    regs = []
-    for k in kernels:
-        r, w = _rw(k)
-        regs.append(([x for x in map(_region, r) if x], [x for x in map(_region, w) if x]))
-    last_barrier = [0] * len(kernels)
-    cur = 0
-    for i, k in enumerate(kernels):
-        if k.barrier:
-            cur = i
-        last_barrier[i] = cur
-    for j, kj in enumerate(kernels):
-        rj, wj = regs[j]
-        for i in range(last_barrier[j] if kj.barrier else last_barrier[j], j):
-            if kernels[i].single and kj.single:
-                continue
-            if i < last_barrier[j]:
-                continue
-            ri, wi = regs[i]
-            if (any(_overlap(a, wi) for a in rj + wj) or any(_overlap(a, ri) for a in wj)):
-                raise GraphcError(f"internal: kernels {kernels[i].name} and {kj.name} "
-                                  "race (no barrier between them)")
