@@ -92,6 +92,7 @@ class _Group:
 def fuse(graph: Graph, epilogue: bool = True, reductions: bool = True) -> Graph:
     """A copy of ``graph`` whose fusable nodes carry ``attrs['group']``."""
     g, _ = graph.clone()
+    g.remove_dead()     # a dead node has no readers to store for: never group or run it
     for n in g.nodes:
         if "group" in n.attrs:
             n.attrs = {k: v for k, v in n.attrs.items() if k != "group"}

@@ -40,7 +40,11 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="sh
 
     from . import codegen, jit, parallel, plan as plan_mod
     threads = parallel.num_threads(threads)
-    g = fusion.fuse(graph, epilogue=epilogue) if fuse else graph.clone()[0]
+    if fuse:
+        g = fusion.fuse(graph, epilogue=epilogue)
+    else:
+        g = graph.clone()[0]
+        g.remove_dead()     # dead values get no buffer, so they must not be computed
     verify(g)
     p = plan_mod.build_plan(g, threads, plan)
     module = codegen.Codegen(p, jit.host_target().triple, profile).build(parts)

@@ -212,19 +212,15 @@ class Codegen:
         return fn, sts
 
     def loop_body(self, b, k, ptrs, ranges, produce=None):
-        kept = None
-        if k.reductions:
-            red = set()
-            for r in k.reductions:
-                red |= {d for d, s in enumerate(r.out.strides) if s == 0}
-            kept = tuple(1 if d in red else e for d, e in enumerate(k.shape))
-
-            def init(idx):
-                for r in k.reductions:
-                    dv = r.acc or r.out
-                    ident = reduce_identity(r.node.op, r.node.output.dtype)
-                    self.store(b, ptrs, dv, idx, ir.Constant(reg_type(dv.st.dtype), ident))
-            self.nest(b, kept, ranges, init)
+        # Each reduction is cleared (and, for float64 accumulators, written back) over its
+        # own output space: reductions of one kernel may reduce different axes, so one
+        # shared "kept" shape would leave parts of an output uncleared.
+        for r in k.reductions:
+            ident = reduce_identity(r.node.op, r.node.output.dtype)
+            dv = r.acc or r.out
+            self.nest(b, _kept_shape(k.shape, r), ranges,
+                      lambda idx, dv=dv, ident=ident: self.store(
+                          b, ptrs, dv, idx, ir.Constant(reg_type(dv.st.dtype), ident)))
 
         def body(idx):
             env = {}
@@ -246,13 +242,14 @@ class Codegen:
                 self.store(b, ptrs, dv, idx, new)
         self.nest(b, k.shape, ranges, body)
 
-        if any(r.acc is not None for r in k.reductions):
-            def fin(idx):
-                for r in k.reductions:
-                    if r.acc is not None:
-                        val = self.load(b, ptrs, r.acc, idx)
-                        self.store(b, ptrs, r.out, idx, b.fptrunc(val, reg_type(r.out.st.dtype)))
-            self.nest(b, kept, ranges, fin)
+        for r in k.reductions:
+            if r.acc is None:
+                continue
+
+            def fin(idx, r=r):
+                val = self.load(b, ptrs, r.acc, idx)
+                self.store(b, ptrs, r.out, idx, b.fptrunc(val, reg_type(r.out.st.dtype)))
+            self.nest(b, _kept_shape(k.shape, r), ranges, fin)
 
     def gemm_body(self, b, k, ptrs, tid, ret):
         g = k.gemm
@@ -535,3 +532,8 @@ def _assign_parts(kernels, parts):
 
 def _clean(name):
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:40]
+
+
+def _kept_shape(shape, r) -> tuple:
+    """The iteration space of reduction ``r``'s output: 1 along the axes it reduces."""
+    return tuple(1 if s == 0 else e for e, s in zip(shape, r.out.strides))

@@ -196,7 +196,8 @@ def build_plan(graph, threads: int = 1, memplan: str = "shared") -> Plan:
 
     def needs_store(v: Value) -> bool:
         n = v.node
-        if n.op == "matmul" or reaches(v, leaving, is_view):
+        # a reduction accumulates into its buffer, so it always has one
+        if n.op == "matmul" or _kind(n) == "reduce" or reaches(v, leaving, is_view):
             return True
         ks = kernel_of[n]
         return any(u not in ks for u in view_readers(v, is_view))

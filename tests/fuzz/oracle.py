@@ -1,0 +1,188 @@
+"""Run one fuzz case on the numpy oracle and on the LLVM backend, and compare.
+
+A *case* is (program, transformation, backend configuration).  Transformations:
+``forward`` (the outputs), ``value_and_grad`` of the program's scalar loss, ``jvp``,
+``grad_of_grad`` (value and gradient of a scalar of the gradient) and ``step``
+(``compile_step`` with one of the optimizers, parameters updated in place).  Each compiled
+function is called ``CALLS`` times with fresh inputs: state leaking between calls (an
+accumulator never cleared, a buffer read before it is written) shows up on the second call.
+
+On a mismatch :func:`run_case` raises ``AssertionError`` with everything needed to
+reproduce it: the program, the traced graph as IR text, the configuration, the call and
+the worst element.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import graphc as gc
+
+from .programs import Program, generate
+
+CALLS = 3
+TRANSFORMS = ("forward", "value_and_grad", "jvp", "grad_of_grad", "step")
+#: LLVM configurations: (fuse, plan, threads); every case picks one in rotation
+CONFIGS = tuple(itertools.product((True, False), ("shared", "naive"), (1, 2, 3)))
+OPTIMIZERS = (
+    lambda: gc.optim.SGD(0.05),
+    lambda: gc.optim.SGD(0.05, momentum=0.9, nesterov=True),
+    lambda: gc.optim.SGD(0.05, momentum=0.5, weight_decay=0.01),
+    lambda: gc.optim.Adam(0.01),
+    lambda: gc.optim.AdamW(0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05),
+)
+
+
+class Mismatch(AssertionError):
+    pass
+
+
+def _tol(dtype):
+    return (1e-9, 1e-9) if dtype == np.float64 else (3e-4, 3e-4)
+
+
+def _tol_dtype(prog: Program):
+    """float32 tolerances if any value of the program is float32 (casts mix precisions)."""
+    return np.float32 if any(v.dtype is np.float32 for v in prog.pool) else np.float64
+
+
+def compare(what, got, ref, dtype, context):
+    """Raise :class:`Mismatch` unless ``got`` matches ``ref`` (lists of arrays)."""
+    if len(got) != len(ref):
+        raise Mismatch(f"{what}: {len(got)} results, the oracle gave {len(ref)}\n{context()}")
+    rtol, atol = _tol(dtype)
+    for j, (a, b) in enumerate(zip(got, ref)):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            raise Mismatch(f"{what}[{j}]: shape {a.shape}, oracle {b.shape}\n{context()}")
+        if b.dtype == np.bool_ or b.size == 0:
+            if not np.array_equal(a, b):
+                raise Mismatch(f"{what}[{j}]: differs from the oracle\n{context()}")
+            continue
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        fin = np.isfinite(b64)
+        if not np.array_equal(np.isfinite(a64), fin) or not np.array_equal(a64[~fin],
+                                                                          b64[~fin]):
+            raise Mismatch(f"{what}[{j}]: non-finite values differ\n got {a}\n ref {b}\n"
+                           f"{context()}")
+        scale = 1.0 + float(np.max(np.abs(b64[fin]), initial=0.0))
+        err = np.where(fin, np.abs(a64 - b64), 0.0)
+        bound = atol * scale + rtol * np.abs(np.where(fin, b64, 0.0))
+        if np.any(err > bound):
+            idx = np.unravel_index(int(np.argmax(err - bound)), err.shape) if err.ndim else ()
+            raise Mismatch(f"{what}[{j}]: worst element {idx}: got {a64[idx]!r}, oracle "
+                           f"{b64[idx]!r} (|diff| {err[idx]:.3g} > {bound[idx]:.3g})\n"
+                           f"{context()}")
+
+
+def _flat(x):
+    leaves, _ = gc.pytree.flatten(x)
+    return [np.asarray(v) for v in leaves]
+
+
+def build(prog: Program, transform: str, rng):
+    """(fn, make_args): the function to compile and a maker of fresh arguments."""
+    n = len(prog.inputs)
+    dtype = prog.inputs[0].dtype
+
+    def fresh():
+        return prog.sample_inputs(rng)
+
+    if transform == "forward":
+        return prog.run, fresh
+    if transform == "value_and_grad":
+        return gc.value_and_grad(prog.loss, argnums=tuple(range(n))), fresh
+    if transform == "jvp":
+        def f(*xt):
+            return gc.jvp(prog.run, tuple(xt[:n]), tuple(xt[n:]))
+
+        def args():
+            xs = fresh()
+            return xs + [rng.normal(size=x.shape).astype(x.dtype) for x in xs]
+        return f, args
+    if transform == "grad_of_grad":
+        weights = [rng.normal(size=v.shape).astype(v.dtype) for v in prog.inputs]
+        inner = gc.grad(prog.loss, argnums=tuple(range(n)))
+
+        def h(*xs):
+            gs = inner(*xs)
+            total = None
+            for g, w in zip(gs, weights):
+                t = gc.sum(gc.tanh(g) * w)
+                total = t if total is None else total + t
+            return total
+        return gc.value_and_grad(h, argnums=tuple(range(n))), fresh
+    raise ValueError(transform)
+
+
+def describe(prog: Program, transform, config, args_fn=None) -> str:
+    lines = [prog.describe(), f"# transform {transform}, llvm config {config}"]
+    try:
+        fn, make = args_fn or build(prog, transform, np.random.default_rng(0))
+        lines.append(str(gc.trace(fn, *make())))
+    except Exception as e:       # the IR is a courtesy; the mismatch is the report
+        lines.append(f"(tracing for the report failed: {e})")
+    lines.append(f"# reproduce: pytest tests/fuzz --fuzz-seed {prog.seed} "
+                 f"--fuzz-transform {transform}")
+    return "\n".join(lines)
+
+
+def run_case(prog: Program, transform: str, config) -> None:
+    fuse, plan, threads = config
+    opts = dict(fuse=fuse, plan=plan, threads=threads)
+    ctx = lambda: describe(prog, transform, config)       # noqa: E731
+    dtype = _tol_dtype(prog)
+    if transform == "step":
+        return _run_step(prog, opts, ctx, config)
+    rng = np.random.default_rng(prog.seed + 1)
+    fn, make = build(prog, transform, rng)
+    ref = gc.jit(fn, backend="numpy")
+    got = gc.jit(fn, backend="llvm", **opts)
+    for call in range(CALLS):
+        args = make()
+        r = _flat(ref(*args))
+        g = _flat(got(*[a.copy() for a in args]))
+        compare(f"{transform} call {call + 1}", g, r, dtype, ctx)
+
+
+def _run_step(prog: Program, opts, ctx, config):
+    n = len(prog.inputs)
+    rng = np.random.default_rng(prog.seed + 2)
+    k = max(1, n // 2)              # the first inputs are parameters, the rest the batch
+    init = prog.sample_inputs(rng)
+    names = [f"p{i}" for i in range(k)]
+    opt = OPTIMIZERS[prog.seed % len(OPTIMIZERS)]
+
+    def loss_fn(params, *batch):
+        return prog.loss(*[params[nm] for nm in names], *batch)
+
+    steps = []
+    for backend, o in (("numpy", {}), ("llvm", opts)):
+        params = {nm: x.copy() for nm, x in zip(names, init)}
+        steps.append(gc.compile_step(loss_fn, params, opt(), tuple(init[k:]),
+                                     backend=backend, **o))
+    ref, got = steps
+    dtype = _tol_dtype(prog)
+    for call in range(CALLS):
+        batch = prog.sample_inputs(rng)[k:]
+        lr = ref(*[b.copy() for b in batch])
+        lg = got(*[b.copy() for b in batch])
+        compare(f"step {call + 1} loss", [lg], [lr], dtype, ctx)
+        compare(f"step {call + 1} params", [got.params[nm] for nm in names],
+                [ref.params[nm] for nm in names], dtype, ctx)
+        compare(f"step {call + 1} optimizer state", list(got.opt_state.values()),
+                list(ref.opt_state.values()), dtype, ctx)
+
+
+def cases(seeds):
+    """(program, transform, config) per seed: transforms and configs in rotation (their
+    counts are coprime, so every 60 consecutive seeds cover every pair)."""
+    for seed in seeds:
+        yield case(seed)
+
+
+def case(seed: int, transform: str | None = None):
+    prog = generate(seed)
+    transform = transform or TRANSFORMS[seed % len(TRANSFORMS)]
+    return prog, transform, CONFIGS[seed % len(CONFIGS)]
