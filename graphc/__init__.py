@@ -17,6 +17,7 @@ if (not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "passes"))
 
 from . import ir, nn, optim  # noqa: E402
 from .api import grad, jit, jvp, trace, value_and_grad
+from .checking import check_grads
 from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concatenate,
                         divide, dot, equal, exp, expand_dims, expm1, full, getitem,
                         greater, greater_equal, less, less_equal, log, log1p, logical_and,
@@ -25,7 +26,7 @@ from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concaten
                         reciprocal, relu, reshape, sigmoid, sign, sqrt, square, squeeze,
                         stack, stop_gradient, subtract, sum, swapaxes, tanh, transpose, var,
                         where, zeros_like)
-from .ir import (ArgumentError, DTypeError, Graph, GraphcError, ShapeError, TraceError,
+from .ir import (ArgumentError, DTypeError, GradCheckError, Graph, GraphcError, ShapeError, TraceError,
                  VerifyError, bool_, float32, float64, int32, int64)
 from .step import CompiledStep, compile_step
 from .tracing import Tracer

@@ -26,6 +26,10 @@ class ArgumentError(GraphcError, TypeError):
     """Arguments of the wrong structure, shape or dtype at call time."""
 
 
+class GradCheckError(GraphcError, AssertionError):
+    """``gc.check_grads``: a derivative disagrees with finite differences."""
+
+
 class VerifyError(GraphcError, AssertionError):
     """A graph that breaks an IR invariant (a bug in a pass, not in user code)."""
 

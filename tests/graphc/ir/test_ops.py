@@ -300,3 +300,28 @@ def test_jvp_with_a_tangent_on_one_input_only(case):
         want = fd_jvp(lambda *xs: reference(case, y.node, xs), arrays, full_t, h=case.h)
         np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.atol,
                                    err_msg=f"tangent on input {i} only")
+
+
+# ---- the same rules through the user-facing checker ------------------------------------------------
+def _op_fn(case, arrays):
+    """The op as a user function of its floating operands (the others held fixed)."""
+    from graphc.tracing import deepest_context
+    wrt = float_inputs(arrays)
+
+    def f(*xs):
+        full = list(arrays)
+        for i, x in zip(wrt, xs):
+            full[i] = x
+        ctx = deepest_context(*xs)
+        return ctx.emit(case.op, *[ctx.lift(a) for a in full], **case.attrs)
+    return f, [arrays[i] for i in wrt]
+
+
+@pytest.mark.parametrize("case", DIFF_CASES, ids=ids)
+def test_check_grads_to_second_order(case):
+    """gc.check_grads: forward and reverse mode, first and second order, against FD."""
+    import graphc as gc
+    arrays = case.make(np.random.default_rng(5), np.float64)
+    f, xs = _op_fn(case, arrays)
+    gc.check_grads(f, tuple(xs), order=2, eps=case.h, rtol=max(case.rtol, 1e-5),
+                   atol=max(case.atol, 1e-6))
