@@ -152,7 +152,7 @@ def _run_step(prog: Program, opts, ctx, config):
     k = max(1, n // 2)              # the first inputs are parameters, the rest the batch
     init = prog.sample_inputs(rng)
     names = [f"p{i}" for i in range(k)]
-    opt = OPTIMIZERS[prog.seed % len(OPTIMIZERS)]
+    opt = OPTIMIZERS[(prog.seed // len(TRANSFORMS)) % len(OPTIMIZERS)]
 
     def loss_fn(params, *batch):
         return prog.loss(*[params[nm] for nm in names], *batch)
