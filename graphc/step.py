@@ -31,8 +31,13 @@ def _own_param(x, name):
     return x
 
 
-def build_step_graph(loss_fn, params, optimizer, example_batch) -> tuple[dict, list, list]:
-    """Trace and transform; returns (stages, param leaves, state input values)."""
+def trace_backward(loss_fn, params, example_batch):
+    """Trace ``loss_fn(params, *batch)`` and append its backward pass.
+
+    Returns (forward graph, backward graph with the loss as its only output, the
+    parameter inputs of the backward graph, their gradient values).  Shared by
+    :func:`build_step_graph` and ``graphc.distributed`` (which all-reduces the gradients
+    between the backward pass and the update)."""
     p_leaves, p_tree = pytree.flatten(params)
     names = leaf_names(loss_fn, (params, *example_batch))
     kinds = ["param"] * len(p_leaves) + ["data"] * (len(names) - len(p_leaves))
@@ -45,13 +50,20 @@ def build_step_graph(loss_fn, params, optimizer, example_batch) -> tuple[dict, l
     wrt = [t.value for t in tracers[:len(p_leaves)]]
     g, grads, vmap = autodiff.backward(fwd, loss, wrt)
     g.set_outputs([vmap[loss]])
+    return fwd, g, [vmap[w] for w in wrt], grads
+
+
+def build_step_graph(loss_fn, params, optimizer, example_batch) -> tuple[dict, list, list]:
+    """Trace and transform; returns (stages, param leaves, state input values)."""
+    p_leaves = pytree.flatten(params)[0]
+    fwd, g, wrt, grads = trace_backward(loss_fn, params, example_batch)
+    loss = g.outputs[0]
     stages = {"forward": fwd}
     grad_view, gmap = g.clone()          # loss and gradients as outputs: what autodiff made
-    grad_view.set_outputs([gmap[vmap[loss]]] + [gmap[x] for x in grads])
+    grad_view.set_outputs([gmap[loss]] + [gmap[x] for x in grads])
     grad_view.remove_dead()
     stages["autodiff"] = verify(grad_view)
-    step, state_inputs = optimizer_pass.append_update(g, [vmap[w] for w in wrt], grads,
-                                                      optimizer)
+    step, state_inputs = optimizer_pass.append_update(g, wrt, grads, optimizer)
     step.name = f"{fwd.name}_step"
     step.remove_dead()
     stages["optimizer"] = verify(step)

@@ -1,0 +1,64 @@
+"""The training step cut in two at the gradients, for data parallel training.
+
+``compile_step`` builds forward + backward + update as one graph.  Data parallel needs
+the gradients of every rank summed between backward and update, so here the same
+pipeline makes two graphs:
+
+* the **gradient graph**: forward + backward; inputs params, batch and one gradient
+  buffer per parameter (kind ``state``); its ``updates`` write each gradient into its
+  buffer, which the caller lays out contiguously (:class:`.region.GradRegion`); output:
+  the loss.  Parameters are only read.
+* the **update graph**: inputs params, gradients (``data``) and the optimizer state;
+  scales the summed gradients by ``1/world`` (the mean over the global batch) and
+  appends the optimizer's update exactly as ``compile_step`` does
+  (``passes.optimizer.append_update``); output: the parameters' sum of squared
+  gradients (the global gradient norm², a cheap metric that also gives the graph an
+  output).
+
+Both run the memory passes (``remat``/``schedule``) like ``compile_step``.
+"""
+from __future__ import annotations
+
+from ..ir import Emitter, Graph, verify
+from ..passes import optimizer as optimizer_pass
+from ..passes.memory import memory_passes
+from ..step import trace_backward
+
+
+def _memory(graph: Graph, options: dict) -> Graph:
+    stages = memory_passes(graph, options.pop("memory_budget", None),
+                           options.pop("remat", None), options.pop("schedule", True))
+    return list(stages.values())[-1] if stages else graph
+
+
+def gradient_graph(loss_fn, params, example_batch, options: dict) -> tuple[dict, Graph]:
+    """(stages, graph): forward + backward writing gradients into buffer inputs."""
+    fwd, g, wrt, grads = trace_backward(loss_fn, params, example_batch)
+    bufs = [g.add_input(w.shape, w.dtype, f"grad.{w.name}", "state") for w in wrt]
+    g.updates.extend(zip(bufs, grads))
+    g.name = f"{fwd.name}_grad"
+    g.remove_dead()
+    stages = {"forward": fwd, "autodiff": verify(g)}
+    stages["memory"] = verify(_memory(g, options))
+    return stages, stages["memory"]
+
+
+def update_graph(param_types, optimizer, world: int) -> tuple[Graph, list]:
+    """(graph, state inputs): ``optimizer``'s update from gradients summed over
+    ``world`` ranks.  ``param_types``: [(shape, dtype, name)] in parameter order."""
+    g = Graph("dp_update")
+    ps = [g.add_input(s, d, n, "param") for s, d, n in param_types]
+    gs = [g.add_input(s, d, f"grad.{n}", "data") for s, d, n in param_types]
+    E = Emitter(g, "update")
+    if world > 1:
+        gs = [E.mul(x, E.const(1.0 / world, x.dtype, x.shape)) for x in gs]
+    sq = None
+    for x in gs:
+        s = E.op("sum", E.mul(x, x), axes=None)
+        s = E.cast(s, dtype=gs[0].dtype) if s.dtype != gs[0].dtype else s
+        sq = s if sq is None else E.add(sq, s)
+    step, state_inputs = optimizer_pass.append_update(g, ps, gs, optimizer)
+    smap = {v.name: v for v in step.values()}
+    step.set_outputs([smap[sq.name]])
+    step.remove_dead()
+    return verify(step), state_inputs

@@ -1,0 +1,156 @@
+"""Synchronous data parallel: every rank a replica, gradients all-reduced every step.
+
+One step on each rank:
+
+1. the compiled gradient graph runs forward + backward on the rank's shard of the global
+   batch and writes every gradient into the one contiguous :class:`GradRegion`;
+2. the region (with the rank's loss in its last element) is summed over all ranks in
+   place: one ``MPI_Iallreduce`` (or ``buckets`` of them), waited on with a deadline;
+3. the compiled update graph applies ``optimizer`` to the mean gradient -- the same
+   numbers on every rank, so the replicas stay identical without ever exchanging
+   parameters (they are broadcast from rank 0 once, at construction).
+
+Deterministic: the backend is (fixed chunks per thread) and so is Open MPI's choice of
+reduction algorithm for a given rank count and message size, so the same run twice
+gives bit-identical parameters.  N ranks x batch B/N equals 1 rank x batch B up to the
+order of the float sums over the batch (each rank sums its B/N rows, then MPI adds the
+N partial sums) and the ``1/N`` scaling (exact for powers of two).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import pytree
+from ..gcpause import gc_paused
+from ..ir import ArgumentError, GraphcError
+from ..step import _own_param
+from . import comm as C
+from .graphs import gradient_graph, update_graph
+from .region import GradRegion
+
+
+class DataParallelStep:
+    """``step(*shard) -> float`` global mean loss; ``compile_step``'s interface.
+
+    ``example_batch`` is one rank's shard (global batch / world size rows).  Extra
+    attributes: ``rank``, ``world``, ``grads`` (the :class:`GradRegion`), ``timings``
+    (seconds of the last step: ``compute``, ``comm``, ``update``) and ``totals`` (sums
+    over all steps), ``update_graph``.
+    """
+
+    def __init__(self, loss_fn, params, optimizer, example_batch, comm=None, buckets=1,
+                 timeout=None, backend="llvm", broadcast=True, **options):
+        self.comm = comm if comm is not None else C.world()
+        self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
+        self.timeout = C.DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        example_batch = tuple(example_batch)
+        p_leaves, self._p_tree = pytree.flatten(params)
+        names = pytree.paths(self._p_tree, "params")
+        self._p_leaves = [_own_param(x, n) for x, n in zip(p_leaves, names)]
+        self.params = pytree.unflatten(self._p_tree, self._p_leaves)
+        self._check_same_model(names)
+        if broadcast and self.world > 1:
+            for i, p in enumerate(self._p_leaves):
+                C.bcast_array(p, 0, self.comm, f"broadcast of parameter {names[i]}",
+                              self.timeout)
+        self.optimizer, self.backend, self.options = optimizer, backend, dict(options)
+        opts = dict(options)
+        with gc_paused():
+            self.stages, self.graph = gradient_graph(loss_fn, self.params, example_batch,
+                                                     opts)
+            n_p = len(self._p_leaves)
+            ptypes = [(v.shape, v.dtype, v.name) for v in self.graph.inputs[:n_p]]
+            self.update_graph, state_inputs = update_graph(ptypes, optimizer, self.world)
+            from ..backends import get_backend
+            be = get_backend(backend)
+            self._grad_run = be.compile(self.graph, **opts)
+            self._update_run = be.compile(self.update_graph, **opts)
+        self.forward_graph = self.stages["forward"]
+        self._state_names = [v.name for v in state_inputs]
+        self.opt_state = dict(zip(self._state_names, optimizer.init_state(state_inputs)))
+        self._b_tree = pytree.flatten(list(example_batch))[1]
+        self.grads = GradRegion(self._p_leaves)
+        self.set_buckets(buckets)
+        self.steps = 0
+        self.timings = {"compute": 0.0, "comm": 0.0, "update": 0.0}
+        self.totals = dict(self.timings)
+        self.grad_norm_sq = float("nan")
+
+    def _check_same_model(self, names):
+        """Every rank must build the same model: compare a signature of the parameters."""
+        if self.world == 1:
+            return
+        sig = [(n, p.shape, str(p.dtype)) for n, p in zip(names, self._p_leaves)]
+        sigs = self.comm.allgather(sig)
+        for r, s in enumerate(sigs):
+            if s != sigs[0]:
+                raise C.DistributedError(f"rank {r}'s parameters {s} differ from rank 0's "
+                                         f"{sigs[0]}: every rank must build the same model")
+
+    def set_buckets(self, n: int):
+        """All-reduce in about ``n`` slices (last layers first) instead of one call."""
+        if int(n) < 1:
+            raise ArgumentError(f"buckets must be >= 1, got {n}")
+        self.buckets = self.grads.buckets(int(n))
+
+    def __call__(self, *batch):
+        b_leaves, tree = pytree.flatten(list(batch))
+        if tree != self._b_tree:
+            raise ArgumentError(f"step: batch structure {tree} differs from the example's "
+                                f"{self._b_tree}")
+        t0 = time.perf_counter()
+        (loss,) = self._grad_run(*self._p_leaves, *b_leaves, *self.grads.views)
+        self.grads.loss_slot[0] = loss
+        t1 = time.perf_counter()
+        if self.world > 1:
+            MPI = C.mpi()
+            what = f"gradient all-reduce of step {self.steps + 1}"
+            reqs = [self.comm.Iallreduce(MPI.IN_PLACE, b, op=MPI.SUM) for b in self.buckets]
+            C.wait_all(reqs, what, self.timeout, self.comm)
+        t2 = time.perf_counter()
+        (sq,) = self._update_run(*self._p_leaves, *self.grads.views,
+                                 *self.opt_state.values())
+        t3 = time.perf_counter()
+        self.steps += 1
+        self.grad_norm_sq = float(sq)
+        self.timings = {"compute": t1 - t0, "comm": t2 - t1, "update": t3 - t2}
+        for k, v in self.timings.items():
+            self.totals[k] += v
+        return float(self.grads.loss_slot[0]) / self.world
+
+    def memory_report(self, **options):
+        """The gradient graph's memory plan (as ``CompiledStep.memory_report``)."""
+        native = getattr(self._grad_run, "memory_report", None)
+        rep = native() if native is not None and not options else None
+        if rep is not None:
+            return rep
+        from ..passes import memory
+        return memory.memory_report(self.graph, **options)
+
+    def check_replicas(self) -> bool:
+        """True when every rank holds bit-identical parameters (a debugging aid: one small
+        all-gather of a checksum per parameter)."""
+        import hashlib
+        sums = [hashlib.sha256(p.tobytes()).hexdigest() for p in self._p_leaves]
+        return all(s == sums for s in self.comm.allgather(sums))
+
+
+def data_parallel_step(loss_fn, params, optimizer, example_batch, **options
+                       ) -> DataParallelStep:
+    """``compile_step`` for synchronous data parallel: run it on every rank of an MPI
+    job with the rank's shard of each global batch.  Options: ``comm`` (default
+    COMM_WORLD), ``buckets`` (all-reduce calls per step, default 1), ``timeout``
+    (seconds before a stuck peer is a :class:`CommTimeout`), ``backend`` and the
+    backend/memory options of ``compile_step``."""
+    if not isinstance(example_batch, (tuple, list)):
+        raise GraphcError("data_parallel_step: example_batch must be a tuple of arrays "
+                          "(one rank's shard)")
+    return DataParallelStep(loss_fn, params, optimizer, example_batch, **options)
+
+
+def local_params(step) -> dict:
+    """``{path: array}`` of a step's live parameters (copies)."""
+    leaves, td = pytree.flatten(step.params)
+    return {k: np.array(v) for k, v in zip(pytree.paths(td), leaves)}
