@@ -1,4 +1,4 @@
-"""The graphc command line: ``graphc train|dot|ir|memplan|bench`` (see docs/cli.md).
+"""The graphc command line: ``graphc train|dot|ir|memplan|bench|launch`` (see docs/cli.md).
 
 Errors a user can cause -- a bad model file, a corrupt checkpoint, a CSV with a text cell,
 a missing file -- print one ``graphc CMD: error: ...`` line and exit 1 (2 for bad
@@ -12,6 +12,9 @@ from ..ir import GraphcError
 
 
 def _command(name):
+    if name == "launch":
+        from ..distributed.cli import run_launch
+        return run_launch
     from . import bench_cmd, graph_cmds, memplan_cmd, train_cmd
     return {"train": train_cmd.run, "dot": graph_cmds.run_dot, "ir": graph_cmds.run_ir,
             "memplan": memplan_cmd.run, "bench": bench_cmd.run}[name]

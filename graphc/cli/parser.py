@@ -70,6 +70,24 @@ def _common(p, backend=True):
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
 
+def _distributed(t):
+    """``graphc train`` options of data parallel runs (docs/distributed.md)."""
+    g = t.add_argument_group("data parallel (run under mpiexec; docs/distributed.md)")
+    g.add_argument("--distributed", choices=("sync", "async"),
+                   help="sync: all-reduce gradients every step; async: rank 0 is a "
+                        "parameter server, the other ranks workers")
+    g.add_argument("--buckets", type=positive_int, default=1,
+                   help="sync: all-reduce calls per step (default 1: the whole region)")
+    g.add_argument("--comm-timeout", type=positive_float, default=None,
+                   help="seconds before a stuck rank is an error (default 60)")
+    g.add_argument("--staleness", type=nonneg_int, default=None,
+                   help="async: a worker more than K versions behind waits (default: "
+                        "unbounded)")
+    g.add_argument("--respawn", type=nonneg_int, default=2,
+                   help="async: replacement workers the server may spawn for lost ones "
+                        "(default 2; needs mpiexec --with-ft ulfm)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     top = OneLineParser(prog="graphc", description="graphc: a static-graph compiler for "
                         "training neural networks on the CPU")
@@ -99,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", metavar="FILE.png", help="loss/accuracy curves (matplotlib)")
     t.add_argument("--save", metavar="FILE.npz", help="save the best parameters")
     t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
+    _distributed(t)
+
+    la = sub.add_parser("launch", help="run a command under mpiexec, restarting it from its "
+                        "last checkpoint when a rank dies")
+    la.add_argument("-n", "--np", type=positive_int, default=2, help="ranks (default 2)")
+    la.add_argument("--max-restarts", type=nonneg_int, default=0,
+                    help="restarts after a failed job (default 0)")
+    la.add_argument("--mpiexec", default="mpiexec",
+                    help="the launcher and its options (default 'mpiexec'; e.g. "
+                         "'mpiexec --hostfile hosts')")
+    la.add_argument("rest", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                    help="the graphc command, e.g. -- train mlp --distributed sync ...")
 
     d = sub.add_parser("dot", help="the IR as Graphviz DOT (or SVG/PNG through Graphviz)")
     _common(d, backend=False)

@@ -52,6 +52,9 @@ def save_params(path: str, params: dict):
 
 
 def run(args) -> int:
+    if getattr(args, "distributed", None):
+        from ..distributed.cli import run_train
+        return run_train(args, overrides(args, TRAIN_KEYS))
     t0 = time.perf_counter()
     spec, cfg = resolve(args.model, **overrides(args, TRAIN_KEYS))
     progress = Progress(cfg.progress)

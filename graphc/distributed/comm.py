@@ -88,6 +88,15 @@ def under_mpiexec() -> bool:
     return any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
 
 
+def parent_comm():
+    """The inter-communicator to the process that spawned this one (``MPI_Comm_spawn``:
+    a replacement worker of the parameter server), or None."""
+    if not under_mpiexec():
+        return None
+    p = mpi().Comm.Get_parent()
+    return None if p == mpi().COMM_NULL else p
+
+
 def wait(req, what: str, timeout: float | None = None, comm=None):
     """Complete ``req`` or raise :class:`CommTimeout` after ``timeout`` seconds.
 

@@ -1,0 +1,76 @@
+"""The command-line side: ``graphc train MODEL --distributed sync|async`` (run on every
+rank by ``mpiexec``) and ``graphc launch`` (the restart wrapper around ``mpiexec``)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from ..ir import GraphcError
+from . import comm as C
+
+
+def run_train(args, overrides: dict) -> int:
+    from ..train import prepare, resolve
+    t0 = time.perf_counter()
+    mode = args.distributed
+    spec, cfg = resolve(args.model, **overrides)
+    opts = {"buckets": args.buckets, "comm_timeout": args.comm_timeout,
+            "staleness": args.staleness, "respawn": args.respawn}
+    if mode == "async" and C.parent_comm() is not None:       # a respawned worker
+        from .ps import run_spawned_worker
+        return run_spawned_worker(prepare(spec, cfg), opts)
+    comm = C.world()
+    try:
+        if mode == "sync":
+            from .trainer import SyncTrainer
+            result = SyncTrainer(prepare(spec, cfg), opts, comm).run()
+        else:
+            from .ps import run_async
+            result = run_async(prepare(spec, cfg), opts, comm)
+    except C.CommTimeout as e:
+        print(f"graphc train: error: {e}", file=sys.stderr, flush=True)
+        C.abort(1, comm)             # peers may be blocked in a collective: end the job
+        return 1
+    if comm.Get_rank() != 0:
+        return 0
+    if args.save:
+        from ..cli.train_cmd import save_params
+        save_params(args.save, result["best_params"])
+    from ..train.metrics import headline
+    ranks = comm.Get_size()
+    print(f"test {headline(result, 'test')} -- {spec.name} on {cfg.dataset}, {mode} data "
+          f"parallel on {ranks} ranks, {result['updates']} updates, "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+def run_launch(args) -> int:
+    """Run ``mpiexec -n N python -m graphc CMD...``; when the job fails (a rank died or
+    timed out), run it again with ``--resume`` up to ``--max-restarts`` times."""
+    import shlex
+    import subprocess
+    rest = list(args.rest)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if not rest:
+        raise GraphcError("graphc launch: give the command to run, e.g. graphc launch -n 2 "
+                          "-- train mlp --distributed sync --checkpoint-dir ckpt")
+    if "--checkpoint-dir" not in rest and args.max_restarts:
+        raise GraphcError("graphc launch: --max-restarts needs the command's "
+                          "--checkpoint-dir (restarts resume from its last checkpoint)")
+    base = shlex.split(args.mpiexec) + ["-n", str(args.np), sys.executable, "-m", "graphc"]
+    attempt = 0
+    while True:
+        cmd = base + rest + (["--resume"] if attempt and "--resume" not in rest else [])
+        print(f"graphc launch: {'restart ' + str(attempt) + ': ' if attempt else ''}"
+              f"{shlex.join(cmd)}", file=sys.stderr, flush=True)
+        rc = subprocess.call(cmd)
+        if rc == 0:
+            return 0
+        if attempt >= args.max_restarts:
+            print(f"graphc launch: the job failed (exit {rc}) and {attempt} restart(s) are "
+                  "used up", file=sys.stderr, flush=True)
+            return rc if rc > 0 else 1
+        attempt += 1
+        print(f"graphc launch: the job failed (exit {rc}); restarting from the last "
+              f"checkpoint ({attempt}/{args.max_restarts})", file=sys.stderr, flush=True)

@@ -1,0 +1,26 @@
+"""Synchronous data parallel across real MPI ranks (mpiexec subprocesses, 2 and 3 ranks)."""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import SCRIPTS, json_lines, run_mpi
+
+
+@pytest.mark.parametrize("n,opt,buckets", [(2, "sgd", 1), (2, "adam", 3), (3, "sgd", 2)])
+def test_n_ranks_match_one_rank_and_repeat_bit_identically(n, opt, buckets):
+    p = run_mpi(n, [SCRIPTS / "sync_equivalence.py", opt, buckets])
+    (r,) = json_lines(p.stdout)
+    assert r["world"] == n and r["steps"] == 8
+    assert r["replicas"], "replicas diverged"
+    assert r["digests"][0] == r["digests"][1], "the same run twice differed"
+    # N x B/N vs 1 x B: only the order of the float sums over the batch differs
+    assert r["max_diff"] <= 1e-5 * max(1.0, r["scale"]) * (50 if opt == "adam" else 1), r
+    assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-5, abs=1e-6)
+
+
+def test_stuck_rank_is_a_timeout_not_a_hang():
+    p = run_mpi(2, [SCRIPTS / "stuck_rank.py"], timeout=60, check=False)
+    assert p.returncode != 0
+    assert "TIMEOUT rank 0: gradient all-reduce of step 3 did not complete within 2 s" \
+        in p.stdout, p.stdout + p.stderr
+    assert "rank 0 finished" not in p.stdout

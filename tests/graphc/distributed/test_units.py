@@ -1,0 +1,98 @@
+"""graphc.distributed pieces that need no MPI: sampler, gradient region, memory maps,
+the split step in a one-process job (LocalComm)."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+import graphc as gc
+import graphc.distributed as dist
+from graphc.distributed.region import ALIGN, GradRegion
+
+
+def test_sampler_shards_make_the_global_batch_and_replay():
+    one = dist.ShardedSampler(103, 12, 0, 1, seed=5)
+    shards = [dist.ShardedSampler(103, 12, r, 3, seed=5) for r in range(3)]
+    assert one.per_epoch == 8 and all(s.local_batch == 4 for s in shards)
+    for e in (0, 1):
+        for k in range(one.per_epoch):
+            glob = one.indices(e, k)
+            assert np.array_equal(np.concatenate([s.indices(e, k) for s in shards]), glob)
+    assert not np.array_equal(one.order(0), one.order(1))       # reshuffled per epoch
+    again = dist.ShardedSampler(103, 12, 1, 3, seed=5)
+    assert np.array_equal(list(again.epoch(1, start=3))[0], shards[1].indices(1, 3))
+    with pytest.raises(gc.GraphcError, match="multiple of the 5 ranks"):
+        dist.ShardedSampler(100, 12, 0, 5)
+    with pytest.raises(gc.GraphcError, match="larger than the 10 samples"):
+        dist.ShardedSampler(10, 12, 0, 1)
+
+
+def test_grad_region_is_contiguous_aligned_and_buckets_cover_it():
+    params = [np.zeros((5, 3), np.float32), np.zeros(7, np.float32), np.zeros((2, 2)),
+              np.zeros((40,), np.float32)]
+    g = GradRegion(params)
+    assert len(g.buffers) == 2              # float32 and float64
+    for v, p in zip(g.views, params):
+        assert v.shape == p.shape and v.dtype == p.dtype and v.ctypes.data % ALIGN == 0
+        assert v.flags.c_contiguous and v.flags.writeable
+    for i, v in enumerate(g.views):
+        v[...] = i + 1
+    for n in (1, 2, 3, 10):
+        bs = g.buckets(n)
+        assert sum(b.size for b in bs) == sum(b.size for b in g.buffers)
+        f32 = [b for b in bs if b.dtype == np.float32]
+        assert 1 <= len(f32) <= min(n, 3) and (len(f32) == 3) == (n == 10)
+        assert np.shares_memory(f32[0], g.buffers[0][-1:])        # last layers first
+    assert g.loss_slot.size == 1 and np.shares_memory(g.loss_slot, g.buffers[0])
+
+
+def test_open_arrays_memory_maps_npz_members_and_npy(tmp_path):
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)
+    y = np.arange(20, dtype=np.int64)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.save(tmp_path / "X.npy", X)
+    a = dist.open_arrays(str(tmp_path / "d.npz"))
+    assert isinstance(a["X"], np.memmap) and not a["X"].flags.writeable
+    assert np.array_equal(a["X"], X) and np.array_equal(a["y"][[3, 1]], y[[3, 1]])
+    b = dist.open_arrays(str(tmp_path / "X.npy"))
+    assert isinstance(b["X"], np.memmap) and np.array_equal(b["X"], X)
+    np.savez_compressed(tmp_path / "c.npz", X=X)
+    with pytest.raises(gc.GraphcError, match="compressed and cannot be memory-mapped"):
+        dist.open_arrays(str(tmp_path / "c.npz"))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(gc.GraphcError, match="cannot memory-map"):
+        dist.open_arrays(str(tmp_path / "bad.npz"))
+    assert zipfile.is_zipfile(tmp_path / "d.npz")
+
+
+def _loss(p, x, y):
+    h = gc.tanh(x @ p["w1"] + p["b1"])
+    return gc.nn.cross_entropy(h @ p["w2"], y)
+
+
+def _params():
+    rng = np.random.default_rng(2)
+    return {"w1": rng.normal(0, .3, (12, 16)).astype(np.float32),
+            "b1": np.zeros(16, np.float32), "w2": rng.normal(0, .3, (16, 4)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("opt", [lambda: gc.optim.SGD(0.1, momentum=0.9, weight_decay=1e-3),
+                                 lambda: gc.optim.Adam(1e-2)])
+def test_one_process_data_parallel_step_equals_compile_step(opt):
+    """Gradient graph + update graph, one rank: bit-identical to the fused step."""
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(8, 12)).astype(np.float32), rng.integers(0, 4, 8)
+    ref = gc.compile_step(_loss, _params(), opt(), (X, Y))
+    dp = dist.data_parallel_step(_loss, _params(), opt(), (X, Y))
+    assert dp.world == 1 and dist.world_size() == 1 and dist.rank() == 0
+    for i in range(4):
+        xb, yb = X[(np.arange(8) + i) % 8], Y[(np.arange(8) + i) % 8]
+        assert dp(xb, yb) == ref(xb, yb)
+    for k in ref.params:
+        assert np.array_equal(dp.params[k], ref.params[k]), k
+    assert dp.steps == 4 and dp.timings["comm"] >= 0 and np.isfinite(dp.grad_norm_sq)
+    assert dp.memory_report().planned_bytes > 0
+    with pytest.raises(gc.GraphcError, match="batch structure"):
+        dp(X)
