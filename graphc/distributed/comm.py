@@ -88,6 +88,12 @@ def under_mpiexec() -> bool:
     return any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
 
 
+def ft_enabled() -> bool:
+    """True when the job was started with ``mpiexec --with-ft ulfm`` (Open MPI's fault
+    tolerance: a lost process is an error a peer can handle, not the end of the job)."""
+    return os.environ.get("OMPI_MCA_mpi_ft_enable", "0") not in ("", "0")
+
+
 def parent_comm():
     """The inter-communicator to the process that spawned this one (``MPI_Comm_spawn``:
     a replacement worker of the parameter server), or None."""

@@ -4,8 +4,9 @@ The compiled gradient step writes each gradient into its view of this buffer (th
 are graph inputs it updates in place), so the all-reduce is one MPI call over one
 array -- or a few calls over bucket slices -- never one per parameter.  Each view
 starts on a 64-byte boundary (the backend's vector alignment); the padding between
-views stays zero, so reducing it is harmless.  One extra element at the end carries
-the rank's loss, so the global mean loss rides on the same call.
+views stays zero, so reducing it is harmless.  ``extra`` elements at the end (one by
+default) carry a small header: the rank's loss, so the global mean loss rides on the
+same call; for the parameter server, version numbers and sampler positions.
 
 Parameters of different float dtypes get one buffer per dtype (MPI reduces one type
 per call); the usual all-float32 model has exactly one.
@@ -25,7 +26,7 @@ def _aligned(n: int, dtype) -> np.ndarray:
 
 
 class GradRegion:
-    def __init__(self, params: list[np.ndarray]):
+    def __init__(self, params: list[np.ndarray], extra: int = 1):
         by_dtype: dict = {}
         for i, p in enumerate(params):
             by_dtype.setdefault(p.dtype, []).append(i)
@@ -38,14 +39,15 @@ class GradRegion:
             for i in idx:
                 offs.append(top)
                 top += -(-max(params[i].size, 1) // per) * per
-            buf = _aligned(top + 1, dtype)          # + 1: the loss
+            buf = _aligned(top + (extra if b == 0 else 0), dtype)
             spans = []
             for i, o in zip(idx, offs):
                 self.views[i] = buf[o:o + params[i].size].reshape(params[i].shape)
                 spans.append((o, o + params[i].size))
             self.buffers.append(buf)
             self._spans.append(spans)
-        self.loss_slot = self.buffers[0][-1:]
+        self.header = self.buffers[0][self.buffers[0].size - extra:]
+        self.loss_slot = self.header[:1]
 
     @property
     def nbytes(self) -> int:

@@ -47,8 +47,8 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
 def _launch(ckpt, restarts=0):
     cmd = [sys.executable, "-m", "graphc", "launch", "-n", "2", "--max-restarts",
            str(restarts), "--mpiexec", f"{mpiexec()} --oversubscribe", "--", "train", "mlp",
-           "--distributed", "sync", "--epochs", "10", "--batch-size", "32", "--patience", "0",
-           "--checkpoint-dir", str(ckpt), "--checkpoint-steps", "10", "--progress", "lines",
+           "--distributed", "sync", "--epochs", "4", "--batch-size", "32", "--patience", "0",
+           "--checkpoint-dir", str(ckpt), "--checkpoint-steps", "5", "--progress", "lines",
            "--comm-timeout", "20"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=mpi_env())
