@@ -39,7 +39,7 @@ def run_train(args, overrides: dict) -> int:
     from ..train.metrics import headline
     ranks = comm.Get_size()
     print(f"test {headline(result, 'test')} -- {spec.name} on {cfg.dataset}, {mode} data "
-          f"parallel on {ranks} ranks, {result['updates']} updates, "
+          f"parallel on {ranks} rank{'s' * (ranks != 1)}, {result['updates']} updates, "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     return 0
 

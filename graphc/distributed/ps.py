@@ -98,9 +98,6 @@ class ParamServer:
         self.evaluate = Evaluator(prepared.model, self.cfg.backend, prepared.y_scaler,
                                   notice=self.progress.line, **bopts)
         n_workers = comm.Get_size() - 1
-        if n_workers < 1:
-            raise GraphcError("--distributed async needs at least 2 ranks (a server and a "
-                              "worker): mpiexec -n 3 ...")
         self.n_slots = n_workers
         self.per_epoch = len(prepared.splits.train) // self.cfg.batch_size
         self.total = self.per_epoch * self.cfg.epochs
@@ -375,6 +372,9 @@ def _brief(e) -> str:
 
 
 def run_async(prepared, opts, comm) -> dict:
+    if comm.Get_size() < 2:
+        raise GraphcError("--distributed async needs at least 2 ranks (a parameter server "
+                          "and a worker): mpiexec --with-ft ulfm -n 3 graphc train ...")
     if comm.Get_rank() == 0:
         return ParamServer(prepared, opts, comm).run()
     Worker(prepared, opts, comm, 0).run()

@@ -96,3 +96,33 @@ def test_one_process_data_parallel_step_equals_compile_step(opt):
     assert dp.memory_report().planned_bytes > 0
     with pytest.raises(gc.GraphcError, match="batch structure"):
         dp(X)
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "graphc", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_errors_without_mpiexec(tmp_path):
+    r = _cli("launch", "-n", "2", "--max-restarts", "1", "--", "train", "mlp",
+             "--distributed", "sync")
+    assert r.returncode == 1 and "--max-restarts needs the command's --checkpoint-dir" \
+        in r.stderr
+    r = _cli("launch", "-n", "2")
+    assert r.returncode == 1 and "give the command to run" in r.stderr
+    r = _cli("train", "mlp", "--distributed", "async", "--epochs", "1")
+    assert r.returncode == 1 and "needs at least 2 ranks" in r.stderr, r.stderr
+
+
+def test_sync_cli_in_one_process_trains(tmp_path):
+    """``--distributed sync`` outside mpiexec: a one-rank job (no MPI needed)."""
+    r = _cli("train", "logreg", "--distributed", "sync", "--epochs", "2", "--progress",
+             "lines", "--json", str(tmp_path / "m.json"))
+    assert r.returncode == 0, r.stderr
+    assert "sync data parallel on 1 rank," in r.stdout.splitlines()[-1]
+    import json
+    recs = [json.loads(x) for x in (tmp_path / "m.json").read_text().splitlines()]
+    assert [x["event"] for x in recs] == ["epoch", "epoch", "test"]
+    assert "comm_s_per_step" in recs[0] and recs[-1]["ranks"] == 1
