@@ -14,7 +14,8 @@ def test_n_ranks_match_one_rank_and_repeat_bit_identically(n, opt, buckets):
     assert r["replicas"], "replicas diverged"
     assert r["digests"][0] == r["digests"][1], "the same run twice differed"
     # N x B/N vs 1 x B: only the order of the float sums over the batch differs
-    assert r["max_diff"] <= 1e-5 * max(1.0, r["scale"]) * (50 if opt == "adam" else 1), r
+    # (measured: 3e-8 for SGD, 2.5e-7 for Adam, with parameters of scale 0.4)
+    assert r["max_diff"] <= (1e-5 if opt == "adam" else 1e-6), r
     assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-5, abs=1e-6)
 
 
