@@ -5,7 +5,8 @@ One step on each rank:
 1. the compiled gradient graph runs forward + backward on the rank's shard of the global
    batch and writes every gradient into the one contiguous :class:`GradRegion`;
 2. the region (with the rank's loss in its last element) is summed over all ranks in
-   place: one ``MPI_Iallreduce`` (or ``buckets`` of them), waited on with a deadline;
+   place: one ``MPI_Allreduce`` (or ``buckets`` of them) under a :class:`Watchdog`
+   deadline;
 3. the compiled update graph applies ``optimizer`` to the mean gradient -- the same
    numbers on every rank, so the replicas stay identical without ever exchanging
    parameters (they are broadcast from rank 0 once, at construction).
@@ -76,7 +77,7 @@ class DataParallelStep:
         self.steps = 0
         self.timings = {"compute": 0.0, "comm": 0.0, "update": 0.0}
         self.totals = dict(self.timings)
-        self.grad_norm_sq = float("nan")
+        self._watchdog = C.Watchdog(self.rank) if self.world > 1 else None
 
     def _check_same_model(self, names):
         """Every rank must build the same model: compare a signature of the parameters."""
@@ -106,15 +107,14 @@ class DataParallelStep:
         t1 = time.perf_counter()
         if self.world > 1:
             MPI = C.mpi()
-            what = f"gradient all-reduce of step {self.steps + 1}"
-            reqs = [self.comm.Iallreduce(MPI.IN_PLACE, b, op=MPI.SUM) for b in self.buckets]
-            C.wait_all(reqs, what, self.timeout, self.comm)
+            self._watchdog.arm(f"gradient all-reduce of step {self.steps + 1}", self.timeout)
+            for b in self.buckets:
+                self.comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
+            self._watchdog.disarm()
         t2 = time.perf_counter()
-        (sq,) = self._update_run(*self._p_leaves, *self.grads.views,
-                                 *self.opt_state.values())
+        self._update_run(*self._p_leaves, *self.grads.views, *self.opt_state.values())
         t3 = time.perf_counter()
         self.steps += 1
-        self.grad_norm_sq = float(sq)
         self.timings = {"compute": t1 - t0, "comm": t2 - t1, "update": t3 - t2}
         for k, v in self.timings.items():
             self.totals[k] += v
@@ -142,7 +142,7 @@ def data_parallel_step(loss_fn, params, optimizer, example_batch, **options
     """``compile_step`` for synchronous data parallel: run it on every rank of an MPI
     job with the rank's shard of each global batch.  Options: ``comm`` (default
     COMM_WORLD), ``buckets`` (all-reduce calls per step, default 1), ``timeout``
-    (seconds before a stuck peer is a :class:`CommTimeout`), ``backend`` and the
+    (seconds before a stuck peer ends the job with a clear message), ``backend`` and the
     backend/memory options of ``compile_step``."""
     if not isinstance(example_batch, (tuple, list)):
         raise GraphcError("data_parallel_step: example_batch must be a tuple of arrays "

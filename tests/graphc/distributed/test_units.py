@@ -92,7 +92,7 @@ def test_one_process_data_parallel_step_equals_compile_step(opt):
         assert dp(xb, yb) == ref(xb, yb)
     for k in ref.params:
         assert np.array_equal(dp.params[k], ref.params[k]), k
-    assert dp.steps == 4 and dp.timings["comm"] >= 0 and np.isfinite(dp.grad_norm_sq)
+    assert dp.steps == 4 and dp.timings["comm"] >= 0
     assert dp.memory_report().planned_bytes > 0
     with pytest.raises(gc.GraphcError, match="batch structure"):
         dp(X)

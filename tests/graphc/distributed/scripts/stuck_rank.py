@@ -1,8 +1,7 @@
-"""Run under mpiexec -n 2: rank 1 stops itself (SIGSTOP) before step 3; rank 0 must raise
-CommTimeout with a clear message instead of hanging, then end the job."""
+"""Run under mpiexec -n 2: rank 1 stops itself (SIGSTOP) before step 3; rank 0's watchdog
+must end the job with a clear message instead of hanging."""
 import os
 import signal
-import sys
 
 import numpy as np
 
@@ -21,11 +20,5 @@ step = dist.data_parallel_step(loss, {"w": np.ones((8, 2), np.float32)}, gc.opti
 for i in range(5):
     if rank == 1 and i == 2:
         os.kill(os.getpid(), signal.SIGSTOP)
-    try:
-        step(x)
-    except dist.CommTimeout as e:
-        print(f"TIMEOUT {e}", flush=True)
-        sys.stdout.flush()
-        from graphc.distributed.comm import abort
-        abort(3)
+    step(x)
 print(f"rank {rank} finished", flush=True)
