@@ -5,7 +5,7 @@ Scenarios (each graph made unseen by giving it a learning rate no earlier compil
 the learning rate is a constant of the graph, so it changes the module and its keys):
 
 * ``first ever``     -- a fresh process and an empty ``GRAPHC_CACHE_DIR``: the one-time
-  build of the GEMM kernel library (``backends/llvm/kernellib.py``) is included;
+  build of the GEMM kernel library (``backends/llvm/native/kernellib.py``) is included;
 * ``new graph, fresh process`` -- kernel library on disk, graph never seen;
 * ``new graph, warm library`` -- the same process compiled another graph before (the
   library is in memory): what every further model / shape / constant costs;
@@ -64,7 +64,7 @@ def _graphc_compile(lr):
 
 
 def _lib_stats():
-    from graphc.backends.llvm import kernellib
+    from graphc.backends.llvm.native import kernellib
     return dict(kernellib.STATS)
 
 
@@ -73,7 +73,7 @@ def worker_graphc(mode, lrs):
     out = {"mode": mode, "runs": []}
     for lr in lrs:
         if mode == "hit-inproc":
-            from graphc.backends.llvm import jit
+            from graphc.backends.llvm.native import jit
             jit.clear_memory_cache()
         dt, info = _graphc_compile(lr)
         out["runs"].append({"seconds": dt, "info": info, "lib": _lib_stats()})
@@ -217,7 +217,7 @@ NOTES = """
 Notes:
 - "New graph" means a graph in no cache: each measurement uses a learning rate never
   used before (a constant of the graph, so part of its fingerprint).  The kernel library
-  (`backends/llvm/kernellib.py`) holds the shape-generic GEMM code, built once per
+  (`backends/llvm/native/kernellib.py`) holds the shape-generic GEMM code, built once per
   machine (dtype, tile family, target, llvmlite version, source digest) and loaded from
   the disk cache by every later process; the "first ever" row pays its build on top of
   the graph's own compile.

@@ -57,8 +57,9 @@ def _step_runner(plan, reps: int):
     """A native job running the plan's GEMM ``reps`` times in one call."""
     from llvmlite import ir
 
-    from graphc.backends.llvm import gemm as G
-    from graphc.backends.llvm import jit, parallel
+    from graphc.backends.llvm.codegen import gemm as G
+    from graphc.backends.llvm.native import jit
+    from graphc.backends.llvm.runtime import parallel
 
     spec = plan.spec
     module = ir.Module(name="bench_" + spec.name)
@@ -91,8 +92,9 @@ def fma_ceiling(threads: int) -> float:
     ``threads`` threads: the ceiling the GEMM is measured against."""
     from llvmlite import ir
 
-    from graphc.backends.llvm import gemm as G
-    from graphc.backends.llvm import jit, parallel
+    from graphc.backends.llvm.codegen import gemm as G
+    from graphc.backends.llvm.native import jit
+    from graphc.backends.llvm.runtime import parallel
 
     spec = G.default_spec("float32")
     vt = ir.VectorType(ir.FloatType(), spec.vw)
@@ -138,7 +140,7 @@ def fma_ceiling(threads: int) -> float:
 def measure(case, threads: int, rounds: int, seconds: float):
     from threadpoolctl import threadpool_limits
 
-    from graphc.backends.llvm import gemm as G
+    from graphc.backends.llvm.codegen import gemm as G
 
     label, m, k, n, ta, tb = case
     rng = np.random.default_rng(0)
@@ -192,7 +194,7 @@ def table(rows, ceilings) -> str:
 
 
 def machine() -> str:
-    from graphc.backends.llvm import jit
+    from graphc.backends.llvm.native import jit
     import llvmlite
     t = jit.host_target()
     try:

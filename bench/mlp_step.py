@@ -341,7 +341,7 @@ How to read it (per-kernel cycle counts: `python bench/mlp_step.py --profile`):
   GEMM micro-kernel itself (bench/gemm.py): the 1-thread step is GEMM-bound.  Softmax
   cross-entropy, bias gradients and copies are < 3%.
 - At batch 16 the GEMMs have M = 16 (forward, input gradients: 8x48 or 8x32 tiles,
-  170-222 GFLOP/s) or K = 16 (weight gradients: `backends/llvm/smallk.py` computes them in
+  170-222 GFLOP/s) or K = 16 (weight gradients: `backends/llvm/codegen/smallk.py` computes them in
   4x64 register tiles and applies the SGD update to each tile, ~205-218 GFLOP/s with the
   update); the first layer's 1.6 MB of weights stream from L3 twice per step (they do not
   fit the 1 MB L2).  The 1-thread step runs at ~200 GFLOP/s (0.19-0.20 ms steady state),
@@ -447,7 +447,7 @@ def main():
                                  f"{cs}" + (f"; errors: {errs}" if errs else ""))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
-        from graphc.backends.llvm import jit
+        from graphc.backends.llvm.native import jit
         cpu = jit.host_target().cpu
     except Exception:
         cpu = "?"

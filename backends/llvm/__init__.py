@@ -26,7 +26,7 @@ from __future__ import annotations
 
 def missing_lowerings() -> list[str]:
     """Ops in the registry this backend cannot lower (a test asserts the list is empty)."""
-    from .lowerings import missing_lowerings as _missing
+    from .codegen.lowerings import missing_lowerings as _missing
     return _missing()
 
 
@@ -38,7 +38,10 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="sh
     from graphc.ir import verify
     from graphc.passes import fusion
 
-    from . import codegen, jit, parallel, plan as plan_mod
+    from .codegen import module as codegen
+    from .native import jit
+    from .runtime import parallel
+    from .plan import build as plan_mod
     threads = parallel.num_threads(threads)
     if fuse:
         g = fusion.fuse(graph, epilogue=epilogue)
@@ -71,7 +74,10 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
 def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
     import time
 
-    from . import jit, kernellib, parallel, runtime
+    from .native import jit
+    from .native import kernellib
+    from .runtime import parallel
+    from .runtime import compiled as runtime
     t0 = time.perf_counter()
     threads = parallel.num_threads(threads)
     key = graph_key(graph, threads, fuse, epilogue, profile, plan)
@@ -113,7 +119,7 @@ def _libraries(meta: bytes | None) -> None:
     """Load the kernel-library families a cached graph object links against."""
     import json
 
-    from . import kernellib
+    from .native import kernellib
     if meta is None:
         return
     try:
@@ -174,7 +180,8 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
 
     from graphc.ir import fingerprint
 
-    from . import jit, kernellib
+    from .native import jit
+    from .native import kernellib
     t = jit.host_target()
     h = hashlib.sha256()
     for part in ("graphc-llvm-graph", str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__,
@@ -188,6 +195,6 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
 
 def assembly(graph, threads=None, **kw) -> str:
     """Host assembly of the compiled graph (for tests and curiosity)."""
-    from . import jit
+    from .native import jit
     _, module = lower(graph, threads, **kw)
     return jit.assembly(module)

@@ -10,7 +10,7 @@ import pytest
 import graphc as gc
 import graphc.backends.llvm as llvm_backend
 from graphc.backends import numpy_backend
-from graphc.backends.llvm import jit
+from graphc.backends.llvm.native import jit
 from graphc.ir import Graph, format_graph, verify
 from graphc.passes import fusion
 
@@ -234,7 +234,7 @@ def test_value_leaving_through_a_view_is_stored():
 def test_small_k_gemm_fused_into_epilogue_is_bit_identical(monkeypatch):
     """Weight gradients at small batch (K <= 32) are computed inside the update loop; the
     arithmetic is the GEMM kernel's (fma in k order), so results match it bit for bit."""
-    from graphc.backends.llvm import plan as plan_mod
+    from graphc.backends.llvm.plan import build as plan_mod
     rng = np.random.default_rng(6)
     x = rng.standard_normal((16, 70)).astype(np.float32)
     g = rng.standard_normal((16, 45)).astype(np.float32)

@@ -8,7 +8,8 @@ import uuid
 import numpy as np
 import pytest
 
-from graphc.backends.llvm import elfload, jit
+from graphc.backends.llvm.native import elfload
+from graphc.backends.llvm.native import jit
 
 _PROGRAM = """
 ; unique: {tag}

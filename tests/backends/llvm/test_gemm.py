@@ -13,9 +13,9 @@ pytest.importorskip("llvmlite")
 
 from llvmlite import ir  # noqa: E402
 
-from graphc.backends.llvm import gemm as G  # noqa: E402
-from graphc.backends.llvm import jit  # noqa: E402
-from graphc.backends.llvm import parallel as P  # noqa: E402
+from graphc.backends.llvm.codegen import gemm as G  # noqa: E402
+from graphc.backends.llvm.native import jit  # noqa: E402
+from graphc.backends.llvm.runtime import parallel as P  # noqa: E402
 
 VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
 # (M, N, K): sizes 1, primes, non-multiples of the vector width and of the tile,

@@ -14,7 +14,9 @@ import pytest
 
 import graphc as gc
 import graphc.backends.llvm as llvm_backend
-from graphc.backends.llvm import diskcache, jit, runtime
+from graphc.backends.llvm.native import diskcache
+from graphc.backends.llvm.native import jit
+from graphc.backends.llvm.runtime import compiled as runtime
 
 
 @pytest.fixture

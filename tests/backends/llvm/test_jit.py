@@ -11,7 +11,8 @@ import pytest
 
 pytest.importorskip("llvmlite")
 
-from graphc.backends.llvm import diskcache, jit  # noqa: E402
+from graphc.backends.llvm.native import diskcache  # noqa: E402
+from graphc.backends.llvm.native import jit  # noqa: E402
 
 
 def _ir(tag: str | None = None) -> str:

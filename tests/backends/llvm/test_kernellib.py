@@ -17,7 +17,9 @@ import pytest
 pytest.importorskip("llvmlite")
 
 import graphc as gc  # noqa: E402
-from graphc.backends.llvm import gemm, jit, kernellib  # noqa: E402
+from graphc.backends.llvm.codegen import gemm  # noqa: E402
+from graphc.backends.llvm.native import jit  # noqa: E402
+from graphc.backends.llvm.native import kernellib  # noqa: E402
 
 SPEC = gemm.default_spec("float32")
 
@@ -150,7 +152,8 @@ def _step_results(env_extra, threads):
         step = gc.compile_step(loss, p, gc.optim.SGD(0.1, momentum=0.9), (x, y),
                                threads={threads})
         losses = [float(step(x, y)) for _ in range(3)]
-        from graphc.backends.llvm import jit, kernellib
+        from graphc.backends.llvm.native import jit
+        from graphc.backends.llvm.native import kernellib
         print("RESULT " + json.dumps({{"losses": losses,
             "w0": step.params["w0"].ravel()[:50].tolist(),
             "jit": jit.STATS, "lib": kernellib.STATS,

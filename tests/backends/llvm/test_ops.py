@@ -56,7 +56,7 @@ def test_every_op_has_a_lowering():
 
 
 def test_lowering_table_covers_registry_exactly():
-    from graphc.backends.llvm.lowerings import LOWERINGS
+    from graphc.backends.llvm.codegen.lowerings import LOWERINGS
     assert set(all_ops()) <= set(LOWERINGS)
 
 

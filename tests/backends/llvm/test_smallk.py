@@ -12,8 +12,8 @@ import pytest
 import graphc as gc
 import graphc.backends.llvm as llvm_backend
 from graphc.backends import numpy_backend
-from graphc.backends.llvm import plan as plan_mod
-from graphc.backends.llvm import smallk
+from graphc.backends.llvm.plan import build as plan_mod
+from graphc.backends.llvm.codegen import smallk
 
 # (M, N, K) of op(A)·B with op(A) = xᵀ (x is K×M): M, N around the tile and vector sizes
 SHAPES = [(1, 1, 1), (1, 17, 3), (5, 1, 16), (7, 13, 5), (17, 33, 16), (70, 45, 16),

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from . import jit
+from ..native import jit
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -598,7 +598,7 @@ class GemmPlan:
 
     def __init__(self, a, b, out, trans_a=False, trans_b=False, accumulate=False,
                  threads=None, spec=None):
-        from . import parallel
+        from ..runtime import parallel
         for x in (a, b, out):
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.ndim == 2):
                 raise ValueError("gemm: operands must be C-contiguous 2-D numpy arrays")

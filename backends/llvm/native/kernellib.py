@@ -30,7 +30,7 @@ import time
 
 from llvmlite import ir
 
-from . import gemm as gemm_mod
+from ..codegen import gemm as gemm_mod
 from . import jit
 
 #: bump when the library's ABI or contents change in a way the source digest misses

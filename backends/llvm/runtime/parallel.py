@@ -288,7 +288,7 @@ def _runtime():
     global _RT
     with _RT_LOCK:
         if _RT is None:
-            from . import jit
+            from ..native import jit
             module = ir.Module(name="graphc_runtime")
             module.triple = jit.host_target().triple
             _emit_runtime(module)

@@ -29,7 +29,7 @@ from graphc.passes.fusion import reaches, view_readers
 
 from .arena import (_barriers, _naive_layout, _schedule, _shared_layout, check_barriers,
                     check_layout)
-from .lowerings import LOWERINGS
+from ..codegen.lowerings import LOWERINGS
 from .views import (Storage, View, broadcast_view, reshape_view, slice_view,
                     transpose_view)
 
@@ -587,7 +587,7 @@ def gemm_spec(g: Gemm):
     11 loads per 24 FMAs; MLP step forwards 5-7% faster than 8x32 at batch 16 and 128),
     or 8x32 with a transposed B (its panels are packed per call: narrower panels
     measured faster there)."""
-    from . import gemm as gemm_mod
+    from ..codegen import gemm as gemm_mod
     spec = gemm_mod.default_spec(g.a.st.dtype, g.trans_a, g.trans_b)
     if spec.nv != 4:
         return spec
@@ -604,7 +604,7 @@ def gemm_partition(g: Gemm, chunks: int):
     vector-width column blocks when there are enough (always for trans_b, whose B
     panels are packed per column block), else MR-row blocks; small products stay on
     one thread."""
-    from . import gemm as gemm_mod
+    from ..codegen import gemm as gemm_mod
     spec = gemm_spec(g)
     M, N, K = g.m, g.n, g.k
     work = M * N * max(K, 1)

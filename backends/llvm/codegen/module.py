@@ -18,11 +18,11 @@ import numpy as np
 from llvmlite import ir
 
 from . import gemm as gemm_mod  # noqa: F401
-from . import kernellib
+from ..native import kernellib
 from . import smallk
-from . import parallel
+from ..runtime import parallel
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
-from .plan import Plan, View
+from ..plan.build import Plan, View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()

@@ -1,0 +1,8 @@
+"""Stage 2 of the LLVM backend, *codegen*: a plan turned into ``llvmlite.ir`` modules.
+
+Owns the lowering table (``lowerings``, one entry per registry op, with ``mathfn``'s
+inline polynomials), the module builder (``module``: one function per kernel, the entry
+function, module parts), the GEMM micro-kernels (``gemm``) and the small-K register
+tiles (``smallk``).  Imports the plan stage's data; asks the native stage for the GEMM
+kernel library's symbols.
+"""

@@ -1,0 +1,7 @@
+"""Stage 4 of the LLVM backend, *runtime*: what runs when the user calls the function.
+
+Owns the Python callable (``compiled``: argument checks and conversions, the pointer
+cache, the plan summary kept beside cached objects) and the thread launcher
+(``parallel``: the persistent native worker pool, the spin barrier the step function
+calls).  Imports the native stage (to build the launcher's own small module).
+"""
