@@ -9,11 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.ir import ArgumentError, Graph, get_op
+from graphc.ir import dtypes as dt
+from graphc.ir.ops.checks import check_range
 
 
 def _sigmoid(a, x):
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _check_index(a, x):
+    check_range(x, a["limit"], a["what"])
+    return x
 
 
 def _unslice(a, g):
@@ -51,6 +58,7 @@ IMPLS = {
     "where": lambda a, c, x, y: np.where(c, x, y),
     "cast": lambda a, x: x.astype(a["dtype"]),
     "stop_gradient": lambda a, x: x,
+    "check_index": _check_index,
     "matmul": lambda a, x, y: np.matmul(x, y),
     "sum": lambda a, x: np.sum(x, axis=a["axes"], keepdims=a["keepdims"], dtype=x.dtype),
     "max": lambda a, x: np.max(x, axis=a["axes"], keepdims=a["keepdims"]),
@@ -78,7 +86,10 @@ def check_inputs(graph: Graph, args) -> list[np.ndarray]:
             raise ArgumentError(f"{graph.name}: input %{v.name} has shape {arr.shape}, "
                                 f"expected {v.shape}")
         if arr.dtype != v.dtype:
-            if np.can_cast(arr.dtype, v.dtype, "same_kind") and arr.dtype.kind == v.dtype.kind:
+            widened = dt.unsigned_to_signed(arr, v.dtype, f"{graph.name}: input %{v.name}")
+            if widened is not None:
+                arr = widened
+            elif np.can_cast(arr.dtype, v.dtype, "same_kind") and arr.dtype.kind == v.dtype.kind:
                 arr = arr.astype(v.dtype)
             else:
                 raise ArgumentError(f"{graph.name}: input %{v.name} has dtype {arr.dtype}, "
@@ -98,6 +109,10 @@ def run(graph: Graph, args, apply_updates=True) -> list[np.ndarray]:
     with np.errstate(all="ignore"):
         for n in graph.nodes:
             if n.op == "input":
+                continue
+            if n.op == "check_index":       # says where: the node knows the user's line
+                check_range(env[n.inputs[0]], n.attrs["limit"], n.attrs["what"], n.source)
+                env[n.output] = env[n.inputs[0]]
                 continue
             out = IMPLS[n.op](n.attrs, *[env[x] for x in n.inputs])
             env[n.output] = np.asarray(out, dtype=n.output.dtype)
@@ -217,6 +232,17 @@ def compile(graph: Graph, plan=None, threads=None, **native_options):
     """
     for n in graph.nodes:
         get_op(n.op)
+    from .guard import split_checks
+    checked, guard = split_checks(graph)
     if plan is not None:
-        return lambda *args: run_planned(graph, list(args), plan)
-    return lambda *args: run(graph, list(args))
+        checked = graph     # the plan was made for this graph: run its checks in place
+        run_fn = lambda *args: run_planned(graph, list(args), plan)  # noqa: E731
+    else:
+        run_fn = lambda *args: run(checked, list(args))  # noqa: E731
+    if guard is None:
+        return run_fn
+
+    def guarded(*args):
+        guard(args)
+        return run_fn(*args)
+    return guarded

@@ -26,8 +26,8 @@ from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concaten
                         reciprocal, relu, reshape, sigmoid, sign, sqrt, square, squeeze,
                         stack, stop_gradient, subtract, sum, swapaxes, tanh, transpose, var,
                         where, zeros_like)
-from .ir import (ArgumentError, DTypeError, GradCheckError, Graph, GraphcError, ShapeError, TraceError,
-                 VerifyError, bool_, float32, float64, int32, int64)
+from .ir import (ArgumentError, DTypeError, GradCheckError, Graph, GraphcError, RangeError,
+                 ShapeError, TraceError, VerifyError, bool_, float32, float64, int32, int64)
 from .step import CompiledStep, compile_step
 from .tracing import Tracer
 

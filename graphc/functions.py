@@ -14,6 +14,7 @@ import numpy as np
 
 from .ir import DTypeError, ShapeError, TraceError
 from .ir import dtypes as dt
+from .ir.ops.checks import check_range
 from .ir.ops.shape import broadcast_shapes
 from .source import describe, user_source
 from .tracing import Tracer, deepest_context
@@ -422,10 +423,17 @@ def dot(a, b):
     return matmul(a, b)
 
 
-def one_hot(labels, num_classes, dtype=dt.float32):
-    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (how cross_entropy gathers)."""
+def one_hot(labels, num_classes, dtype=dt.float32, what="one_hot"):
+    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (how cross_entropy gathers).
+
+    A label outside ``[0, num_classes)`` raises RangeError (naming ``what``, the value and
+    its position) -- eagerly here, or for traced labels before the compiled graph runs
+    (a ``check_index`` node) -- instead of giving a row of zeros."""
     if not isinstance(labels, Tracer):
-        return (np.asarray(labels)[..., None] == np.arange(num_classes)).astype(dtype)
+        labels = np.asarray(labels)
+        check_range(labels, int(num_classes), what, user_source())
+        return (labels[..., None] == np.arange(num_classes)).astype(dtype)
+    labels = labels.ctx.emit("check_index", labels.value, limit=int(num_classes), what=what)
     classes = np.arange(num_classes, dtype=labels.dtype)
     return cast(equal(expand_dims(labels, -1), classes), dtype)
 

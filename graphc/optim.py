@@ -6,9 +6,34 @@ Semantics follow PyTorch's SGD and Adam/AdamW so benchmarks compare like with li
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .ir import GraphcError
+
+
+def _number(opt, name, v, lo=None, hi=None, lo_open=False, hi_open=True):
+    """``v`` as a float if it is a finite real number within the bounds, else GraphcError.
+
+    Hyper-parameters become constants of the compiled graph: a NaN learning rate would
+    turn every parameter into NaN on the first step, silently."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                             np.floating)):
+        raise GraphcError(f"{opt}: {name} must be a real number, got {type(v).__name__} "
+                          f"{v!r}")
+    x = float(v)
+    bad = not math.isfinite(x)
+    if lo is not None:
+        bad = bad or (x <= lo if lo_open else x < lo)
+    if hi is not None:
+        bad = bad or (x >= hi if hi_open else x > hi)
+    if bad:
+        rng = (("(" if lo_open else "[") + f"{lo}, " if lo is not None else "(-inf, ") + \
+            (f"{hi}" + (")" if hi_open else "]") if hi is not None else "inf)")
+        raise GraphcError(f"{opt}: {name}={v!r} is out of range; it must be a finite "
+                          f"number in {rng}")
+    return x
 
 
 def _scalar(E, v, like):
@@ -37,9 +62,9 @@ class SGD(Optimizer):
     """p -= lr * d, d = g + wd·p (+ momentum buffer v = mu·v + d; nesterov: d + mu·v)."""
 
     def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        if lr <= 0 or momentum < 0 or weight_decay < 0:
-            raise GraphcError(f"SGD: need lr > 0, momentum >= 0, weight_decay >= 0; got "
-                              f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+        lr = _number("SGD", "lr", lr, 0, lo_open=True)
+        momentum = _number("SGD", "momentum", momentum, 0, 1, hi_open=False)
+        weight_decay = _number("SGD", "weight_decay", weight_decay, 0)
         if nesterov and momentum == 0:
             raise GraphcError("SGD: nesterov needs momentum > 0")
         self.lr, self.momentum, self.nesterov, self.weight_decay = lr, momentum, nesterov, \
@@ -69,10 +94,20 @@ class Adam(Optimizer):
     the parameter directly instead of adding it to the gradient."""
 
     def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
-        b1, b2 = betas
-        if lr <= 0 or not (0 <= b1 < 1 and 0 <= b2 < 1) or eps <= 0 or weight_decay < 0:
-            raise GraphcError(f"Adam: bad hyper-parameters lr={lr}, betas={betas}, eps={eps}, "
-                              f"weight_decay={weight_decay}")
+        name = "AdamW" if decoupled else "Adam"
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise GraphcError(f"{name}: betas must be a pair (beta1, beta2), got "
+                              f"{betas!r}") from None
+        lr = _number(name, "lr", lr, 0, lo_open=True)
+        b1 = _number(name, "betas[0]", b1, 0, 1)
+        b2 = _number(name, "betas[1]", b2, 0, 1)
+        eps = _number(name, "eps", eps, 0, lo_open=True)
+        weight_decay = _number(name, "weight_decay", weight_decay, 0)
+        if decoupled and lr * weight_decay >= 1:
+            raise GraphcError(f"{name}: lr * weight_decay = {lr * weight_decay} must be < 1 "
+                              "(decoupled decay multiplies the weights by 1 - lr*wd)")
         self.lr, self.betas, self.eps = lr, (b1, b2), eps
         self.weight_decay, self.decoupled = weight_decay, decoupled
 

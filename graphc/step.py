@@ -14,7 +14,8 @@ from . import pytree
 from .gcpause import gc_paused
 from .ir import ArgumentError, Graph, GraphcError, verify
 from .ir import dtypes as dt
-from .passes import autodiff, optimizer as optimizer_pass
+from .livetree import LiveDict, copy_into, live_tree
+from .passes import autodiff, finite_guard, optimizer as optimizer_pass
 from .passes.simplify import simplify
 from .tracing import TraceContext, leaf_names, trace_into
 
@@ -53,8 +54,13 @@ def trace_backward(loss_fn, params, example_batch):
     return fwd, g, [vmap[w] for w in wrt], grads
 
 
-def build_step_graph(loss_fn, params, optimizer, example_batch) -> tuple[dict, list, list]:
-    """Trace and transform; returns (stages, param leaves, state input values)."""
+def build_step_graph(loss_fn, params, optimizer, example_batch, check_finite=False
+                     ) -> tuple[dict, list, list]:
+    """Trace and transform; returns (stages, param leaves, state input values).
+
+    With ``check_finite`` the step graph has a second output, a bool that is False when
+    the loss or a gradient is not finite -- and then every update writes back the old
+    value (:mod:`graphc.passes.finite_guard`)."""
     p_leaves = pytree.flatten(params)[0]
     fwd, g, wrt, grads = trace_backward(loss_fn, params, example_batch)
     loss = g.outputs[0]
@@ -63,7 +69,11 @@ def build_step_graph(loss_fn, params, optimizer, example_batch) -> tuple[dict, l
     grad_view.set_outputs([gmap[loss]] + [gmap[x] for x in grads])
     grad_view.remove_dead()
     stages["autodiff"] = verify(grad_view)
+    if check_finite:        # the flag rides along as an output through append_update's copy
+        g.set_outputs([loss, finite_guard.all_finite(g, [loss, *grads])])
     step, state_inputs = optimizer_pass.append_update(g, wrt, grads, optimizer)
+    if check_finite:
+        finite_guard.select_updates(step, step.outputs[1])
     step.name = f"{fwd.name}_step"
     step.remove_dead()
     stages["optimizer"] = verify(step)
@@ -81,9 +91,9 @@ class CompiledStep:
         p_leaves, self._p_tree = pytree.flatten(params)
         names = pytree.paths(self._p_tree, "params")
         p_leaves = [_own_param(x, n) for x, n in zip(p_leaves, names)]
-        self.params = pytree.unflatten(self._p_tree, p_leaves)
+        self._params = live_tree(pytree.unflatten(self._p_tree, p_leaves), "step.params")
         self.stages, _, state_inputs = build_step_graph(loss_fn, self.params, optimizer,
-                                                        example_batch)
+                                                        example_batch, check_finite)
         from .passes.memory import memory_passes      # remat and schedule stages
         self.memory_info: dict = {}
         self.stages.update(memory_passes(list(self.stages.values())[-1], memory_budget, remat,
@@ -94,7 +104,7 @@ class CompiledStep:
         self.graph: Graph = list(self.stages.values())[-1]
         self._state_names = [v.name for v in state_inputs]
         state = optimizer.init_state(state_inputs)
-        self.opt_state = dict(zip(self._state_names, state))
+        self._opt_state = LiveDict(zip(self._state_names, state), "step.opt_state")
         b_leaves, self._b_tree = pytree.flatten(list(example_batch))
         self._p_leaves = p_leaves
         self.steps = 0
@@ -106,13 +116,34 @@ class CompiledStep:
         if tree != self._b_tree:
             raise ArgumentError(f"step: batch structure {tree} differs from the example's "
                                 f"{self._b_tree}")
-        (loss,) = self._run(*self._p_leaves, *b_leaves, *self.opt_state.values())
+        outs = self._run(*self._p_leaves, *b_leaves, *self.opt_state.values())
+        loss = float(outs[0])
+        if self.check_finite and not bool(outs[1]):
+            what = (f"the loss is {loss}, not finite" if not np.isfinite(loss)
+                    else f"a gradient is not finite (the loss is {loss})")
+            raise GraphcError(f"step {self.steps + 1}: {what} (check_finite): "
+                              "the update was skipped, parameters and optimizer state are "
+                              "unchanged; lower the learning rate or check the batch")
         self.steps += 1
-        loss = float(loss)
-        if self.check_finite and not np.isfinite(loss):
-            raise GraphcError(f"step {self.steps}: the loss became {loss} (check_finite); "
-                              "lower the learning rate or check the data")
         return loss
+
+    @property
+    def params(self):
+        """The live parameter pytree; ``step.params["w"] = array`` copies into it."""
+        return self._params
+
+    @params.setter
+    def params(self, new):
+        copy_into("step.params", self._params, new)
+
+    @property
+    def opt_state(self):
+        """The live optimizer state by name; assignment copies in, as for ``params``."""
+        return self._opt_state
+
+    @opt_state.setter
+    def opt_state(self, new):
+        copy_into("step.opt_state", self._opt_state, new)
 
     def memory_report(self, **options):
         """The memory plan of the step graph (see graphc.passes.memory).  Without

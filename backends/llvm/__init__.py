@@ -67,8 +67,13 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
     With ``profile=True`` thread 0 records the cycle counter after every kernel;
     ``fn.profile()`` then lists (kernel, cycles) of the last call."""
     from graphc.gcpause import gc_paused
+
+    from ..guard import split_checks
+    graph, guard = split_checks(graph)      # label ranges: checked before each call
     with gc_paused():
-        return _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts)
+        fn = _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts)
+    fn.guard = guard
+    return fn
 
 
 def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):

@@ -7,7 +7,8 @@ from .analysis import saved_activations, to_networkx
 from .dot import to_dot
 from .dtypes import as_dtype, bool_, float32, float64, int32, int64
 from .emitter import Emitter
-from .errors import (ArgumentError, DTypeError, GradCheckError, GraphcError, ShapeError,
+from .errors import (ArgumentError, DTypeError, GradCheckError, GraphcError, RangeError,
+                     ShapeError,
                      TraceError, VerifyError)
 from .fingerprint import fingerprint
 from .graph import Graph, Node, TensorType, Value
@@ -17,5 +18,6 @@ from .verify import verify
 
 __all__ = ["Graph", "Node", "Value", "TensorType", "Emitter", "verify", "format_graph",
            "to_dot", "to_networkx", "saved_activations", "all_ops", "get_op", "register",
-           "GraphcError", "ShapeError", "DTypeError", "TraceError", "ArgumentError",
-           "VerifyError", "GradCheckError", "fingerprint", "as_dtype", "float32", "float64", "int32", "int64", "bool_"]
+           "GraphcError", "RangeError", "ShapeError", "DTypeError", "TraceError",
+           "ArgumentError", "VerifyError", "GradCheckError", "fingerprint", "as_dtype",
+           "float32", "float64", "int32", "int64", "bool_"]

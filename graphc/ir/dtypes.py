@@ -27,6 +27,22 @@ def as_dtype(d) -> np.dtype:
     return dt
 
 
+def unsigned_to_signed(arr: np.ndarray, dtype, what: str) -> np.ndarray | None:
+    """An unsigned integer array (uint8 images, uint labels) as the signed ``dtype`` a
+    graph input has (tracing makes unsigned arguments int64 inputs), or None if ``arr``
+    is not unsigned or ``dtype`` not signed.  Values that do not fit (uint64 >= 2**63)
+    raise DTypeError naming ``what`` and the value, instead of wrapping around."""
+    dtype = np.dtype(dtype)
+    if arr.dtype.kind != "u" or dtype.kind != "i":
+        return None
+    if not np.can_cast(arr.dtype, dtype, "safe") and arr.size:
+        top = int(arr.max())
+        if top > np.iinfo(dtype).max:
+            raise DTypeError(f"{what} has {arr.dtype} value {top}, which does not fit in "
+                             f"the graph's {dtype}")
+    return arr.astype(dtype)
+
+
 def is_float(dt) -> bool:
     return np.dtype(dt) in FLOATS
 

@@ -30,6 +30,10 @@ class GradCheckError(GraphcError, AssertionError):
     """``gc.check_grads``: a derivative disagrees with finite differences."""
 
 
+class RangeError(GraphcError, IndexError):
+    """A value outside the range an op accepts (a class label, an index), found at run time."""
+
+
 class VerifyError(GraphcError, AssertionError):
     """A graph that breaks an IR invariant (a bug in a pass, not in user code)."""
 

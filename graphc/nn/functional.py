@@ -45,7 +45,7 @@ def cross_entropy(logits, labels, reduction="mean"):
     _check_labels("cross_entropy", logits, labels)
     logp = log_softmax(logits, -1)
     picked = F.sum(F.multiply(logp, F.one_hot(labels, np.shape(logits)[-1],
-                                              logp.dtype)), -1)
+                                              logp.dtype, what="cross_entropy")), -1)
     return _reduce(F.negative(picked), reduction)
 
 

@@ -188,6 +188,9 @@ ELEMENTWISE = {
     "where": lambda b, n, c, x, y: b.select(c, x, y),
     "cast": _cast,
     "stop_gradient": lambda b, n, x: x,
+    # the range itself is checked before the call (graphc.backends.guard strips these
+    # nodes in compile); lowered as the identity for lower()/assembly() of a raw graph
+    "check_index": lambda b, n, x: x,
 }
 
 

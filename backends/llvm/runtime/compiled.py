@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphc.ir import ArgumentError
+from graphc.ir import dtypes as dt
 
 from . import parallel
 
@@ -213,6 +214,7 @@ class CompiledGraph:
         self._run = self._runs[threads]
         self._lock = threading.Lock()
         self._checked_alias = None
+        self.guard = None     # guard(args) raises before the call (graphc.backends.guard)
 
     @property
     def plan(self):
@@ -265,11 +267,15 @@ class CompiledGraph:
             if self._inplace[i]:
                 raise ArgumentError(f"{g}: input %{name} is updated in place and must have "
                                     f"dtype {dtype}, got {arr.dtype}")
-            if not (arr.dtype.kind == dtype.kind
-                    and np.can_cast(arr.dtype, dtype, "same_kind")):
+            widened = dt.unsigned_to_signed(arr, dtype, f"{g}: input %{name}")
+            if widened is not None:
+                arr = widened
+            elif not (arr.dtype.kind == dtype.kind
+                      and np.can_cast(arr.dtype, dtype, "same_kind")):
                 raise ArgumentError(f"{g}: input %{name} has dtype {arr.dtype}, "
                                     f"expected {dtype}")
-            arr = arr.astype(dtype)
+            else:
+                arr = arr.astype(dtype)
         good = arr.flags.c_contiguous and arr.flags.aligned
         if self._inplace[i]:
             if not (good and arr.flags.writeable):
@@ -302,6 +308,8 @@ class CompiledGraph:
         if len(args) != self.n_in:
             raise ArgumentError(f"{self.graph.name}: expected {self.n_in} inputs, "
                                 f"got {len(args)}")
+        if self.guard is not None:
+            self.guard(args)
         with self._lock:
             last, types = self._last, self._types
             changed = False

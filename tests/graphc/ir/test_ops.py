@@ -116,6 +116,8 @@ CASES = [
     Case("cast", [integer(np.int32, *S)], {"dtype": np.float64}, id="i32-to-f64",
          differentiable=False),
     Case("stop_gradient", [normal(*S)], differentiable=False),
+    Case("check_index", [lambda rng, f: rng.integers(0, 5, S)], {"limit": 5},
+         differentiable=False),
     Case("matmul", [normal(2, 3), normal(3, 4)]),
     Case("matmul", [normal(2, 2, 3), normal(2, 3, 4)], id="batched"),
     Case("sum", [normal(2, 3, 4)], {"axes": None}, id="all"),
