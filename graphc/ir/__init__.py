@@ -8,8 +8,7 @@ from .dot import to_dot
 from .dtypes import as_dtype, bool_, float32, float64, int32, int64
 from .emitter import Emitter
 from .errors import (ArgumentError, DTypeError, GradCheckError, GraphcError, RangeError,
-                     ShapeError,
-                     TraceError, VerifyError)
+                     ShapeError, TraceError, VerifyError)
 from .fingerprint import fingerprint
 from .graph import Graph, Node, TensorType, Value
 from .printer import format_graph
