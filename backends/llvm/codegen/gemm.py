@@ -110,7 +110,7 @@ def _declare(module, name, fnty):
     return fn
 
 
-class _Emitter:
+class Emitter:
     """Per-(module, spec) helpers: intrinsic declarations and typed GEP/load/store."""
 
     def __init__(self, module, spec):
@@ -169,7 +169,7 @@ def _kernel_prefix(spec) -> str:
     return f"graphc_gemmk_{d}_{spec.mr}x{spec.nr}"
 
 
-def _no_unroll(module: ir.Module, br, tag: str, no_vectorize: bool = False) -> None:
+def mark_no_unroll(module: ir.Module, br, tag: str, no_vectorize: bool = False) -> None:
     """Attach ``llvm.loop.unroll.disable`` (and optionally vectorize.enable=false) to a
     loop back-edge: kernel bodies are already MR×NV FMAs wide, and unrolling them or
     vectorizing scalar edge loops costs more compile time than it gains."""
@@ -182,7 +182,7 @@ def _no_unroll(module: ir.Module, br, tag: str, no_vectorize: bool = False) -> N
     br.set_metadata("llvm.loop", loop_id)
 
 
-def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool,
+def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
                  prefetch: int = 0) -> ir.Function:
     """C[mr × nv·vw] (=|+=) A-tile · B-panel over kc; if ``masked`` only the first
     ``ncols`` columns are read or written (vectors wholly beyond them compute zeros).
@@ -241,7 +241,7 @@ def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool,
     for r in range(mr):
         for v in range(nv):
             accs[r][v].add_incoming(new[r][v], loop)
-    _no_unroll(em.m, b.cbranch(b.icmp_signed("<", k1, kc), loop, done), name, True)
+    mark_no_unroll(em.m, b.cbranch(b.icmp_signed("<", k1, kc), loop, done), name, True)
 
     b.position_at_end(done)
     fin = [[b.phi(em.vt) for v in range(nv)] for r in range(mr)]
@@ -268,7 +268,7 @@ def _emit_kernel(em: _Emitter, mr: int, nv: int, masked: bool,
     return fn
 
 
-def _counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectorize=False):
+def counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectorize=False):
     """Emit ``for i in range(start, stop, step): body(b, i)`` (i64, step > 0)."""
     pre = b.block
     head = b.append_basic_block(name + ".head")
@@ -286,7 +286,7 @@ def _counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectoriz
     br = b.branch(head)
     if no_unroll:
         fn = b.function
-        _no_unroll(fn.module, br, f"{fn.name}.{name}.{len(fn.blocks)}", no_vectorize)
+        mark_no_unroll(fn.module, br, f"{fn.name}.{name}.{len(fn.blocks)}", no_vectorize)
     b.position_at_end(out)
 
 
@@ -297,7 +297,7 @@ def _counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectoriz
 PACK_TILE = {"float32": 8, "float64": 8}  # 16×16 compiled 16 ms slower, ran no faster
 
 
-def _emit_pack_bt(em: _Emitter) -> ir.Function:
+def _emit_pack_bt(em: Emitter) -> ir.Function:
     """P[kk*NR + jj] = B[(j+jj)*ldb + k + kk] for jj < nrem, kk < kc (B stored N×K).
 
     Turns an NR-column panel of op(B) = Bᵀ into contiguous rows for the micro-kernel.
@@ -352,21 +352,21 @@ def _emit_pack_bt(em: _Emitter) -> ir.Function:
                 dst = em.gep(b, p, b.add(b.mul(b.add(kk, I64(r)), I64(nr)), jj))
                 st = b.store(rows[r], dst)
                 st.align = em.align
-        _counted_loop(b, I64(0), nfull_k, vw, over_k, "pk", True)
+        counted_loop(b, I64(0), nfull_k, vw, over_k, "pk", True)
 
-    _counted_loop(b, I64(0), nfull_j, vw, block_transpose, "pj", True)
+    counted_loop(b, I64(0), nfull_j, vw, block_transpose, "pj", True)
 
     def scalar_copy(b, jj, k_lo, k_hi, tag):
         def over_k(b, kk):
             ld = b.load(em.gep(b, bsrc, b.add(b.mul(jj, ldb), kk)), typ=em.t)
             st = b.store(ld, em.gep(b, p, b.add(b.mul(kk, I64(nr)), jj)))
             ld.align = st.align = em.align
-        _counted_loop(b, k_lo, k_hi, 1, over_k, tag, True, True)
+        counted_loop(b, k_lo, k_hi, 1, over_k, tag, True, True)
 
     # ragged K tail of the full column blocks, then the ragged column tail
-    _counted_loop(b, I64(0), nfull_j, 1,
+    counted_loop(b, I64(0), nfull_j, 1,
                   lambda b, jj: scalar_copy(b, jj, nfull_k, kc, "ek"), "ej", True, True)
-    _counted_loop(b, nfull_j, nrem, 1,
+    counted_loop(b, nfull_j, nrem, 1,
                   lambda b, jj: scalar_copy(b, jj, I64(0), kc, "tk"), "tj", True, True)
     b.ret_void()
     return fn
@@ -393,7 +393,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     fn = module.globals.get(spec.name)
     if fn is not None:
         return fn
-    em = _Emitter(module, spec)
+    em = Emitter(module, spec)
     s = em.s
     fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR] + [I64] * 8 + [I32])
     fn = ir.Function(module, fnty, spec.name)
@@ -456,14 +456,14 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
                 cptr = em.gep(b, C, b.add(b.mul(ip, ldc), jp))
                 b.call(kernel, [aptr, bptr, cptr, kc, rs, ks, ldbe, ldc, beff, nrem])
 
-            _counted_loop(b, i0, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
+            counted_loop(b, i0, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
                           True, True)
-            _counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, k_row), "ir",
+            counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, k_row), "ir",
                           True, True)
 
-        _counted_loop(b, j0, j1, s.nr, over_panels, "jp", True, True)
+        counted_loop(b, j0, j1, s.nr, over_panels, "jp", True, True)
 
-    _counted_loop(b, I64(0), kblocks, 1, over_kblocks, "kb", True, True)
+    counted_loop(b, I64(0), kblocks, 1, over_kblocks, "kb", True, True)
     b.ret_void()
     return fn
 

@@ -22,7 +22,8 @@ from ..native import kernellib
 from . import smallk
 from ..runtime import parallel
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
-from ..plan.build import Plan, View
+from ..plan.kernels import CopyKernel, GemmKernel, Plan, SmallKKernel
+from ..plan.views import View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -165,10 +166,8 @@ class Codegen:
 
     # ---- kernels ------------------------------------------------------------------------
     def kernel(self, k, idx_no):
-        views = (k.views() if not hasattr(k, "phases")
-                 else [v for p in k.phases for v in p])
         sts = []
-        for v in views:
+        for v in k.views():
             if v.st.kind != "global" and v.st not in sts:
                 sts.append(v.st)
         fn = ir.Function(self.m, ir.FunctionType(VOID, [I64] + [PTR] * len(sts)),
@@ -193,18 +192,18 @@ class Codegen:
             go = fn.append_basic_block("go")
             b.cbranch(b.icmp_signed("==", tid, I64(0)), go, ret)
             b.position_at_end(go)
-        if hasattr(k, "phases"):
-            for src, dst in k.phases:
-                self.nest(b, dst.shape, {},
-                          lambda idx, s=src, d=dst: self.store(b, ptrs, d, idx,
-                                                               self.load(b, ptrs, s, idx)))
-        elif k.gemm is not None:
+        if isinstance(k, CopyKernel):
+            for c in k.copies:
+                self.nest(b, c.dst.shape, {},
+                          lambda idx, s=c.src, d=c.dst: self.store(b, ptrs, d, idx,
+                                                                   self.load(b, ptrs, s, idx)))
+        elif isinstance(k, GemmKernel):
             self.gemm_body(b, k, ptrs, tid, ret)
         else:
             ranges = {}
-            if k.part_dim is not None:
-                d = k.part_dim
-                ranges[d] = self.part_range(b, tid, k.shape[d], k.part_unit, k.nchunks)
+            if k.part is not None:
+                d = k.part.dim
+                ranges[d] = self.part_range(b, tid, k.shape[d], k.part.unit, k.nchunks)
             self.loop_body(b, k, ptrs, ranges)
         b.branch(ret)
         b.position_at_end(ret)
@@ -257,7 +256,8 @@ class Codegen:
         dtype = g.a.st.dtype
         if M == 0 or N == 0:
             return
-        parts, by_cols, units, width, spec = k.gpart     # tid is the chunk index < parts
+        gp = k.gpart            # tid is the chunk index < gp.parts
+        parts, by_cols, units, width, spec = gp.parts, gp.by_cols, gp.units, gp.width, gp.spec
         gfn = kernellib.gemm_function(self.m, spec)   # compiled once, see kernellib.py
         dim = N if by_cols else M
 
@@ -270,7 +270,7 @@ class Codegen:
         else:
             i0, i1, j0, j1 = lo, hi, I64(0), I64(N)
         et = mem_type(dtype)
-        if getattr(k, "smallk", False):
+        if isinstance(k, SmallKKernel):
             self.smallk_body(b, k, ptrs, (i0, i1), (j0, j1))
             return
         batch = g.c.shape[:-2]
@@ -503,20 +503,20 @@ class Codegen:
 
 def _cost(k, T):
     """Rough work of a kernel (multiply-adds or element-ops) for ordering chunks."""
-    if k.gemm is not None:
+    if isinstance(k, GemmKernel):
         g = k.gemm
         return g.m * g.n * max(g.k, 1) + g.m * g.n * len(k.nodes)
-    if hasattr(k, "phases"):
-        return sum(int(np.prod(d.shape)) for _, d in k.phases)
+    if isinstance(k, CopyKernel):
+        return sum(int(np.prod(c.dst.shape)) for c in k.copies)
     return int(np.prod(k.shape)) * (1 + len(k.nodes) + len(k.reductions))
 
 
 def _compile_cost(k):
     """Rough LLVM work of a kernel (loop nests and instructions it becomes)."""
-    if hasattr(k, "phases"):
-        return 2 + len(k.phases)
+    if isinstance(k, CopyKernel):
+        return 2 + len(k.copies)
     n = 2 + len(k.nodes) + len(k.loads) + len(k.stores) + 3 * len(k.reductions)
-    return n + (6 if getattr(k, "smallk", False) else 2 if k.gemm is not None else 0)
+    return n + (6 if isinstance(k, SmallKKernel) else 2 if isinstance(k, GemmKernel) else 0)
 
 
 def _assign_parts(kernels, parts):

@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import ir
 
 from . import gemm as gemm_mod
+from ..plan.kernels import GemmKernel
 from .lowerings import LOWERINGS, is_float, mem_type, reg_type
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -62,9 +63,9 @@ def _col_ok(v, n_cols) -> bool:
 
 
 def eligible(k) -> bool:
-    g = k.gemm
-    if not ENABLED or g is None or len(k.shape) != 2 or k.reductions:
+    if not ENABLED or not isinstance(k, GemmKernel) or len(k.shape) != 2 or k.reductions:
         return False
+    g = k.gemm
     if g.a.st.dtype.name not in ("float32", "float64") or len(g.a.strides) != 2:
         return False
     n = g.n
@@ -142,15 +143,14 @@ def emit(cg, b, k, ptrs, rows, cols) -> bool:
     mm = g.node.output
     dtype = g.a.st.dtype
     mr, nv, vw = tile_shape(dtype, g.m, g.n)
-    gpart = getattr(k, "gpart", None)
-    if gpart is not None and gpart[0] > 1 and gpart[1]:
+    gp = k.gpart
+    if gp is not None and gp.parts > 1 and gp.by_cols:
         # column chunks: no wider than the widest chunk (else masked-off vectors
         # would be computed in every tile)
-        parts, _, units, width = gpart[:4]
-        nv = max(1, min(nv, -(-(-(-units // parts) * width) // vw)))
+        nv = max(1, min(nv, -(-(-(-gp.units // gp.parts) * gp.width) // vw)))
     nr = nv * vw
     vec = _Vec(cg.m, vw)
-    em = gemm_mod._Emitter(cg.m, gemm_mod.default_spec(dtype))
+    em = gemm_mod.Emitter(cg.m, gemm_mod.default_spec(dtype))
     assert em.s.vw == vw
     ft = reg_type(dtype)
     fvt = vec.vt(ft)
@@ -236,7 +236,7 @@ def emit(cg, b, k, ptrs, rows, cols) -> bool:
         for r, row in enumerate(phis):
             for v, ph in enumerate(row):
                 ph.add_incoming(new[r][v], body)
-        gemm_mod._no_unroll(cg.m, b.cbranch(b.icmp_signed("<", k1, I64(g.k)), body, done),
+        gemm_mod.mark_no_unroll(cg.m, b.cbranch(b.icmp_signed("<", k1, I64(g.k)), body, done),
                             f"{b.function.name}.sk{len(b.function.blocks)}", True)
         b.position_at_end(done)
         return new
@@ -264,7 +264,7 @@ def emit(cg, b, k, ptrs, rows, cols) -> bool:
                 nrem = b.sub(j1, j)
                 nrem = b.select(b.icmp_signed("<", nrem, I64(nr)), nrem, I64(nr))
                 tile(i, nrows, j, nrem)
-            gemm_mod._counted_loop(b, j0, j1, nr, panel, f"sk{nrows}j", True, True)
+            gemm_mod.counted_loop(b, j0, j1, nr, panel, f"sk{nrows}j", True, True)
         return over_rows
 
     ifull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), I64(mr)), I64(mr)))
@@ -273,14 +273,14 @@ def emit(cg, b, k, ptrs, rows, cols) -> bool:
         # next step's forward product, which walks the weights from row 0, starts
         # (MLP step at batch 16: ~2% faster)
         if mr > 1:
-            gemm_mod._counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
+            gemm_mod.counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
         nstrips = b.sdiv(b.sub(ifull, i0), I64(mr))
-        gemm_mod._counted_loop(
+        gemm_mod.counted_loop(
             b, I64(0), nstrips, 1,
             lambda bb, t: row_tiles(mr)(bb, b.sub(ifull, b.mul(b.add(t, I64(1)), I64(mr)))),
             "skt", True, True)
     else:
-        gemm_mod._counted_loop(b, i0, ifull, mr, row_tiles(mr), "skt", True, True)
+        gemm_mod.counted_loop(b, i0, ifull, mr, row_tiles(mr), "skt", True, True)
         if mr > 1:
-            gemm_mod._counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
+            gemm_mod.counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
     return True

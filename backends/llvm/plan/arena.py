@@ -1,8 +1,8 @@
 """Where a plan's buffers go and where its kernels must meet: the kernels reordered into
-dependency levels (``_schedule``), the arena laid out by the memory planner over those
-levels (``_shared_layout``; ``check_layout`` verifies that kernels of one level never
+dependency levels (``schedule``), the arena laid out by the memory planner over those
+levels (``shared_layout``; ``check_layout`` verifies that kernels of one level never
 share bytes) or naively, and synchronisation points only where one kernel reads or
-overwrites what an earlier one on another thread wrote or read (``_barriers``;
+overwrites what an earlier one on another thread wrote or read (``place_barriers``;
 ``check_barriers`` verifies it).
 """
 from __future__ import annotations
@@ -14,13 +14,7 @@ from .views import Storage, View
 ALIGN = 64
 
 
-def _rw(k):
-    if hasattr(k, "phases"):
-        return [p[0] for p in k.phases], [p[1] for p in k.phases]
-    return k.reads(), k.writes()
-
-
-def _schedule(kernels):
+def schedule(kernels):
     """Reorder kernels into *phases* so that dependent kernels on different threads are
     one barrier apart and independent ones share a phase: a kernel's phase is one more
     than the latest phase it depends on (the same, if both run on thread 0 only).
@@ -28,7 +22,7 @@ def _schedule(kernels):
     the arena is laid out.  Returns (kernels in phase order, phase of each)."""
     acc = []
     for k in kernels:
-        r, w = _rw(k)
+        r, w = k.reads(), k.writes()
         acc.append(({v.st for v in r if v.st.kind != "global"},
                     {v.st for v in w if v.st.kind != "global"}))
     phase = []
@@ -44,7 +38,7 @@ def _schedule(kernels):
     return [kernels[i] for i in order], [phase[i] for i in order]
 
 
-def _naive_layout(storages) -> int:
+def naive_layout(storages) -> int:
     """Every arena storage its own aligned bytes (``plan="naive"``)."""
     top = 0
     for st in storages:
@@ -63,8 +57,7 @@ def _touch_phases(kernels, phase, users=None):
     storage -> {phase: kernels touching it then})."""
     span = {}
     for k, ph in zip(kernels, phase):
-        vs = k.views() if not hasattr(k, "phases") else [v for p in k.phases for v in p]
-        for v in vs:
+        for v in k.views():
             f, l_ = span.get(v.st, (ph, ph))
             span[v.st] = (min(f, ph), max(l_, ph))
             if users is not None:
@@ -72,8 +65,8 @@ def _touch_phases(kernels, phase, users=None):
     return span
 
 
-def _shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
-                   direct):
+def shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
+                  direct):
     """Lay the arena out with the memory planner over this backend's execution.
 
     The planner gets plain data: each node's step (its kernel's dependency level, kernels
@@ -146,14 +139,7 @@ def _repoint(kernels, canon):
         c = canon.get(v.st)
         return v if c is None or c is v.st else View(c, v.offset, v.shape, v.strides)
     for k in kernels:
-        k.loads = {t: f(v) for t, v in k.loads.items()}
-        k.stores = [(t, f(v)) for t, v in k.stores]
-        for r in k.reductions:
-            r.out, r.acc = f(r.out), f(r.acc)
-        if k.gemm is not None:
-            k.gemm.a, k.gemm.b, k.gemm.c = f(k.gemm.a), f(k.gemm.b), f(k.gemm.c)
-        if hasattr(k, "phases"):
-            k.phases = [(f(a), f(b)) for a, b in k.phases]
+        k.repoint(f)
 
 
 def check_layout(kernels, phase):
@@ -191,19 +177,14 @@ def _overlap(r, regions):
     return any(r[0] == q[0] and r[1] < q[2] and q[1] < r[2] for q in regions)
 
 
-def _barriers(kernels):
+def place_barriers(kernels):
     """Barrier before a kernel that reads what another thread may have pending writes to,
     or writes what another thread may still read or write (since the last barrier).
     Kernels run by thread 0 alone need none between themselves."""
     pend_r, pend_w = [], []     # (region, single)
     for k in kernels:
-        if hasattr(k, "phases"):
-            reads = [p[0] for p in k.phases]
-            writes = [p[1] for p in k.phases]
-        else:
-            reads, writes = k.reads(), k.writes()
-        rr = [r for r in map(_region, reads) if r]
-        ww = [r for r in map(_region, writes) if r]
+        rr = [r for r in map(_region, k.reads()) if r]
+        ww = [r for r in map(_region, k.writes()) if r]
 
         def clash(mine, pend):
             return any(_overlap(r, [q for q, single in pend if not (single and k.single)])
@@ -220,7 +201,7 @@ def check_barriers(kernels):
     different threads have a barrier between them; else raise (a planner bug)."""
     regs = []
     for k in kernels:
-        r, w = _rw(k)
+        r, w = k.reads(), k.writes()
         regs.append(([x for x in map(_region, r) if x], [x for x in map(_region, w) if x]))
     last_barrier = [0] * len(kernels)
     cur = 0

@@ -14,6 +14,7 @@ import graphc.backends.llvm as llvm_backend
 from graphc.backends import numpy_backend
 from graphc.backends.llvm.plan import build as plan_mod
 from graphc.backends.llvm.codegen import smallk
+from graphc.backends.llvm.plan.kernels import SmallKKernel
 
 # (M, N, K) of op(A)·B with op(A) = xᵀ (x is K×M): M, N around the tile and vector sizes
 SHAPES = [(1, 1, 1), (1, 17, 3), (5, 1, 16), (7, 13, 5), (17, 33, 16), (70, 45, 16),
@@ -30,7 +31,7 @@ def _arrays(rng, m, n, k, dtype):
 def _tiled(graph, threads):
     """Number of kernels the register-tile path emits for ``graph``."""
     p, _ = llvm_backend.lower(graph, threads=threads)
-    return sum(bool(getattr(k, "smallk", False)) and smallk.eligible(k) for k in p.kernels)
+    return sum(isinstance(k, SmallKKernel) and smallk.eligible(k) for k in p.kernels)
 
 
 def _variant(m, tag):
@@ -145,7 +146,7 @@ def test_epilogue_without_vector_form_falls_back(monkeypatch):
     x, g, w = _arrays(rng, 20, 30, 8, np.float32)
     graph = gc.trace(lambda x, g, w: w - gc.tanh(x.T @ g), x, g, w)
     p, _ = llvm_backend.lower(graph, threads=1)
-    ks = [k for k in p.kernels if getattr(k, "smallk", False)]
+    ks = [k for k in p.kernels if isinstance(k, SmallKKernel)]
     assert ks and not any(smallk.eligible(k) for k in ks)
     tiled, elementwise, gemm = _forms(monkeypatch, graph, (x, g, w), threads=(1, 2))
     for res in tiled.values():

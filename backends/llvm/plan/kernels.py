@@ -1,0 +1,243 @@
+"""The plan's data model: each kind of kernel a declared class, and the plan itself.
+
+A kernel is one loop nest the code generator turns into one function:
+
+* :class:`LoopKernel` -- loads from views, elementwise nodes computed in registers,
+  stores to views, reductions accumulated into an output view with stride 0 along the
+  reduced axes (a plain copy is a loop kernel with one load and one store);
+* :class:`GemmKernel` -- a GEMM, optionally followed by an elementwise epilogue (the
+  loop part) on the same tile range;
+* :class:`SmallKKernel` -- a GEMM with small K whose product is computed element by
+  element inside its epilogue loop (``codegen/smallk.py``), never stored unless read
+  elsewhere;
+* :class:`CopyKernel` -- ``unslice``/``concatenate``: several copies (phases) in
+  sequence, on thread 0.
+
+Kernels run in the order of their :class:`Order` key; after the arena stage they carry
+``single`` (thread 0 only) and ``barrier`` (synchronise before it).  How a kernel is
+cut over threads is a declared partition (:class:`LoopPartition`,
+:class:`GemmPartition`), never an optional attribute.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NamedTuple
+
+from graphc.ir import Node
+
+from .views import View
+
+
+class Stage(IntEnum):
+    """Coarse place of a kernel in the step (the first key of :class:`Order`)."""
+    EARLY = 0      # output copies of arguments that updates overwrite later
+    BODY = 1       # the graph's kernels, in node order
+    OUTPUTS = 2    # copies of values into the output buffers
+    STAGED = 3     # update sources staged through the arena (they may be update targets)
+    UPDATES = 4    # copies of new parameter/state values into their arrays
+
+
+class Slot(IntEnum):
+    """Place of a kernel relative to the graph node it belongs to."""
+    OPERANDS = 0   # materialised operands of that node's kernel (run just before it)
+    KERNEL = 1     # the node's own kernel
+    AFTER = 2      # a copy materialising that node's output (a reshape strides cannot say)
+
+
+class Order(NamedTuple):
+    """Execution-order key of a kernel: (stage, node index, slot), all integers,
+    compared lexicographically; kernels with equal keys keep their creation order."""
+    stage: int
+    node: int = 0
+    slot: int = Slot.KERNEL
+
+    @classmethod
+    def at(cls, node: int, slot: Slot = Slot.KERNEL) -> "Order":
+        return cls(Stage.BODY, node, slot)
+
+
+@dataclass(eq=False)
+class Reduction:
+    node: Node
+    src: object                  # token of the reduced operand
+    out: View                    # over the iteration space; stride 0 on reduced axes
+    acc: View | None = None      # float64 scratch (float32 sums), same mapping as out
+
+
+@dataclass(eq=False)
+class Gemm:
+    node: Node
+    a: View
+    b: View
+    c: View | None               # None: a small-K product kept in registers
+    trans_a: bool
+    trans_b: bool
+    lda: int
+    ldb: int
+    m: int
+    n: int
+    k: int
+
+
+@dataclass(frozen=True)
+class LoopPartition:
+    """A loop kernel cut into ``nchunks`` ranges of dimension ``dim`` in multiples of
+    ``unit`` elements."""
+    dim: int
+    unit: int
+    nchunks: int
+
+
+@dataclass(frozen=True)
+class GemmPartition:
+    """The fixed split of a GEMM's C: ``parts`` chunks of ``units`` blocks of ``width``
+    columns (``by_cols``) or rows, and the micro-kernel tile ``spec``
+    (``codegen.gemm.GemmSpec``)."""
+    parts: int
+    by_cols: bool
+    units: int
+    width: int
+    spec: object
+
+
+@dataclass(eq=False, kw_only=True)
+class Kernel:
+    """What every kernel has; use one of the subclasses."""
+    name: str
+    shape: tuple
+    order: Order = Order(Stage.BODY)
+    single: bool = False         # run by thread 0 alone
+    barrier: bool = False        # all threads synchronise before it
+
+    @property
+    def nchunks(self) -> int:
+        """Pieces of the kernel the threads claim (1: not cut)."""
+        return 1
+
+    def reads(self) -> list:
+        raise NotImplementedError
+
+    def writes(self) -> list:
+        raise NotImplementedError
+
+    def views(self) -> list:
+        """Every view the kernel touches (reads first, then writes)."""
+        raise NotImplementedError
+
+    def repoint(self, f) -> None:
+        """Replace every view ``v`` of the kernel by ``f(v)`` (``f(None)`` is None)."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False, kw_only=True)
+class LoopKernel(Kernel):
+    loads: dict = field(default_factory=dict)     # token -> View over shape
+    nodes: list = field(default_factory=list)     # elementwise nodes, schedule order
+    stores: list = field(default_factory=list)    # (token, View over shape)
+    reductions: list = field(default_factory=list)
+    part: LoopPartition | None = None
+
+    @classmethod
+    def copy(cls, src: View, dst: View, name: str, order: Order) -> "LoopKernel":
+        return cls(name=name, shape=dst.shape, order=order, loads={("src",): src},
+                   stores=[(("src",), dst)])
+
+    @property
+    def nchunks(self) -> int:
+        return self.part.nchunks if self.part is not None else 1
+
+    def views(self):
+        out = list(self.loads.values()) + [v for _, v in self.stores]
+        for r in self.reductions:
+            out.append(r.out)
+            if r.acc is not None:
+                out.append(r.acc)
+        return out
+
+    def reads(self):
+        rs = list(self.loads.values())
+        return rs + [r.out for r in self.reductions] + [r.acc for r in self.reductions if r.acc]
+
+    def writes(self):
+        ws = [v for _, v in self.stores] + [r.out for r in self.reductions]
+        return ws + [r.acc for r in self.reductions if r.acc]
+
+    def repoint(self, f):
+        self.loads = {t: f(v) for t, v in self.loads.items()}
+        self.stores = [(t, f(v)) for t, v in self.stores]
+        for r in self.reductions:
+            r.out, r.acc = f(r.out), f(r.acc)
+
+
+@dataclass(eq=False, kw_only=True)
+class GemmKernel(LoopKernel):
+    """A GEMM; the loop fields are its elementwise epilogue (empty: the product alone).
+    Never has reductions."""
+    gemm: Gemm
+    gpart: GemmPartition | None = None
+
+    @property
+    def nchunks(self) -> int:
+        return self.gpart.parts if self.gpart is not None else 1
+
+    def views(self):
+        g = self.gemm
+        return super().views() + [v for v in (g.a, g.b, g.c) if v is not None]
+
+    def reads(self):
+        return super().reads() + [self.gemm.a, self.gemm.b]
+
+    def writes(self):
+        return super().writes() + ([self.gemm.c] if self.gemm.c is not None else [])
+
+    def repoint(self, f):
+        super().repoint(f)
+        g = self.gemm
+        g.a, g.b, g.c = f(g.a), f(g.b), f(g.c)
+
+
+@dataclass(eq=False, kw_only=True)
+class SmallKKernel(GemmKernel):
+    """A small-K GEMM computed inside its epilogue loop (``gemm.c`` is None unless the
+    product is read outside the kernel; then it is also one of the stores)."""
+
+
+@dataclass(eq=False, kw_only=True)
+class Copy:
+    src: View
+    dst: View
+
+
+@dataclass(eq=False, kw_only=True)
+class CopyKernel(Kernel):
+    """``unslice`` / ``concatenate``: copies in sequence (later ones may overwrite parts
+    of earlier ones), on thread 0."""
+    copies: list = field(default_factory=list)    # [Copy]
+
+    def views(self):
+        return [v for c in self.copies for v in (c.src, c.dst)]
+
+    def reads(self):
+        return [c.src for c in self.copies]
+
+    def writes(self):
+        return [c.dst for c in self.copies]
+
+    def repoint(self, f):
+        self.copies = [Copy(src=f(c.src), dst=f(c.dst)) for c in self.copies]
+
+
+@dataclass
+class Plan:
+    graph: object
+    kernels: list
+    storages: list
+    slots: list                  # argv slots: storages of kind arg/out/ext (slot order)
+    n_inputs: int
+    outputs: list                # output Storage per graph output
+    arena_bytes: int
+    threads: int
+    updates_direct: list = field(default_factory=list)
+    #: the ``graphc.passes.memory.MemoryPlan`` the arena follows (None with plan="naive")
+    memory_plan: object = None

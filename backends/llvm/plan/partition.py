@@ -1,0 +1,138 @@
+"""Per-kernel finishing: dimensions merged, the cut over threads chosen.
+
+A multi-thread kernel is cut into ``nchunks`` fixed pieces (a range of one loop
+dimension, or a column/row block of a GEMM's product) that the threads claim
+dynamically; what a piece computes and the order of every reduction depend only on the
+shapes, so results are bit-identical for any thread count.  Kernels small enough to run
+on thread 0 alone are ``single``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..codegen import gemm as gemm_mod
+from .kernels import (Copy, CopyKernel, Gemm, GemmKernel, GemmPartition, Kernel,
+                      LoopKernel, LoopPartition)
+from .views import View
+
+SINGLE_THREAD_ELEMS = 1 << 14    # smaller loop kernels run on thread 0 only
+#: a multi-thread kernel is cut into up to this many chunks per thread, claimed
+#: dynamically: a thread slowed down (shared core) ends up doing fewer of them
+CHUNKS_PER_THREAD = 4
+
+
+def merge_dims(shape, views):
+    """Drop size-1 dims and merge adjacent dims every view walks contiguously."""
+    keep = [d for d in range(len(shape)) if shape[d] != 1]
+    shp = [shape[d] for d in keep]
+    sts = [[v.strides[d] for d in keep] for v in views]
+    i = len(shp) - 2
+    while i >= 0:
+        if all(s[i] == s[i + 1] * shp[i + 1] for s in sts):
+            shp[i] = shp[i] * shp[i + 1]
+            del shp[i + 1]
+            for s in sts:
+                s[i] = s[i + 1]
+                del s[i + 1]
+        i -= 1
+    return tuple(shp), [tuple(s) for s in sts]
+
+
+def finish(k: Kernel, threads: int) -> None:
+    """Merge dims (loop and copy kernels), choose the partition, decide single-thread."""
+    if isinstance(k, CopyKernel):
+        _finish_copies(k)
+    elif isinstance(k, GemmKernel):
+        k.gpart = gemm_partition(k.gemm, threads * CHUNKS_PER_THREAD if threads > 1 else 1)
+        k.single = threads > 1 and k.nchunks == 1
+    else:
+        _finish_loop(k, threads)
+
+
+def _finish_copies(k: CopyKernel) -> None:
+    new = []
+    for c in k.copies:
+        shp, (ss, ds) = merge_dims(c.dst.shape, [c.src, c.dst])
+        new.append(Copy(src=View(c.src.st, c.src.offset, shp, ss),
+                        dst=View(c.dst.st, c.dst.offset, shp, ds)))
+    k.copies = new
+    k.single = True
+
+
+def _finish_loop(k: LoopKernel, threads: int) -> None:
+    shp, sts = merge_dims(k.shape, k.views())
+    it = iter(sts)
+    k.shape = shp
+
+    def rebuild(v):
+        return View(v.st, v.offset, shp, next(it))
+    # the same order as LoopKernel.views(): loads, stores, each reduction's out and acc
+    k.loads = {t: rebuild(v) for t, v in k.loads.items()}
+    k.stores = [(t, rebuild(v)) for t, v in k.stores]
+    for r in k.reductions:
+        r.out = rebuild(r.out)
+        if r.acc is not None:
+            r.acc = rebuild(r.acc)
+    k.part = loop_partition(shp, k.reductions, threads)
+    k.single = threads > 1 and k.nchunks == 1
+
+
+def loop_partition(shp, reductions, threads: int) -> LoopPartition | None:
+    """The cut of a loop kernel of (merged) shape ``shp``: the first dimension no
+    reduction reduces with at least two elements per thread (in blocks of 16 when it is
+    the innermost and long); None when the kernel is small or cannot be cut."""
+    reduced = set()
+    for r in reductions:
+        reduced |= {d for d in range(len(shp)) if r.out.strides[d] == 0}
+    cands = [d for d in range(len(shp)) if d not in reduced]
+    size = int(np.prod(shp, dtype=np.int64))
+    if not (threads > 1 and size >= SINGLE_THREAD_ELEMS and cands):
+        return None
+    big = [d for d in cands if shp[d] >= 2 * threads]
+    if not big:
+        return None
+    d = big[0]
+    unit = 16 if d == len(shp) - 1 and shp[d] >= 32 * threads else 1
+    nchunks = max(1, min(threads * CHUNKS_PER_THREAD, -(-shp[d] // unit)))
+    return LoopPartition(d, unit, nchunks)
+
+
+def gemm_spec(g: Gemm):
+    """The micro-kernel tile for this GEMM: the host default (6x64 on AVX-512), or 8 rows
+    when that leaves fewer rows to the slow one-row edge kernel (batch 16: 2 full 8-row
+    tiles instead of 2x6 + 4 single rows, 1.5x faster measured) -- 8x48 (24 accumulators,
+    11 loads per 24 FMAs; MLP step forwards 5-7% faster than 8x32 at batch 16 and 128),
+    or 8x32 with a transposed B (its panels are packed per call: narrower panels
+    measured faster there)."""
+    spec = gemm_mod.default_spec(g.a.st.dtype, g.trans_a, g.trans_b)
+    if spec.nv != 4:
+        return spec
+    alt = gemm_mod.GemmSpec(spec.dtype, spec.trans_a, spec.trans_b, 8,
+                            2 if g.trans_b else 3, spec.vw, spec.kc)
+
+    def cost(mr):       # rows at full speed, leftover rows at ~1/3 speed
+        return g.m - g.m % mr + 3 * (g.m % mr)
+    return alt if cost(8) < cost(spec.mr) else spec
+
+
+def gemm_partition(g: Gemm, chunks: int) -> GemmPartition:
+    """The fixed split of a GEMM's C over threads -- vector-width column blocks when
+    there are enough (always for trans_b, whose B panels are packed per column block),
+    else MR-row blocks; small products stay on one thread."""
+    spec = gemm_spec(g)
+    work = g.m * g.n * max(g.k, 1)
+    parts = min(chunks, max(1, work // (gemm_mod.MIN_WORK_PER_THREAD // CHUNKS_PER_THREAD)))
+
+    def split(spec):
+        cunits, runits = -(-g.n // spec.vw), -(-g.m // spec.mr)
+        by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
+        units = cunits if by_cols else runits
+        return GemmPartition(max(1, min(parts, units)), by_cols, units,
+                             spec.vw if by_cols else spec.mr, spec)
+    p = split(spec)
+    if p.by_cols and p.parts > 1 and spec.nv == 3 and (-(-p.units // p.parts)) % 3:
+        # column chunks that are not whole 3-vector panels would run masked-off
+        # vectors in every tile: use 2-vector tiles then (8x32)
+        p = split(gemm_mod.GemmSpec(spec.dtype, spec.trans_a, spec.trans_b, spec.mr, 2,
+                                    spec.vw, spec.kc))
+    return p
