@@ -1,8 +1,11 @@
 """Stage 1 of the LLVM backend, *plan*: the fused graph turned into data, no LLVM yet.
 
-Owns the kernels (what loops run, in which order, over which storage), the view model
-(``views``: storages and strided views), and the arena (``arena``: kernel levels, the
-byte layout by the memory planner, synchronisation points).  Imports the IR, the passes
-and the codegen stage's op table and GEMM tile shapes only for decisions (which ops
-have a lowering, which tile a GEMM gets); it builds no IR.
+Owns the data model (``kernels``: one declared class per kind of kernel, their
+partitions, the integer ``Order`` they run in, the ``Plan``), the builder (``build``:
+``PlanBuilder``, in named steps), the per-kernel finishing (``partition``: merged
+dimensions, the cut over threads), the view model (``views``: storages and strided
+views) and the arena (``arena``: kernel levels, the byte layout by the memory planner,
+synchronisation points).  Reads the graph, never changes it.  Imports the IR, the
+passes (fusion's view helpers, the memory planner) and, for decisions only, the codegen
+stage's op table (which ops have a lowering, of which kind) and GEMM tile shapes.
 """
