@@ -5,12 +5,19 @@ through MCJIT needs ``llvmlite.binding`` -- importing it and creating an engine 
 more than everything else a cache hit does (~20-60 ms in a fresh process).  The objects
 graphc emits are simple: large code model (absolute 64-bit relocations), no TLS, no
 constructors, calls to a handful of libc functions and to the kernel library.  So they
-are laid out in one anonymous mapping, their symbols resolved (the objects' own, the
-caller's table, then the process via ``dlsym``) and relocated here; the code pages are
-then made read+execute, the constants read-only.
+are laid out in one anonymous mapping, their symbols resolved and relocated here; the
+code pages are then made read+execute, the constants read-only.
+
+Only symbols graphc provides are resolved: the objects' own definitions, the caller's
+table (the kernel library's registered drivers) and the C library functions listed in
+:data:`C_FUNCTIONS`, looked up in libc/libm by name (never a process-wide ``dlsym``: a
+symbol of some other loaded library is never bound by accident).  A global defined by
+two objects is refused.  The unwind tables (``.eh_frame``) are loaded, relocated and
+registered with the unwinder (``__register_frame``, as LLVM's own JIT does), so
+debuggers, profilers and backtraces can walk through graphc's code.
 
 Anything unexpected -- another machine type, a relocation type not listed in
-:data:`_RELOCS`, an undefined symbol, a 32-bit field that does not fit -- raises
+:data:`RELOCATIONS`, an undefined symbol, a 32-bit field that does not fit -- raises
 :class:`Unsupported` before any code can run, and the caller falls back to MCJIT.
 """
 from __future__ import annotations
@@ -25,17 +32,41 @@ _SYM = struct.Struct("<IBBHQQ")
 _RELA = struct.Struct("<QQq")
 
 SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS = 1, 2, 4, 8
+SHT_X86_64_UNWIND = 0x70000001      # the type LLVM gives .eh_frame on x86-64
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
-STB_LOCAL = 0
+STB_LOCAL, STB_WEAK = 0, 2
 EM_X86_64 = 62
 PAGE = mmap.PAGESIZE
 
-# relocation type -> (width in bytes, pc-relative, signed 32-bit check)
-_RELOCS = {1: (8, False), 2: (4, True), 4: (4, True), 10: (4, False), 11: (4, False),
-           24: (8, True)}
-#: sections not needed to run the code (unwind tables, notes, comments)
-_SKIP_PREFIXES = (".eh_frame", ".note", ".comment", ".llvm_addrsig", ".debug")
+# x86-64 psABI relocation types the loader applies
+R_X86_64_NONE, R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32 = 0, 1, 2, 4
+R_X86_64_32, R_X86_64_32S, R_X86_64_PC64 = 10, 11, 24
+#: relocation type -> (name, width in bytes, pc-relative)
+RELOCATIONS = {R_X86_64_64: ("R_X86_64_64", 8, False),
+               R_X86_64_PC32: ("R_X86_64_PC32", 4, True),
+               R_X86_64_PLT32: ("R_X86_64_PLT32", 4, True),     # no PLT: a direct call
+               R_X86_64_32: ("R_X86_64_32", 4, False),          # zero-extended
+               R_X86_64_32S: ("R_X86_64_32S", 4, False),        # sign-extended
+               R_X86_64_PC64: ("R_X86_64_PC64", 8, True)}
+#: sections not needed to run the code or unwind it (notes, comments, debug info)
+_SKIP_PREFIXES = (".note", ".comment", ".llvm_addrsig", ".debug")
+EH_FRAME = ".eh_frame"
+
+#: the C library functions graphc's generated code may call (libm for float64
+#: transcendentals, memset/memcpy LLVM emits for loops, the runtime's futex/yield).  A
+#: code generator that calls another one adds it here (tests/backends/llvm/test_elfload.py
+#: checks every declaration in generated modules against this list).
+C_FUNCTIONS = frozenset({
+    "memcpy", "memmove", "memset", "sched_yield", "syscall", "usleep",
+    "exp", "expf", "exp2", "exp2f", "expm1", "expm1f", "log", "logf", "log2", "log2f",
+    "log10", "log10f", "log1p", "log1pf", "pow", "powf", "tanh", "tanhf", "erf", "erff",
+    "erfc", "erfcf", "sin", "sinf", "cos", "cosf", "tan", "tanf", "atan", "atanf",
+    "atan2", "atan2f", "sinh", "sinhf", "cosh", "coshf", "fmod", "fmodf", "cbrt", "cbrtf",
+    "sqrt", "sqrtf", "floor", "floorf", "ceil", "ceilf", "round", "roundf", "trunc",
+    "truncf", "fabs", "fabsf", "fmin", "fminf", "fmax", "fmaxf", "fma", "fmaf"})
+_C_LIBRARIES = (("libc.so.6", "libc.so"), ("libm.so.6", "libm.so"))
+_GCC_S = ("libgcc_s.so.1", "libgcc_s.so")
 
 
 class Unsupported(Exception):
@@ -86,12 +117,65 @@ class _Object:
         return self.data[start:end].decode()
 
     def loaded(self, s: _Section) -> bool:
-        return (s.flags & SHF_ALLOC and s.type in (SHT_PROGBITS, SHT_NOBITS) and s.size
+        return (s.flags & SHF_ALLOC and s.type in _LOADED_TYPES and s.size
                 and not s.name.startswith(_SKIP_PREFIXES))
 
 
+_LOADED_TYPES = (SHT_PROGBITS, SHT_NOBITS, SHT_X86_64_UNWIND)
+
+
+def _is_eh_frame(s: _Section) -> bool:
+    return s.name == EH_FRAME
+
+
+_HANDLES: dict = {}
+
+
+def _library(names):
+    """The first of ``names`` that loads (cached); None if none does."""
+    for name in names:
+        if name not in _HANDLES:
+            try:
+                _HANDLES[name] = ctypes.CDLL(name, use_errno=True)
+            except OSError:
+                _HANDLES[name] = None
+        if _HANDLES[name] is not None:
+            return _HANDLES[name]
+    return None
+
+
+def c_function(name: str) -> int | None:
+    """Address of C library function ``name`` if it is one graphc's code may call
+    (:data:`C_FUNCTIONS`), looked up in libc and libm only."""
+    if name not in C_FUNCTIONS:
+        return None
+    for names in _C_LIBRARIES:
+        lib = _library(names)
+        if lib is not None:
+            try:
+                return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+            except AttributeError:
+                continue
+    return None
+
+
 def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+    lib = _library(_C_LIBRARIES[0])
+    if lib is None:
+        raise Unsupported("no C library to call mprotect with")
+    return lib
+
+
+def _frame_registry():
+    """(__register_frame, __deregister_frame) of the unwinder, or None."""
+    lib = _library(_GCC_S)
+    try:
+        reg, dereg = lib.__register_frame, lib.__deregister_frame
+    except AttributeError:
+        return None
+    reg.argtypes = dereg.argtypes = [ctypes.c_void_p]
+    reg.restype = dereg.restype = None
+    return reg, dereg
 
 
 class LoadedCode:
@@ -101,7 +185,7 @@ class LoadedCode:
         objs = [_Object(bytes(o)) for o in objects]
         for o in objs:
             for s in o.sections:
-                if s.flags & SHF_ALLOC and s.size and s.type not in (SHT_PROGBITS, SHT_NOBITS) \
+                if s.flags & SHF_ALLOC and s.size and s.type not in _LOADED_TYPES \
                         and not s.name.startswith(_SKIP_PREFIXES):
                     raise Unsupported(f"section {s.name} of type {s.type}")
                 if s.name.startswith((".init_array", ".fini_array", ".ctors", ".dtors",
@@ -125,7 +209,9 @@ class LoadedCode:
             for o, s in group:
                 pos = -(-pos // s.align) * s.align
                 placed.append((o, s, pos))
-                pos += s.size
+                # an unwind table ends with a zero terminator (the linker adds one to
+                # executables; the unwinder walks the table up to it)
+                pos += s.size + (4 if _is_eh_frame(s) else 0)
             bounds.append((start, pos))
             pos = -(-pos // PAGE) * PAGE
         size = max(pos, PAGE)
@@ -134,17 +220,9 @@ class LoadedCode:
         self.base, self.size = base, size
         for o, s, off in placed:
             s.addr = base + off
-            if s.type == SHT_PROGBITS:
+            if s.type != SHT_NOBITS:
                 self._map[off:off + s.size] = o.data[s.offset:s.offset + s.size]
-        # symbols
-        self.symbols: dict[str, int] = {}
-        for o in objs:
-            for name, bind, typ, shndx, value in o.symbols:
-                if bind != STB_LOCAL and shndx != SHN_UNDEF and name:
-                    addr = self._sym_addr(o, shndx, value, name)
-                    if addr is not None:
-                        self.symbols[name] = addr
-        libc = None
+        self.symbols = self._definitions(objs)
         for o in objs:
             addrs = []
             for name, bind, typ, shndx, value in o.symbols:
@@ -152,15 +230,11 @@ class LoadedCode:
                     if not name:
                         addrs.append(0)
                         continue
-                    a = self.symbols.get(name) or (resolve(name) if resolve else None)
+                    a = self.symbols.get(name) or (resolve(name) if resolve else None) \
+                        or c_function(name)
                     if not a:
-                        libc = libc or _libc()
-                        try:
-                            a = ctypes.cast(getattr(libc, name), ctypes.c_void_p).value
-                        except AttributeError:
-                            a = None
-                    if not a:
-                        raise Unsupported(f"undefined symbol {name}")
+                        raise Unsupported(f"undefined symbol {name} (not graphc's, not in "
+                                          "elfload.C_FUNCTIONS)")
                     addrs.append(a)
                 else:
                     addrs.append(self._sym_addr(o, shndx, value, name))
@@ -174,6 +248,39 @@ class LoadedCode:
             n = -(-(end - start) // PAGE) * PAGE
             if n and mprotect(base + start, n, prot) != 0:
                 raise OSError(ctypes.get_errno(), "mprotect failed")
+        self._frames = [s.addr for _, s, _ in placed if _is_eh_frame(s)]
+        self._registry = _frame_registry() if self._frames else None
+        if self._registry is not None:
+            for addr in self._frames:
+                self._registry[0](addr)
+
+    def __del__(self):
+        registry = getattr(self, "_registry", None)
+        if registry is not None:
+            for addr in self._frames:
+                registry[1](addr)
+            self._registry = None
+
+    def _definitions(self, objs) -> dict:
+        """name -> address of every global the objects define; a name defined by two
+        objects (other than weakly) is refused."""
+        out: dict[str, int] = {}
+        strong: set = set()
+        for o in objs:
+            for name, bind, typ, shndx, value in o.symbols:
+                if bind == STB_LOCAL or shndx == SHN_UNDEF or not name:
+                    continue
+                addr = self._sym_addr(o, shndx, value, name)
+                if addr is None:
+                    continue
+                if bind != STB_WEAK:
+                    if name in strong:
+                        raise Unsupported(f"symbol {name} defined by two objects")
+                    strong.add(name)
+                    out[name] = addr
+                else:
+                    out.setdefault(name, addr)
+        return out
 
     def _sym_addr(self, o, shndx, value, name):
         """The symbol's address; None when its section is not loaded (only an error if
@@ -197,11 +304,11 @@ class LoadedCode:
             for off in range(rs.offset, rs.offset + rs.size, _RELA.size):
                 r_off, r_info, addend = _RELA.unpack_from(o.data, off)
                 typ, sym = r_info & 0xFFFFFFFF, r_info >> 32
-                if typ == 0:
+                if typ == R_X86_64_NONE:
                     continue
-                if typ not in _RELOCS:
+                if typ not in RELOCATIONS:
                     raise Unsupported(f"relocation type {typ} in {target.name}")
-                width, pcrel = _RELOCS[typ]
+                _name, width, pcrel = RELOCATIONS[typ]
                 if r_off + width > target.size or sym >= len(addrs) or addrs[sym] is None:
                     raise Unsupported(f"relocation of {target.name} to an unloaded symbol")
                 place = target.addr + r_off
@@ -209,7 +316,7 @@ class LoadedCode:
                 at = place - base
                 if width == 8:
                     self._map[at:at + 8] = struct.pack("<Q", val & 0xFFFFFFFFFFFFFFFF)
-                elif typ == 10:                       # R_X86_64_32: zero-extended
+                elif typ == R_X86_64_32:              # zero-extended
                     if not 0 <= val < 1 << 32:
                         raise Unsupported("32-bit relocation out of range")
                     self._map[at:at + 4] = struct.pack("<I", val)

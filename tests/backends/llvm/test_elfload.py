@@ -125,3 +125,67 @@ def test_jit_falls_back_to_mcjit(monkeypatch):
     engine = jit._load_objects(objs, jit.host_target())
     assert jit.STATS["elf_fallbacks"] == before + 1
     assert _exercise(engine)[0] == [4.5, 7.5, 10.5, 13.5]
+
+
+def _unwind_table_of(pc: int) -> int:
+    """What the unwinder finds for ``pc`` (libgcc's ``_Unwind_Find_FDE``; 0: nothing)."""
+    lib = ctypes.CDLL("libgcc_s.so.1")
+    find = lib._Unwind_Find_FDE
+    find.argtypes, find.restype = [ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p
+    bases = (ctypes.c_void_p * 3)()
+    return find(pc, bases) or 0
+
+
+def test_unwind_tables_are_registered_while_the_code_lives():
+    code = elfload.LoadedCode(_objects())
+    pc = code.get_function_address("lookup")
+    assert code._frames, "no .eh_frame was loaded"
+    fde = _unwind_table_of(pc + 1)
+    assert code.base <= fde < code.base + code.size    # the FDE in our own mapping
+    assert _exercise(code)[0] == [4.5, 7.5, 10.5, 13.5]
+    code.__del__()                                      # deregistered before unmapping
+    assert _unwind_table_of(pc + 1) == 0
+
+
+def test_refuses_a_global_defined_twice():
+    _, helper = _objects()
+    with pytest.raises(elfload.Unsupported, match="helper defined by two objects"):
+        elfload.LoadedCode([helper, helper])
+
+
+@pytest.mark.parametrize("name", ["getpid", "PyLong_FromLong"])
+def test_resolves_only_what_graphc_provides(name):
+    """Functions of the process that are not graphc's (a libc function not in
+    C_FUNCTIONS, a symbol of the Python executable) are never bound."""
+    assert ctypes.cast(getattr(ctypes.CDLL(None), name), ctypes.c_void_p).value
+    text = (f"; unique: {uuid.uuid4().hex}\ndeclare i64 @{name}(i64)\n"
+            f"define i64 @f(i64 %x) {{\n  %r = call i64 @{name}(i64 %x)\n  ret i64 %r\n}}\n")
+    obj = jit._compile_part(text, "O3", jit.host_target(), False)[0]
+    with pytest.raises(elfload.Unsupported, match=f"undefined symbol {name}"):
+        elfload.LoadedCode([obj])
+
+
+def test_generated_code_calls_only_listed_c_functions():
+    """Every external function the backend's modules declare is graphc's own (a kernel
+    of another part, the kernel library) or listed in ``elfload.C_FUNCTIONS``."""
+    import graphc as gc
+    import graphc.backends.llvm as llvm_backend
+    x = np.linspace(0.1, 2, 40)
+
+    def f(x):
+        y = gc.tanh(x) * gc.exp(x) + gc.log(x) + x ** 1.5 + gc.sigmoid(x) + gc.sqrt(x)
+        return gc.sum(y), gc.log1p(x), gc.erf(x) if hasattr(gc, "erf") else x
+    for dtype in (np.float32, np.float64):
+        g = gc.trace(f, x.astype(dtype))
+        for threads, parts in ((1, 1), (2, 3)):
+            _, mods = llvm_backend.lower(g, threads=threads, parts=parts)
+            mods = mods if isinstance(mods, list) else [mods]
+            defined = {fn.name for m in mods for fn in m.functions if not fn.is_declaration}
+            external = {fn.name for m in mods for fn in m.functions if fn.is_declaration
+                        and not fn.name.startswith(("llvm.", "graphc_lib"))} - defined
+            assert external <= elfload.C_FUNCTIONS, external - elfload.C_FUNCTIONS
+
+
+def test_relocation_types_are_named():
+    for typ, (name, width, _pcrel) in elfload.RELOCATIONS.items():
+        assert getattr(elfload, name) == typ and width in (4, 8)
