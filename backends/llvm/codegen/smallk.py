@@ -139,81 +139,90 @@ def emit(cg, b, k, ptrs, rows, cols) -> bool:
     the kernel is not :func:`eligible` (nothing emitted then)."""
     if not eligible(k):
         return False
-    g = k.gemm
-    mm = g.node.output
-    dtype = g.a.st.dtype
-    mr, nv, vw = tile_shape(dtype, g.m, g.n)
-    gp = k.gpart
-    if gp is not None and gp.parts > 1 and gp.by_cols:
-        # column chunks: no wider than the widest chunk (else masked-off vectors
-        # would be computed in every tile)
-        nv = max(1, min(nv, -(-(-(-gp.units // gp.parts) * gp.width) // vw)))
-    nr = nv * vw
-    vec = _Vec(cg.m, vw)
-    em = gemm_mod.Emitter(cg.m, gemm_mod.default_spec(dtype))
-    assert em.s.vw == vw
-    ft = reg_type(dtype)
-    fvt = vec.vt(ft)
-    zero = ir.Constant(fvt, 0.0)
-    i0, i1 = rows
-    j0, j1 = cols
+    _Tiles(cg, b, k, ptrs, cols).emit_rows(*rows)
+    return True
 
-    def base(v):
-        return cg.global_of(v.st) if v.st.kind == "global" else ptrs[v.st]
 
-    def addr(v, i, j):
+class _Tiles:
+    """The register tiles of one small-K kernel, emitted at builder ``b``."""
+
+    def __init__(self, cg, b, k, ptrs, cols):
+        self.cg, self.b, self.k, self.ptrs = cg, b, k, ptrs
+        g = self.g = k.gemm
+        self.mm = g.node.output
+        self.dtype = g.a.st.dtype
+        self.mr, nv, vw = tile_shape(self.dtype, g.m, g.n)
+        gp = k.gpart
+        if gp is not None and gp.parts > 1 and gp.by_cols:
+            # column chunks: no wider than the widest chunk (else masked-off vectors
+            # would be computed in every tile)
+            nv = max(1, min(nv, -(-(-(-gp.units // gp.parts) * gp.width) // vw)))
+        self.nv, self.vw, self.nr = nv, vw, nv * vw
+        self.vec = _Vec(cg.m, vw)
+        self.em = gemm_mod.Emitter(cg.m, gemm_mod.default_spec(self.dtype))
+        assert self.em.s.vw == vw
+        self.ft = reg_type(self.dtype)
+        self.fvt = self.vec.vt(self.ft)
+        self.zero = ir.Constant(self.fvt, 0.0)
+        self.j0, self.j1 = cols
+
+    def base(self, v):
+        return self.cg.global_of(v.st) if v.st.kind == "global" else self.ptrs[v.st]
+
+    def addr(self, v, i, j):
         """Pointer to element (i, j) of a 2-d view (i, j: i64 values)."""
+        b = self.b
         si, sj = v.strides
         off = I64(v.offset)
         if si:
             off = b.add(off, i if si == 1 else b.mul(i, I64(si)))
         if sj and j is not None:
             off = b.add(off, j if sj == 1 else b.mul(j, I64(sj)))
-        return b.gep(base(v), [off], source_etype=mem_type(v.st.dtype), inbounds=True)
+        return b.gep(self.base(v), [off], source_etype=mem_type(v.st.dtype), inbounds=True)
 
-    def scalar_load(v, i, j):
-        t = mem_type(v.st.dtype)
-        ld = b.load(addr(v, i, j), typ=t)
+    def scalar_load(self, v, i, j):
+        ld = self.b.load(self.addr(v, i, j), typ=mem_type(v.st.dtype))
         ld.align = v.st.dtype.itemsize
         return ld
 
-    def vload(v, i, j, mask):
+    def vload(self, v, i, j, mask):
         """<vw x reg type> of view v at row i, columns j..j+vw (lanes off the mask: 0)."""
-        dt = v.st.dtype
+        b, vec, dt = self.b, self.vec, v.st.dtype
         if v.strides[1] == 0:
-            x = scalar_load(v, i, None)
+            x = self.scalar_load(v, i, None)
             if dt == np.bool_:
                 x = b.icmp_unsigned("!=", x, I8(0))
             return vec.splat(b, x)
-        x = vec.mload(b, mem_type(dt), addr(v, i, j), mask, dt.itemsize)
+        x = vec.mload(b, mem_type(dt), self.addr(v, i, j), mask, dt.itemsize)
         if dt == np.bool_:
             x = b.icmp_unsigned("!=", x, ir.Constant(vec.vt(I8), 0))
         return x
 
-    def vstore(v, i, j, mask, x):
+    def vstore(self, v, i, j, mask, x):
         dt = v.st.dtype
         if dt == np.bool_:
-            x = b.zext(x, vec.vt(I8))
-        vec.mstore(b, x, addr(v, i, j), mask, dt.itemsize)
+            x = self.b.zext(x, self.vec.vt(I8))
+        self.vec.mstore(self.b, x, self.addr(v, i, j), mask, dt.itemsize)
 
-    def node(n, args):
+    def node(self, n, args):
         if n.op in _VEC_INTRINSIC and n.op not in _VEC_SAFE:
-            return vec.intrinsic(b, _VEC_INTRINSIC[n.op], *args)
-        return LOWERINGS[n.op].emit(b, n, *args)
+            return self.vec.intrinsic(self.b, _VEC_INTRINSIC[n.op], *args)
+        return LOWERINGS[n.op].emit(self.b, n, *args)
 
-    def lane_masks(nrem):
-        out = []
-        for v in range(nv):
+    def lane_masks(self, nrem):
+        b, vw, out = self.b, self.vw, []
+        for v in range(self.nv):
             rem = b.sub(nrem, I64(v * vw)) if v else nrem
             rem = b.select(b.icmp_signed("<", rem, I64(0)), I64(0), rem)
             rem = b.select(b.icmp_signed(">", rem, I64(vw)), I64(vw), rem)
             bits = b.sub(b.shl(I64(1), rem), I64(1))
-            out.append(b.bitcast(b.trunc(bits, ir.IntType(vw)), vec.mt))
+            out.append(b.bitcast(b.trunc(bits, ir.IntType(vw)), self.vec.mt))
         return out
 
-    def kloop(rowi, j, masks, accs):
+    def kloop(self, rowi, j, masks, accs):
         """The K loop (not unrolled: the A elements stay inside it, not hoisted out of
         the column loop into spilled registers); returns the final accumulators."""
+        b, g, nv, vw = self.b, self.g, self.nv, self.vw
         pre = b.block
         body = b.append_basic_block("sk.k")
         done = b.append_basic_block("sk.kdone")
@@ -221,66 +230,73 @@ def emit(cg, b, k, ptrs, rows, cols) -> bool:
         b.position_at_end(body)
         kk = b.phi(I64, "k")
         kk.add_incoming(I64(0), pre)
-        phis = [[b.phi(fvt) for _ in range(nv)] for _ in rowi]
+        phis = [[b.phi(self.fvt) for _ in range(nv)] for _ in rowi]
         for r, row in enumerate(phis):
             for v, ph in enumerate(row):
                 ph.add_incoming(accs[r][v], pre)
-        bv = [vec.mload(b, ft, addr(g.b, kk, b.add(j, I64(v * vw)) if v else j),
-                        masks[v], dtype.itemsize) for v in range(nv)]
+        bv = [self.vec.mload(b, self.ft, self.addr(g.b, kk, b.add(j, I64(v * vw)) if v else j),
+                             masks[v], self.dtype.itemsize) for v in range(nv)]
         new = []
         for r in range(len(rowi)):
-            av = vec.splat(b, scalar_load(g.a, rowi[r], kk))
-            new.append([b.call(em.fma, [av, bv[v], phis[r][v]]) for v in range(nv)])
+            av = self.vec.splat(b, self.scalar_load(g.a, rowi[r], kk))
+            new.append([b.call(self.em.fma, [av, bv[v], phis[r][v]]) for v in range(nv)])
         k1 = b.add(kk, I64(1))
         kk.add_incoming(k1, body)
         for r, row in enumerate(phis):
             for v, ph in enumerate(row):
                 ph.add_incoming(new[r][v], body)
-        gemm_mod.mark_no_unroll(cg.m, b.cbranch(b.icmp_signed("<", k1, I64(g.k)), body, done),
-                            f"{b.function.name}.sk{len(b.function.blocks)}", True)
+        gemm_mod.mark_no_unroll(self.cg.m,
+                                b.cbranch(b.icmp_signed("<", k1, I64(g.k)), body, done),
+                                f"{b.function.name}.sk{len(b.function.blocks)}", True)
         b.position_at_end(done)
         return new
 
-    def tile(i, nrows, j, nrem):
-        masks = lane_masks(nrem)
+    def tile(self, i, nrows, j, nrem):
+        b, k, nv, vw = self.b, self.k, self.nv, self.vw
+        masks = self.lane_masks(nrem)
         rowi = [i] + [b.add(i, I64(r)) for r in range(1, nrows)]
-        accs = [[zero] * nv for _ in range(nrows)]
-        if g.k > 0:
-            accs = kloop(rowi, j, masks, accs)
+        accs = [[self.zero] * nv for _ in range(nrows)]
+        if self.g.k > 0:
+            accs = self.kloop(rowi, j, masks, accs)
         for r in range(nrows):
             for v in range(nv):
                 jv = b.add(j, I64(v * vw)) if v else j
-                env = {mm: accs[r][v]}
+                env = {self.mm: accs[r][v]}
                 for tok, view in k.loads.items():
-                    env[tok] = vload(view, rowi[r], jv, masks[v])
+                    env[tok] = self.vload(view, rowi[r], jv, masks[v])
                 for n in k.nodes:
-                    env[n.output] = node(n, [env[x] for x in n.inputs])
+                    env[n.output] = self.node(n, [env[x] for x in n.inputs])
                 for tok, view in k.stores:
-                    vstore(view, rowi[r], jv, masks[v], env[tok])
+                    self.vstore(view, rowi[r], jv, masks[v], env[tok])
 
-    def row_tiles(nrows):
+    def row_tiles(self, nrows):
+        b = self.b
+
         def over_rows(bb, i):
             def panel(bb, j):
-                nrem = b.sub(j1, j)
-                nrem = b.select(b.icmp_signed("<", nrem, I64(nr)), nrem, I64(nr))
-                tile(i, nrows, j, nrem)
-            gemm_mod.counted_loop(b, j0, j1, nr, panel, f"sk{nrows}j", True, True)
+                nrem = b.sub(self.j1, j)
+                nrem = b.select(b.icmp_signed("<", nrem, I64(self.nr)), nrem, I64(self.nr))
+                self.tile(i, nrows, j, nrem)
+            gemm_mod.counted_loop(b, self.j0, self.j1, self.nr, panel, f"sk{nrows}j",
+                                  True, True)
         return over_rows
 
-    ifull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), I64(mr)), I64(mr)))
-    if REVERSE:
-        # last rows first: the first rows, written last, are still in L2 when the
-        # next step's forward product, which walks the weights from row 0, starts
-        # (MLP step at batch 16: ~2% faster)
-        if mr > 1:
-            gemm_mod.counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
-        nstrips = b.sdiv(b.sub(ifull, i0), I64(mr))
-        gemm_mod.counted_loop(
-            b, I64(0), nstrips, 1,
-            lambda bb, t: row_tiles(mr)(bb, b.sub(ifull, b.mul(b.add(t, I64(1)), I64(mr)))),
-            "skt", True, True)
-    else:
-        gemm_mod.counted_loop(b, i0, ifull, mr, row_tiles(mr), "skt", True, True)
-        if mr > 1:
-            gemm_mod.counted_loop(b, ifull, i1, 1, row_tiles(1), "skr", True, True)
-    return True
+    def emit_rows(self, i0, i1):
+        b, mr = self.b, self.mr
+        ifull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), I64(mr)), I64(mr)))
+        if REVERSE:
+            # last rows first: the first rows, written last, are still in L2 when the
+            # next step's forward product, which walks the weights from row 0, starts
+            # (MLP step at batch 16: ~2% faster)
+            if mr > 1:
+                gemm_mod.counted_loop(b, ifull, i1, 1, self.row_tiles(1), "skr", True, True)
+            nstrips = b.sdiv(b.sub(ifull, i0), I64(mr))
+            gemm_mod.counted_loop(
+                b, I64(0), nstrips, 1,
+                lambda bb, t: self.row_tiles(mr)(
+                    bb, b.sub(ifull, b.mul(b.add(t, I64(1)), I64(mr)))),
+                "skt", True, True)
+        else:
+            gemm_mod.counted_loop(b, i0, ifull, mr, self.row_tiles(mr), "skt", True, True)
+            if mr > 1:
+                gemm_mod.counted_loop(b, ifull, i1, 1, self.row_tiles(1), "skr", True, True)
