@@ -21,6 +21,7 @@ from . import gemm as gemm_mod  # noqa: F401
 from ..native import kernellib
 from . import smallk
 from ..runtime import parallel
+from .dynamic import DynamicSchedule
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
 from ..plan.kernels import CopyKernel, GemmKernel, Plan, SmallKKernel
 from ..plan.views import View
@@ -44,7 +45,7 @@ def _const_init(st):
     return ir.Constant(ir.ArrayType(t, len(items)), items)
 
 
-class Codegen:
+class Codegen(DynamicSchedule):
     def __init__(self, plan: Plan, target_triple: str = "", profile: bool = False):
         self.plan = plan
         self.profile = profile
@@ -406,109 +407,6 @@ class Codegen:
         else:
             self.dynamic_phases(b, fn, tid, nth, argv, run)
         b.ret_void()
-
-    def dynamic_phases(self, b, fn, tid, nth, argv, run):
-        """Kernels between two required synchronisation points form a *segment*; its
-        work is a list of chunks -- one per thread share of every multi-thread kernel,
-        plus one chunk running the segment's thread-0-only kernels in order -- that
-        threads claim with an atomic counter.  A segment ends when all its chunks are
-        done (a done counter), not when all threads arrived: a thread the OS has not
-        scheduled yet does not hold the others up, the others do its share.  What a
-        chunk computes depends only on its index, so results stay bit-identical.
-
-        Counters live in a buffer (argv slot ``len(slots)+2``, one cache line each)
-        that the runtime zeroes before every call, so any number of threads (1..T) may
-        run a call: shares are fixed by chunk index, not by thread.
-        """
-        plan = self.plan
-        segs, cur = [], []
-        for i, k in enumerate(plan.kernels):
-            if k.barrier and cur:
-                segs.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            segs.append(cur)
-        self.n_segments = len(segs)
-        nslots = len(plan.slots)
-        ctr = b.inttoptr(b.load(b.gep(argv, [I64(nslots + 2)], source_etype=I64), typ=I64),
-                         PTR)
-        yield_fn = self.m.globals.get("sched_yield") or ir.Function(
-            self.m, ir.FunctionType(I32, []), "sched_yield")
-        pause = ir.Function(self.m, ir.FunctionType(VOID, []), "llvm.x86.sse2.pause") \
-            if (self.m.triple or "x86_64").startswith(("x86_64", "i686")) else None
-        T = self.T
-        for si, seg in enumerate(segs):
-            chunks = []          # (cost, [(kernel index, part)])
-            singles = [i for i in seg if plan.kernels[i].single]
-            if singles:
-                chunks.append((sum(_cost(plan.kernels[i], T) for i in singles),
-                               [(i, 0) for i in singles]))
-            for i in seg:
-                if not plan.kernels[i].single:
-                    kn = plan.kernels[i].nchunks
-                    for part in range(kn):
-                        chunks.append((_cost(plan.kernels[i], T) / kn, [(i, part)]))
-            chunks.sort(key=lambda c: -c[0])
-            n = len(chunks)
-            claim = b.gep(ctr, [I64(16 * si)], source_etype=I64)
-            done = b.gep(ctr, [I64(16 * si + 8)], source_etype=I64)
-            target = I64(n)
-            pre = b.block
-            head = fn.append_basic_block(f"seg{si}.claim")
-            work = fn.append_basic_block(f"seg{si}.work")
-            nxt = fn.append_basic_block(f"seg{si}.next")
-            wait = fn.append_basic_block(f"seg{si}.wait")
-            spin = fn.append_basic_block(f"seg{si}.spin")
-            out = fn.append_basic_block(f"seg{si}.out")
-            b.branch(head)
-            b.position_at_end(head)
-            c = b.atomic_rmw("add", claim, I64(1), "monotonic")
-            b.cbranch(b.icmp_signed("<", c, I64(n)), work, wait)
-            b.position_at_end(work)
-            blocks = [fn.append_basic_block(f"seg{si}.c{j}") for j in range(n)]
-            sw = b.switch(c, nxt)
-            for j, (cost, items) in enumerate(chunks):
-                sw.add_case(I64(j), blocks[j])
-                b.position_at_end(blocks[j])
-                for i, part in items:
-                    run(i, I64(part))
-                b.branch(nxt)
-            b.position_at_end(nxt)
-            b.atomic_rmw("add", done, I64(1), "release")
-            b.branch(head)
-            # wait until every chunk of the segment is done (by whichever thread)
-            b.position_at_end(wait)
-            b.branch(spin)
-            b.position_at_end(spin)
-            cnt = b.phi(I64)
-            cnt.add_incoming(I64(0), wait)
-            d = b.load_atomic(done, "acquire", 8, typ=I64)
-            slow = fn.append_basic_block(f"seg{si}.slow")
-            fast = fn.append_basic_block(f"seg{si}.fast")
-            b.cbranch(b.icmp_signed(">=", d, target), out, fast)
-            b.position_at_end(fast)
-            if pause is not None:
-                b.call(pause, [])
-            cnext = b.add(cnt, I64(1))
-            b.cbranch(b.icmp_signed(">", cnext, I64(1 << 12)), slow, spin)
-            cnt.add_incoming(cnext, fast)
-            b.position_at_end(slow)
-            b.call(yield_fn, [])
-            b.branch(spin)
-            cnt.add_incoming(cnext, slow)
-            b.position_at_end(out)
-            del pre
-
-
-def _cost(k, T):
-    """Rough work of a kernel (multiply-adds or element-ops) for ordering chunks."""
-    if isinstance(k, GemmKernel):
-        g = k.gemm
-        return g.m * g.n * max(g.k, 1) + g.m * g.n * len(k.nodes)
-    if isinstance(k, CopyKernel):
-        return sum(int(np.prod(c.dst.shape)) for c in k.copies)
-    return int(np.prod(k.shape)) * (1 + len(k.nodes) + len(k.reductions))
 
 
 def _compile_cost(k):

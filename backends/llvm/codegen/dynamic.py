@@ -1,0 +1,139 @@
+"""The dynamic chunk scheduler inside the entry function (more than one thread).
+
+Kernels between two required synchronisation points form a *segment*; its work is a
+list of chunks that threads claim with an atomic counter, and a segment ends when all
+its chunks are done.  A mixin of :class:`.module.Codegen` (it uses the module ``m``,
+the ``plan`` and the thread count ``T``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ..plan.kernels import CopyKernel, GemmKernel
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+
+class DynamicSchedule:
+    def dynamic_phases(self, b, fn, tid, nth, argv, run):
+        """Kernels between two required synchronisation points form a *segment*; its
+        work is a list of chunks -- one per thread share of every multi-thread kernel,
+        plus one chunk running the segment's thread-0-only kernels in order -- that
+        threads claim with an atomic counter.  A segment ends when all its chunks are
+        done (a done counter), not when all threads arrived: a thread the OS has not
+        scheduled yet does not hold the others up, the others do its share.  What a
+        chunk computes depends only on its index, so results stay bit-identical.
+
+        Counters live in a buffer (argv slot ``len(slots)+2``, one cache line each)
+        that the runtime zeroes before every call, so any number of threads (1..T) may
+        run a call: shares are fixed by chunk index, not by thread.
+        """
+        plan = self.plan
+        segs = _segments(plan.kernels)
+        self.n_segments = len(segs)
+        nslots = len(plan.slots)
+        ctr = b.inttoptr(b.load(b.gep(argv, [I64(nslots + 2)], source_etype=I64), typ=I64),
+                         PTR)
+        yield_fn = self.m.globals.get("sched_yield") or ir.Function(
+            self.m, ir.FunctionType(I32, []), "sched_yield")
+        pause = ir.Function(self.m, ir.FunctionType(VOID, []), "llvm.x86.sse2.pause") \
+            if (self.m.triple or "x86_64").startswith(("x86_64", "i686")) else None
+        for si, seg in enumerate(segs):
+            chunks = _chunks([plan.kernels[i] for i in seg], seg, self.T)
+            wait, done = self.segment(b, fn, si, chunks, ctr, run)
+            self.wait_segment(b, fn, si, len(chunks), wait, done, yield_fn, pause)
+
+    def segment(self, b, fn, si, chunks, ctr, run):
+        """Claim chunks of segment ``si`` with an atomic counter and run them until none
+        is left (each done chunk counted).  Returns the (wait, spin, out) blocks of
+        the wait that follows and the done counter."""
+        n = len(chunks)
+        claim = b.gep(ctr, [I64(16 * si)], source_etype=I64)
+        done = b.gep(ctr, [I64(16 * si + 8)], source_etype=I64)
+        head = fn.append_basic_block(f"seg{si}.claim")
+        work = fn.append_basic_block(f"seg{si}.work")
+        nxt = fn.append_basic_block(f"seg{si}.next")
+        wait = [fn.append_basic_block(f"seg{si}.{w}") for w in ("wait", "spin", "out")]
+        b.branch(head)
+        b.position_at_end(head)
+        c = b.atomic_rmw("add", claim, I64(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", c, I64(n)), work, wait[0])
+        b.position_at_end(work)
+        blocks = [fn.append_basic_block(f"seg{si}.c{j}") for j in range(n)]
+        sw = b.switch(c, nxt)
+        for j, (cost, items) in enumerate(chunks):
+            sw.add_case(I64(j), blocks[j])
+            b.position_at_end(blocks[j])
+            for i, part in items:
+                run(i, I64(part))
+            b.branch(nxt)
+        b.position_at_end(nxt)
+        b.atomic_rmw("add", done, I64(1), "release")
+        b.branch(head)
+        return wait, done
+
+    def wait_segment(self, b, fn, si, n, blocks, done, yield_fn, pause):
+        """Spin until all ``n`` chunks of segment ``si`` are done (by whichever thread),
+        yielding the CPU after a while."""
+        wait, spin, out = blocks
+        b.position_at_end(wait)
+        b.branch(spin)
+        b.position_at_end(spin)
+        cnt = b.phi(I64)
+        cnt.add_incoming(I64(0), wait)
+        d = b.load_atomic(done, "acquire", 8, typ=I64)
+        slow = fn.append_basic_block(f"seg{si}.slow")
+        fast = fn.append_basic_block(f"seg{si}.fast")
+        b.cbranch(b.icmp_signed(">=", d, I64(n)), out, fast)
+        b.position_at_end(fast)
+        if pause is not None:
+            b.call(pause, [])
+        cnext = b.add(cnt, I64(1))
+        b.cbranch(b.icmp_signed(">", cnext, I64(1 << 12)), slow, spin)
+        cnt.add_incoming(cnext, fast)
+        b.position_at_end(slow)
+        b.call(yield_fn, [])
+        b.branch(spin)
+        cnt.add_incoming(cnext, slow)
+        b.position_at_end(out)
+
+
+def _segments(kernels) -> list:
+    """Kernel indices between synchronisation points (a barrier starts a segment)."""
+    segs, cur = [], []
+    for i, k in enumerate(kernels):
+        if k.barrier and cur:
+            segs.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        segs.append(cur)
+    return segs
+
+
+def _chunks(kernels, indices, T) -> list:
+    """(cost, [(kernel index, part)]) of a segment, costliest first: one chunk running
+    its thread-0-only kernels in order, one per piece of every multi-thread kernel."""
+    chunks = []
+    singles = [(i, k) for i, k in zip(indices, kernels) if k.single]
+    if singles:
+        chunks.append((sum(_cost(k, T) for _, k in singles), [(i, 0) for i, _ in singles]))
+    for i, k in zip(indices, kernels):
+        if not k.single:
+            for part in range(k.nchunks):
+                chunks.append((_cost(k, T) / k.nchunks, [(i, part)]))
+    chunks.sort(key=lambda c: -c[0])
+    return chunks
+
+
+def _cost(k, T):
+    """Rough work of a kernel (multiply-adds or element-ops) for ordering chunks."""
+    if isinstance(k, GemmKernel):
+        g = k.gemm
+        return g.m * g.n * max(g.k, 1) + g.m * g.n * len(k.nodes)
+    if isinstance(k, CopyKernel):
+        return sum(int(np.prod(c.dst.shape)) for c in k.copies)
+    return int(np.prod(k.shape)) * (1 + len(k.nodes) + len(k.reductions))
