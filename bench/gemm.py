@@ -140,7 +140,7 @@ def fma_ceiling(threads: int) -> float:
 def measure(case, threads: int, rounds: int, seconds: float):
     from threadpoolctl import threadpool_limits
 
-    from graphc.backends.llvm.codegen import gemm as G
+    from graphc.backends.llvm.runtime import gemmcall
 
     label, m, k, n, ta, tb = case
     rng = np.random.default_rng(0)
@@ -149,7 +149,7 @@ def measure(case, threads: int, rounds: int, seconds: float):
     c_g = np.empty((m, n), np.float32)
     c_n = np.empty((m, n), np.float32)
     av, bv = (a.T if ta else a), (b.T if tb else b)
-    plan = G.GemmPlan(a, b, c_g, ta, tb, threads=threads)
+    plan = gemmcall.GemmPlan(a, b, c_g, ta, tb, threads=threads)
     flops = 2.0 * m * n * k
 
     # calls per block: about `seconds` of work at ~200 GFLOP/s per thread

@@ -32,7 +32,6 @@ Why it is built this way (shared/FACTS.md has the measurements):
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -552,93 +551,3 @@ def emit_gemm_entry(module: ir.Module, spec="float32", trans_a=False,
     b.call(par, [tid, nth] + ptrs + vals[3:9] + [b.trunc(vals[9], I32)])
     b.ret_void()
     return fn
-
-
-# --------------------------------------------------------------------------- Python API
-
-_COMPILED: dict = {}
-_COMPILE_LOCK = threading.Lock()
-
-
-def build_module(spec: GemmSpec) -> ir.Module:
-    """A module holding one GEMM variant and its thread-partition wrapper."""
-    module = ir.Module(name=spec.name)
-    emit_gemm_entry(module, spec)
-    return module
-
-
-def compiled(spec: GemmSpec):
-    """(CompiledModule, address of the ``_entry`` job function) for ``spec``, cached."""
-    hit = _COMPILED.get(spec)
-    if hit is None:
-        with _COMPILE_LOCK:
-            hit = _COMPILED.get(spec)
-            if hit is None:
-                cm = jit.compile_module(build_module(spec))
-                hit = (cm, cm.get_function_address(spec.name + "_entry"))
-                _COMPILED[spec] = hit
-    return hit
-
-
-def _shapes(a, b, trans_a, trans_b):
-    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if ka != kb:
-        raise ValueError(f"gemm: inner dimensions differ: op(A) is {m}x{ka}, op(B) is {kb}x{n}")
-    return m, n, ka
-
-
-class GemmPlan:
-    """A GEMM bound to fixed arrays, with pointers cached as ints (0.3 µs per call).
-
-    ``plan()`` computes ``out (=|+=) op(a)·op(b)`` on ``threads`` threads through
-    :mod:`.parallel`; this is how benchmarks measure the kernel without Python-side
-    argument conversion, as the compiled step function will call it.
-    """
-
-    def __init__(self, a, b, out, trans_a=False, trans_b=False, accumulate=False,
-                 threads=None, spec=None):
-        from ..runtime import parallel
-        for x in (a, b, out):
-            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.ndim == 2):
-                raise ValueError("gemm: operands must be C-contiguous 2-D numpy arrays")
-        if not (a.dtype == b.dtype == out.dtype):
-            raise TypeError(f"gemm: dtypes differ: {a.dtype}, {b.dtype}, {out.dtype}")
-        m, n, k = _shapes(a, b, trans_a, trans_b)
-        if out.shape != (m, n):
-            raise ValueError(f"gemm: out has shape {out.shape}, expected {(m, n)}")
-        self.spec = spec or default_spec(a.dtype, trans_a, trans_b)
-        self.cm, fn = compiled(self.spec)
-        self.arrays = (a, b, out)  # keep the buffers alive while the plan exists
-        self.argv = np.array([a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k,
-                              a.shape[1], b.shape[1], out.shape[1], int(bool(accumulate))],
-                             dtype=np.int64)
-        # tiny products stay on one thread (the native partition makes the same call)
-        parts = max(1, m * n * max(k, 1) // MIN_WORK_PER_THREAD)
-        self.threads = min(parallel.num_threads(threads), parts)
-        self.run = parallel.Launcher(fn, self.threads).bind(self.argv.ctypes.data)
-
-    def __call__(self):
-        self.run()
-        return self.arrays[2]
-
-
-def gemm(a, b, trans_a=False, trans_b=False, threads=None, out=None, accumulate=False):
-    """``op(a) @ op(b)`` (or ``out += ...`` with ``accumulate``) by the JIT kernel.
-
-    A convenience for tests and benchmarks: compiles the variant once (memory and disk
-    cache) and runs it through ctypes, the row/column partition split over ``threads``
-    (default ``GRAPHC_NUM_THREADS`` or the core count) Python threads.
-    """
-    a = np.ascontiguousarray(a)
-    b = np.ascontiguousarray(b)
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"gemm: operands must be 2-D, got shapes {a.shape} and {b.shape}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"gemm: dtypes differ: {a.dtype} and {b.dtype}")
-    m, n, _ = _shapes(a, b, trans_a, trans_b)
-    if out is None:
-        if accumulate:
-            raise ValueError("gemm: accumulate=True needs out=")
-        out = np.empty((m, n), dtype=a.dtype)
-    return GemmPlan(a, b, out, trans_a, trans_b, accumulate, threads)()

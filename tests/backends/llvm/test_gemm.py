@@ -15,6 +15,7 @@ from llvmlite import ir  # noqa: E402
 
 from graphc.backends.llvm.codegen import gemm as G  # noqa: E402
 from graphc.backends.llvm.native import jit  # noqa: E402
+from graphc.backends.llvm.runtime import gemmcall  # noqa: E402
 from graphc.backends.llvm.runtime import parallel as P  # noqa: E402
 
 VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
@@ -55,7 +56,7 @@ def _check(c, a, b, ta, tb, extra=None):
 def test_matches_numpy(dtype, ta, tb, m, n, k):
     rng = np.random.default_rng(m * 10007 + n * 101 + k)
     a, b = _operands(rng, m, n, k, dtype, ta, tb)
-    c = G.gemm(a, b, trans_a=ta, trans_b=tb, threads=1)
+    c = gemmcall.gemm(a, b, trans_a=ta, trans_b=tb, threads=1)
     assert c.dtype == np.dtype(dtype)
     _check(c, a, b, ta, tb)
 
@@ -68,7 +69,7 @@ def test_accumulate(dtype, ta, tb):
     a, b = _operands(rng, m, n, k, dtype, ta, tb)
     c0 = rng.standard_normal((m, n)).astype(dtype)
     c = c0.copy()
-    G.gemm(a, b, trans_a=ta, trans_b=tb, out=c, accumulate=True, threads=1)
+    gemmcall.gemm(a, b, trans_a=ta, trans_b=tb, out=c, accumulate=True, threads=1)
     _check(c, a, b, ta, tb, extra=c0.astype(np.float64))
 
 
@@ -78,9 +79,9 @@ def test_accumulate(dtype, ta, tb):
 def test_thread_count_does_not_change_bits(ta, tb, m, n, k):
     rng = np.random.default_rng(7)
     a, b = _operands(rng, m, n, k, "float32", ta, tb)
-    one = G.gemm(a, b, ta, tb, threads=1)
+    one = gemmcall.gemm(a, b, ta, tb, threads=1)
     for t in (2, 3):
-        assert np.array_equal(G.gemm(a, b, ta, tb, threads=t), one)
+        assert np.array_equal(gemmcall.gemm(a, b, ta, tb, threads=t), one)
 
 
 def _raw_kernel(spec):
@@ -136,11 +137,11 @@ def test_empty_range_and_k0():
 def test_bad_inputs_raise():
     a = np.ones((3, 4), np.float32)
     with pytest.raises(ValueError):
-        G.gemm(a, np.ones((5, 2), np.float32))
+        gemmcall.gemm(a, np.ones((5, 2), np.float32))
     with pytest.raises(TypeError):
-        G.gemm(a, np.ones((4, 2), np.float64))
+        gemmcall.gemm(a, np.ones((4, 2), np.float64))
     with pytest.raises(TypeError):
-        G.gemm(a.astype(np.int32), np.ones((4, 2), np.int32))
+        gemmcall.gemm(a.astype(np.int32), np.ones((4, 2), np.int32))
 
 
 def test_host_assembly_uses_vector_fma():
@@ -148,7 +149,7 @@ def test_host_assembly_uses_vector_fma():
     if t.generic or not (t.has_feature("avx512f") or t.has_feature("avx2")):
         pytest.skip("host lacks avx512f/avx2")
     spec = G.default_spec("float32")
-    asm = jit.assembly(G.build_module(spec))
+    asm = jit.assembly(gemmcall.build_module(spec))
     reg = "zmm" if t.has_feature("avx512f") else "ymm"
     assert reg in asm
     fmas = [line for line in asm.splitlines() if "vfmadd" in line and reg in line]
@@ -161,7 +162,7 @@ def test_generic_target_still_correct(monkeypatch, tmp_path):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     rng = np.random.default_rng(5)
     a, b = _operands(rng, 9, 21, 17, "float32", False, True)
-    c = G.gemm(a, b, trans_b=True, threads=1)
+    c = gemmcall.gemm(a, b, trans_b=True, threads=1)
     _check(c, a, b, False, True)
 
 
@@ -280,10 +281,10 @@ def test_threads_work_after_fork():
         pytest.skip("no fork")
     rng = np.random.default_rng(2)
     a, b = _operands(rng, 64, 256, 128, "float32", False, False)
-    want = G.gemm(a, b, threads=2)  # the parent's pool exists now
+    want = gemmcall.gemm(a, b, threads=2)  # the parent's pool exists now
     pid = os.fork()
     if pid == 0:  # child: exit code 0 only if the result is right
-        ok = np.array_equal(G.gemm(a, b, threads=2), want)
+        ok = np.array_equal(gemmcall.gemm(a, b, threads=2), want)
         os._exit(0 if ok else 1)
     import signal
     import time
@@ -302,8 +303,8 @@ def test_threads_work_after_fork():
 
 def test_non_2d_and_non_contiguous():
     with pytest.raises(ValueError):
-        G.gemm(np.ones(3, np.float32), np.ones((3, 2), np.float32))
+        gemmcall.gemm(np.ones(3, np.float32), np.ones((3, 2), np.float32))
     rng = np.random.default_rng(4)
     a = rng.standard_normal((40, 30)).astype(np.float32)[::2, ::3]  # strided view
     b = rng.standard_normal((10, 7)).astype(np.float32)
-    _check(G.gemm(a, b, threads=1), np.ascontiguousarray(a), b, False, False)
+    _check(gemmcall.gemm(a, b, threads=1), np.ascontiguousarray(a), b, False, False)
