@@ -67,11 +67,22 @@ def _prep(ctx, xs, dtype=None, floating=False, shape=None, op=None):
             for v in vals]
 
 
-def _elementwise(op, np_fn, *xs, dtype=None, floating=False):
+def _elementwise(op, *xs, dtype=None, floating=False):
     ctx = deepest_context(*xs)
     if ctx is None:
-        return np_fn(*xs)
+        return _eager(op, xs, dtype, floating)
     return ctx.emit(op, *_prep(ctx, xs, dtype, floating, op=op))
+
+
+def _eager(op, xs, dtype, floating):
+    """``op`` on arrays, outside any trace: the numpy backend's own implementation of the
+    op (the oracle's table, not a copy of it), on operands promoted and broadcast as the
+    tracer would, so eager and traced results agree."""
+    from .backends.numpy_backend import IMPLS     # imports only numpy and graphc.ir
+    dtype = dtype or result_dtype(*xs, floating=floating)
+    arrays = np.broadcast_arrays(*[np.asarray(x, dtype=dtype) for x in xs])
+    out = IMPLS[op]({}, *arrays)
+    return out[()] if isinstance(out, np.ndarray) and out.ndim == 0 else out
 
 
 def _wrap(v, ctx):
@@ -79,21 +90,21 @@ def _wrap(v, ctx):
 
 
 # ---- elementwise -------------------------------------------------------------------------------
-def add(x, y): return _elementwise("add", np.add, x, y)
-def subtract(x, y): return _elementwise("sub", np.subtract, x, y)
-def multiply(x, y): return _elementwise("mul", np.multiply, x, y)
-def divide(x, y): return _elementwise("div", np.true_divide, x, y, floating=True)
-def maximum(x, y): return _elementwise("maximum", np.maximum, x, y)
-def minimum(x, y): return _elementwise("minimum", np.minimum, x, y)
-def less(x, y): return _elementwise("lt", np.less, x, y)
-def less_equal(x, y): return _elementwise("le", np.less_equal, x, y)
-def greater(x, y): return _elementwise("gt", np.greater, x, y)
-def greater_equal(x, y): return _elementwise("ge", np.greater_equal, x, y)
-def equal(x, y): return _elementwise("eq", np.equal, x, y)
-def not_equal(x, y): return _elementwise("ne", np.not_equal, x, y)
-def logical_and(x, y): return _elementwise("logical_and", np.logical_and, x, y, dtype=dt.bool_)
-def logical_or(x, y): return _elementwise("logical_or", np.logical_or, x, y, dtype=dt.bool_)
-def logical_not(x): return _elementwise("logical_not", np.logical_not, x, dtype=dt.bool_)
+def add(x, y): return _elementwise("add", x, y)
+def subtract(x, y): return _elementwise("sub", x, y)
+def multiply(x, y): return _elementwise("mul", x, y)
+def divide(x, y): return _elementwise("div", x, y, floating=True)
+def maximum(x, y): return _elementwise("maximum", x, y)
+def minimum(x, y): return _elementwise("minimum", x, y)
+def less(x, y): return _elementwise("lt", x, y)
+def less_equal(x, y): return _elementwise("le", x, y)
+def greater(x, y): return _elementwise("gt", x, y)
+def greater_equal(x, y): return _elementwise("ge", x, y)
+def equal(x, y): return _elementwise("eq", x, y)
+def not_equal(x, y): return _elementwise("ne", x, y)
+def logical_and(x, y): return _elementwise("logical_and", x, y, dtype=dt.bool_)
+def logical_or(x, y): return _elementwise("logical_or", x, y, dtype=dt.bool_)
+def logical_not(x): return _elementwise("logical_not", x, dtype=dt.bool_)
 
 
 def power(x, y):
@@ -102,36 +113,31 @@ def power(x, y):
             return x
         if y == 2:
             return multiply(x, x)
-    return _elementwise("pow", np.power, x, y, floating=True)
+    return _elementwise("pow", x, y, floating=True)
 
 
-def negative(x): return _elementwise("neg", np.negative, x)
-def abs(x): return _elementwise("abs", np.abs, x)
-def sign(x): return _elementwise("sign", np.sign, x)
-def exp(x): return _elementwise("exp", np.exp, x, floating=True)
-def log(x): return _elementwise("log", np.log, x, floating=True)
-def tanh(x): return _elementwise("tanh", np.tanh, x, floating=True)
-def sqrt(x): return _elementwise("sqrt", np.sqrt, x, floating=True)
+def negative(x): return _elementwise("neg", x)
+def abs(x): return _elementwise("abs", x)
+def sign(x): return _elementwise("sign", x)
+def exp(x): return _elementwise("exp", x, floating=True)
+def log(x): return _elementwise("log", x, floating=True)
+def tanh(x): return _elementwise("tanh", x, floating=True)
+def sqrt(x): return _elementwise("sqrt", x, floating=True)
 def square(x): return multiply(x, x)
 def log1p(x): return log(add(x, 1.0))
 def expm1(x): return subtract(exp(x), 1.0)
 def reciprocal(x): return divide(1.0, x)
 
 
-def sigmoid(x):
-    def np_sigmoid(a):
-        a = np.asarray(a, dtype=result_dtype(a, floating=True))
-        e = np.exp(-np.abs(a))
-        return np.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype)
-    return _elementwise("sigmoid", np_sigmoid, x, floating=True)
+def sigmoid(x): return _elementwise("sigmoid", x, floating=True)
 
 
 def relu(x):
-    return _elementwise("relu", lambda a: np.maximum(a, 0).astype(np.asarray(a).dtype), x)
+    return _elementwise("relu", x)
 
 
 def stop_gradient(x):
-    return _elementwise("stop_gradient", lambda a: a, x)
+    return _elementwise("stop_gradient", x)
 
 
 def clip(x, lo=None, hi=None):

@@ -23,10 +23,10 @@ a member of its own group (the GEMM needs its operands stored; only epilogues fu
 """
 from __future__ import annotations
 
-from graphc.ir import Graph, Node, Value, get_op
+from graphc.ir import Graph, Node, Value, get_op, view_ops
 
-#: ops that only re-index a buffer (no loop of their own in a backend)
-VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice"})
+#: ops that only re-index a buffer (no loop of their own in a backend): ``OpDef.view``
+VIEW_OPS = view_ops()
 
 
 def _kind(n: Node) -> str:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from graphc.ir import Graph, Value, saved_activations
+from graphc.ir import Graph, Value, identity_ops, saved_activations, view_ops
 
 PERSISTENT_KINDS = ("input", "constant", "output")
 
 
-VIEW_OPS = ("reshape", "transpose", "broadcast_to", "slice", "stop_gradient")
+#: ops whose output reads its operand's buffer (views and identities: OpDef.view, .identity)
+VIEW_OPS = tuple(sorted(view_ops() | identity_ops()))
 
 
 def fused_values(graph: Graph) -> set[Value]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphc.ir import Graph, get_op
+from graphc.ir import Graph, get_op, identity_ops, view_ops
 
 from .liveness import Liveness, fused_values, liveness
 
@@ -42,9 +42,9 @@ __all__ = ["MemoryPlan", "Buffer", "plan_memory", "memory_report", "MemoryReport
 
 ALIGNMENT = 64
 # Ops whose output is its operand's bytes in the same order: any backend can alias them.
-CONTIGUOUS_VIEWS = ("reshape", "stop_gradient")
+CONTIGUOUS_VIEWS = tuple(sorted(view_ops("reshape") | identity_ops()))
 # Ops a backend reading strided memory (numpy) may alias too; pass ``views=`` to use them.
-STRIDED_VIEWS = ("broadcast_to", "transpose")
+STRIDED_VIEWS = tuple(sorted(view_ops("permute", "broadcast")))
 
 
 def align(n: int, alignment: int = ALIGNMENT) -> int:

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import heapq
 
-from graphc.ir import Graph, verify
+from graphc.ir import Graph, identity_ops, verify, view_ops
 
 from .liveness import persistent_kind
 
 __all__ = ["schedule_for_memory", "peak_live_bytes", "HEURISTICS"]
+
+#: ops that allocate nothing (they alias their operand in every backend)
+ALIASING = tuple(sorted(view_ops("reshape") | identity_ops()))
 
 
 def _alloc(graph, n, views, outputs) -> int:
@@ -55,7 +58,7 @@ def _operands(n):
     return out
 
 
-def list_schedule(graph: Graph, free_first=False, views=("reshape", "stop_gradient")) -> list:
+def list_schedule(graph: Graph, free_first=False, views=ALIASING) -> list:
     """Greedy list scheduling by bytes freed minus bytes allocated (see module doc)."""
     order = {n: i for i, n in enumerate(graph.nodes)}
     outputs = set(graph.outputs)

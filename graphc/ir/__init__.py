@@ -12,11 +12,12 @@ from .errors import (ArgumentError, DTypeError, GradCheckError, GraphcError, Ran
 from .fingerprint import fingerprint
 from .graph import Graph, Node, TensorType, Value
 from .printer import format_graph
-from .registry import all_ops, get_op, register
+from .registry import all_ops, get_op, identity_ops, register, view_ops
 from .verify import verify
 
 __all__ = ["Graph", "Node", "Value", "TensorType", "Emitter", "verify", "format_graph",
            "to_dot", "to_networkx", "saved_activations", "all_ops", "get_op", "register",
+           "view_ops", "identity_ops",
            "GraphcError", "RangeError", "ShapeError", "DTypeError", "TraceError",
            "ArgumentError", "VerifyError", "GradCheckError", "fingerprint", "as_dtype",
            "float32", "float64", "int32", "int64", "bool_"]

@@ -6,7 +6,7 @@ Each entry says how the op is lowered:
   called inside a loop nest (the loop vectorizer widens it).  Operands and results are
   in register form: float/double, i32/i64, and i1 for bool.
 * ``view`` -- no code: the op changes how a buffer is indexed (strides, offset); see
-  ``lower.view_of``.  broadcast_to becomes stride 0, transpose a stride permutation
+  :mod:`.views`.  broadcast_to becomes stride 0, transpose a stride permutation
   (folded into the GEMM transpose flags when it feeds a matmul).
 * ``reduce`` -- ``combine(b, dtype, acc, x)`` and the identity element.
 * ``matmul`` / ``copy`` / ``source`` -- handled by the planner (GEMM kernels, copies into
@@ -48,6 +48,26 @@ def is_float(dtype) -> bool:
 class Lowering:
     kind: str                      # elementwise | view | reduce | matmul | copy | source
     emit: Callable | None = None   # elementwise: emit(b, node, *vals); reduce: combine
+    #: elementwise only, and required there (a test checks): whether ``emit`` is also
+    #: valid IR on vector operands (register-tile epilogues, :mod:`.smallk`) -- True,
+    #: False, or a predicate of the node (e.g. float dtypes only)
+    vector: bool | Callable | None = None
+    #: the ``llvm.<name>`` intrinsic a float lowering calls: vector code calls its
+    #: vector form instead of ``emit``
+    intrinsic: str | None = None
+
+    def vector_ok(self, node) -> bool:
+        """Whether this node may be computed on vectors (see ``vector``)."""
+        v = self.vector
+        return bool(v(node) if callable(v) else v)
+
+
+def _float_only(node) -> bool:
+    return is_float(node.output.dtype)
+
+
+def _same_dtype(node) -> bool:
+    return np.dtype(node.inputs[0].dtype) == np.dtype(node.output.dtype)
 
 
 def _const(t, v):
@@ -164,33 +184,38 @@ def _unary_math(fn):
     return lambda b, n, x: fn(b, x)
 
 
+#: op -> Lowering: the scalar emitter and whether it also works on vectors
 ELEMENTWISE = {
-    "add": _arith("fadd", "add"),
-    "sub": _arith("fsub", "sub"),
-    "mul": _arith("fmul", "mul"),
-    "div": _div,
-    "pow": lambda b, n, x, y: mathfn.pow_(b, x, y),
-    "maximum": _maxmin("max"),
-    "minimum": _maxmin("min"),
-    "neg": _neg,
-    "exp": _unary_math(mathfn.exp),
-    "log": _unary_math(mathfn.log),
-    "tanh": _unary_math(mathfn.tanh),
-    "sigmoid": _unary_math(mathfn.sigmoid),
-    "relu": _relu,
-    "sqrt": lambda b, n, x: mathfn.intrinsic(b, "sqrt", x.type, x),
-    "abs": _abs,
-    "sign": _sign,
-    **{c: _compare(c) for c in _FCMP},
-    "logical_and": lambda b, n, x, y: b.and_(x, y),
-    "logical_or": lambda b, n, x, y: b.or_(x, y),
-    "logical_not": lambda b, n, x: b.xor(x, _const(I1, 1)),
-    "where": lambda b, n, c, x, y: b.select(c, x, y),
-    "cast": _cast,
-    "stop_gradient": lambda b, n, x: x,
+    "add": Lowering("elementwise", _arith("fadd", "add"), vector=True),
+    "sub": Lowering("elementwise", _arith("fsub", "sub"), vector=True),
+    "mul": Lowering("elementwise", _arith("fmul", "mul"), vector=True),
+    "div": Lowering("elementwise", _div, vector=_float_only),
+    "pow": Lowering("elementwise", lambda b, n, x, y: mathfn.pow_(b, x, y), vector=False),
+    "maximum": Lowering("elementwise", _maxmin("max"), vector=_float_only,
+                        intrinsic="maximum"),
+    "minimum": Lowering("elementwise", _maxmin("min"), vector=_float_only,
+                        intrinsic="minimum"),
+    "neg": Lowering("elementwise", _neg, vector=True),
+    "exp": Lowering("elementwise", _unary_math(mathfn.exp), vector=False),
+    "log": Lowering("elementwise", _unary_math(mathfn.log), vector=False),
+    "tanh": Lowering("elementwise", _unary_math(mathfn.tanh), vector=False),
+    "sigmoid": Lowering("elementwise", _unary_math(mathfn.sigmoid), vector=False),
+    "relu": Lowering("elementwise", _relu, vector=True),
+    "sqrt": Lowering("elementwise", lambda b, n, x: mathfn.intrinsic(b, "sqrt", x.type, x),
+                     vector=_float_only, intrinsic="sqrt"),
+    "abs": Lowering("elementwise", _abs, vector=_float_only, intrinsic="fabs"),
+    "sign": Lowering("elementwise", _sign, vector=_float_only),
+    **{c: Lowering("elementwise", _compare(c), vector=True) for c in _FCMP},
+    "logical_and": Lowering("elementwise", lambda b, n, x, y: b.and_(x, y), vector=True),
+    "logical_or": Lowering("elementwise", lambda b, n, x, y: b.or_(x, y), vector=True),
+    "logical_not": Lowering("elementwise", lambda b, n, x: b.xor(x, _const(I1, 1)),
+                            vector=False),
+    "where": Lowering("elementwise", lambda b, n, c, x, y: b.select(c, x, y), vector=True),
+    "cast": Lowering("elementwise", _cast, vector=_same_dtype),
+    "stop_gradient": Lowering("elementwise", lambda b, n, x: x, vector=True),
     # the range itself is checked before the call (graphc.backends.guard strips these
     # nodes in compile); lowered as the identity for lower()/assembly() of a raw graph
-    "check_index": lambda b, n, x: x,
+    "check_index": Lowering("elementwise", lambda b, n, x: x, vector=True),
 }
 
 
@@ -215,7 +240,7 @@ def reduce_identity(op, dtype):
 
 
 LOWERINGS: dict[str, Lowering] = {
-    **{name: Lowering("elementwise", fn) for name, fn in ELEMENTWISE.items()},
+    **ELEMENTWISE,
     "sum": Lowering("reduce", _sum_combine),
     "max": Lowering("reduce", _max_combine),
     "reshape": Lowering("view"),

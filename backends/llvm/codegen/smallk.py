@@ -40,22 +40,9 @@ ENABLED = True
 #: tiles from the last rows up (see :func:`emit`)
 REVERSE = True
 
-#: epilogue ops whose scalar lowering is also valid IR on vectors
-_VEC_SAFE = {"add", "sub", "mul", "neg", "relu", "where", "stop_gradient",
-             "logical_and", "logical_or", "gt", "ge", "lt", "le", "eq", "ne"}
-#: float ops lowered to ``llvm.<name>`` intrinsics (vector forms exist)
-_VEC_INTRINSIC = {"sqrt": "sqrt", "abs": "fabs", "maximum": "maximum", "minimum": "minimum"}
-
-
 def _vectorizable(n) -> bool:
-    op, dt = n.op, n.output.dtype
-    if op in _VEC_SAFE:
-        return True
-    if op in ("div", "sign") or op in _VEC_INTRINSIC:
-        return is_float(dt)
-    if op == "cast":
-        return np.dtype(n.inputs[0].dtype) == np.dtype(dt)
-    return False
+    """Whether the op's lowering says it is valid on vectors (``Lowering.vector``)."""
+    return LOWERINGS[n.op].vector_ok(n)
 
 
 def _col_ok(v, n_cols) -> bool:
@@ -205,9 +192,10 @@ class _Tiles:
         self.vec.mstore(self.b, x, self.addr(v, i, j), mask, dt.itemsize)
 
     def node(self, n, args):
-        if n.op in _VEC_INTRINSIC and n.op not in _VEC_SAFE:
-            return self.vec.intrinsic(self.b, _VEC_INTRINSIC[n.op], *args)
-        return LOWERINGS[n.op].emit(self.b, n, *args)
+        lw = LOWERINGS[n.op]
+        if lw.intrinsic is not None and is_float(n.output.dtype):
+            return self.vec.intrinsic(self.b, lw.intrinsic, *args)
+        return lw.emit(self.b, n, *args)
 
     def lane_masks(self, nrem):
         b, vw, out = self.b, self.vw, []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.ir import GraphcError, Node, Value
+from graphc.ir import GraphcError, Node, Value, get_op, view_ops
 from graphc.passes.fusion import reaches, view_readers
 
 from ..codegen.lowerings import LOWERINGS
@@ -31,7 +31,7 @@ from .partition import finish as finish_kernel
 from .views import (Storage, View, broadcast_view, reshape_view, slice_view,
                     transpose_view)
 
-VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice"})
+VIEW_OPS = view_ops()            # OpDef.view: no code, only a new view of a buffer
 GLOBAL_CONST_MAX = 1024          # elements; bigger constants are passed as buffers
 #: GEMMs with an epilogue and K up to this are fused into the epilogue loop
 SMALLK_MAX = 32
@@ -91,7 +91,7 @@ class PlanBuilder:
 
     # ---- step 1: views and kernels' members ------------------------------------------
     def is_view(self, n: Node) -> bool:
-        return n.op in VIEW_OPS or (n.op == "stop_gradient" and (
+        return n.op in VIEW_OPS or (get_op(n.op).identity and (
             "group" not in n.attrs or n in self.ungrouped))
 
     def assign_kernels(self) -> None:

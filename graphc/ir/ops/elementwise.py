@@ -228,4 +228,4 @@ register("cast", "elementwise", lambda attrs, x: TensorType(x.shape, attrs["dtyp
          doc="convert dtype (float->int truncates toward zero)")
 
 register("stop_gradient", "elementwise", lambda attrs, x: x, None, None, flops=_flops,
-         doc="identity whose derivative is zero")
+         doc="identity whose derivative is zero", identity=True)

@@ -19,7 +19,8 @@ def _reshape_check(attrs, ins):
 register("reshape", "shape", lambda attrs, x: TensorType(attrs["shape"], x.dtype),
          lambda E, n, g: [E.reshape(g, n.inputs[0].shape)],
          lambda E, n, t: E.reshape(t[0], n.attrs["shape"]),
-         check=_reshape_check, linear=True, flops=_flops0, doc="same elements, new shape")
+         check=_reshape_check, linear=True, flops=_flops0, doc="same elements, new shape",
+         view="reshape")
 
 
 def _transpose_check(attrs, ins):
@@ -43,7 +44,8 @@ register("transpose", "shape",
          lambda attrs, x: TensorType(tuple(x.shape[p] for p in attrs["perm"]), x.dtype),
          lambda E, n, g: [E.transpose(g, perm=_inverse(n.attrs["perm"]))],
          lambda E, n, t: E.transpose(t[0], perm=n.attrs["perm"]),
-         check=_transpose_check, linear=True, flops=_flops0, doc="permute axes")
+         check=_transpose_check, linear=True, flops=_flops0, doc="permute axes",
+         view="permute")
 
 
 def broadcast_shapes(*shapes):
@@ -71,7 +73,8 @@ def _bcast_check(attrs, ins):
 register("broadcast_to", "shape", lambda attrs, x: TensorType(attrs["shape"], x.dtype),
          lambda E, n, g: [E.sum_to(g, n.inputs[0].shape)],
          lambda E, n, t: E.broadcast_to(t[0], shape=n.attrs["shape"]),
-         check=_bcast_check, linear=True, flops=_flops0, doc="numpy broadcast (a view)")
+         check=_bcast_check, linear=True, flops=_flops0, doc="numpy broadcast (a view)",
+         view="broadcast")
 
 
 def _slice_shape(starts, stops, steps):
@@ -111,7 +114,8 @@ register("slice", "shape",
                                                   attrs["steps"]), x.dtype),
          lambda E, n, g: [E.unslice(g, shape=n.inputs[0].shape, **_slice_attrs(n))],
          lambda E, n, t: E.slice(t[0], **_slice_attrs(n)),
-         check=_slice_check, linear=True, flops=_flops0, doc="x[a:b:s, ...] (steps > 0)")
+         check=_slice_check, linear=True, flops=_flops0, doc="x[a:b:s, ...] (steps > 0)",
+         view="window")
 register("unslice", "shape", lambda attrs, g: TensorType(attrs["shape"], g.dtype),
          lambda E, n, g: [E.slice(g, **_slice_attrs(n))],
          lambda E, n, t: E.unslice(t[0], shape=n.attrs["shape"], **_slice_attrs(n)),
