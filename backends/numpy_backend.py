@@ -40,6 +40,7 @@ IMPLS = {
     "neg": lambda a, x: -x,
     "exp": lambda a, x: np.exp(x),
     "log": lambda a, x: np.log(x),
+    "log1p": lambda a, x: np.log1p(x),
     "tanh": lambda a, x: np.tanh(x),
     "sigmoid": _sigmoid,
     "relu": lambda a, x: np.maximum(x, x.dtype.type(0)),

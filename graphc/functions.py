@@ -124,7 +124,7 @@ def log(x): return _elementwise("log", x, floating=True)
 def tanh(x): return _elementwise("tanh", x, floating=True)
 def sqrt(x): return _elementwise("sqrt", x, floating=True)
 def square(x): return multiply(x, x)
-def log1p(x): return log(add(x, 1.0))
+def log1p(x): return _elementwise("log1p", x, floating=True)
 def expm1(x): return subtract(exp(x), 1.0)
 def reciprocal(x): return divide(1.0, x)
 

@@ -32,6 +32,7 @@ UNARY = {
     "square": gc.square,
     "exp_tanh": lambda v: gc.exp(gc.tanh(v)),
     "log_1p_sq": lambda v: gc.log(v * v + 1.0),
+    "log1p_sq": lambda v: gc.log1p(v * v),
     "sqrt_1p_sq": lambda v: gc.sqrt(v * v + 1.0),
     "rational": lambda v: v / (1.0 + v * v),
     "scale_shift": lambda v: 0.5 * v - 0.25,

@@ -198,6 +198,7 @@ ELEMENTWISE = {
     "neg": Lowering("elementwise", _neg, vector=True),
     "exp": Lowering("elementwise", _unary_math(mathfn.exp), vector=False),
     "log": Lowering("elementwise", _unary_math(mathfn.log), vector=False),
+    "log1p": Lowering("elementwise", _unary_math(mathfn.log1p), vector=False),
     "tanh": Lowering("elementwise", _unary_math(mathfn.tanh), vector=False),
     "sigmoid": Lowering("elementwise", _unary_math(mathfn.sigmoid), vector=False),
     "relu": Lowering("elementwise", _relu, vector=True),

@@ -110,6 +110,21 @@ def log(b, x):
     return _logf(b, x) if x.type == F32 else libm(b, "log", F64, x)
 
 
+def log1p(b, x):
+    """log(1 + x) without the cancellation of forming 1 + x: with u = 1 + x rounded,
+    log(u) * x / (u - 1) corrects the rounding of u (Goldberg, "What every computer
+    scientist should know about floating-point arithmetic", thm. 4); x itself where
+    u == 1, and log(u) where u is infinite."""
+    if x.type == F64:
+        return libm(b, "log1p", F64, x)
+    t = x.type
+    u = b.fadd(_c(t, 1.0), x)
+    lu = log(b, u)
+    corr = b.fmul(lu, b.fdiv(x, b.fsub(u, _c(t, 1.0))))
+    res = b.select(b.fcmp_ordered("==", u, _c(t, float("inf"))), lu, corr)
+    return b.select(b.fcmp_unordered("==", u, _c(t, 1.0)), x, res)
+
+
 # ---- tanh, sigmoid --------------------------------------------------------------------------
 def _tanhf(b, x):
     t = F32

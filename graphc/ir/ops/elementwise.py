@@ -115,6 +115,9 @@ _unary("exp", lambda E, n, g: [E.mul(g, n.output)],
        lambda E, n, t: E.mul(t[0], n.output), doc="e**x")
 _unary("log", lambda E, n, g: [E.div(g, n.inputs[0])],
        lambda E, n, t: E.div(t[0], n.inputs[0]), doc="natural log")
+_unary("log1p", lambda E, n, g: [E.div(g, E.add(n.inputs[0], E.full_like(n.inputs[0], 1)))],
+       lambda E, n, t: E.div(t[0], E.add(n.inputs[0], E.full_like(n.inputs[0], 1))),
+       doc="log(1 + x), accurate near 0")
 
 
 def _dtanh(E, n):

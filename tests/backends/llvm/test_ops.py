@@ -82,13 +82,13 @@ def _unary_graph(name, shape, dtype):
 
 
 @pytest.mark.parametrize("fdt", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("op", ["exp", "log", "tanh", "sigmoid", "sqrt", "relu", "abs", "neg",
-                                "sign"])
+@pytest.mark.parametrize("op", ["exp", "log", "log1p", "tanh", "sigmoid", "sqrt", "relu", "abs",
+                                "neg", "sign"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_unary_awkward_shapes(op, shape, fdt):
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(shape) * 4).astype(fdt)
-    if op in ("log", "sqrt"):
+    if op in ("log", "sqrt", "log1p"):
         x = np.abs(x) + fdt(0.01)
     run_both(_unary_graph(op, shape, fdt), [x])
 
@@ -265,3 +265,22 @@ def test_zero_size_arrays():
     y = g.add("matmul", [x, w])
     g.set_outputs([g.add("exp", [y]), g.add("sum", [x], {"axes": (0,)})])
     run_both(g, [np.zeros((0, 5), np.float32), np.ones((5, 3), np.float32)])
+
+
+@pytest.mark.parametrize("fdt", [np.float32, np.float64], ids=["f32", "f64"])
+def test_log1p_is_accurate_near_zero_and_at_special_values(fdt):
+    """log1p keeps its digits where log(1 + x) loses them all (|x| < eps)."""
+    tiny = np.concatenate([np.geomspace(1e-30, 1e-1, 400), -np.geomspace(1e-30, 0.5, 400),
+                           np.linspace(-0.99, 50, 401)]).astype(fdt)
+    g = _unary_graph("log1p", tiny.shape, fdt)
+    got = llvm_backend.compile(g, threads=1)(tiny)[0].astype(np.float64)
+    exact = np.log1p(tiny.astype(np.float64))
+    ulp = np.finfo(fdt).eps
+    assert np.max(np.abs(got - exact) / np.abs(exact)) < 4 * ulp
+    special = np.array([0.0, -0.0, -1.0, -2.0, np.inf, -np.inf, np.nan, 1e-45], fdt)
+    g = _unary_graph("log1p", special.shape, fdt)
+    with np.errstate(all="ignore"):
+        want = np.log1p(special)
+    got = llvm_backend.compile(g, threads=1)(special)[0]
+    np.testing.assert_array_equal(np.signbit(got[:2]), np.signbit(want[:2]))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, equal_nan=True)

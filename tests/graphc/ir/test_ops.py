@@ -95,6 +95,8 @@ CASES = [
     Case("exp", [normal(*S)]),
     Case("exp", [normal()], id="scalar"),
     Case("log", [positive(*S)]),
+    Case("log1p", [positive(*S)]),
+    Case("log1p", [lambda rng, f: rng.uniform(-0.5, 0.5, S).astype(f)], id="near-zero"),
     Case("tanh", [normal(*S)]),
     Case("sigmoid", [lambda rng, f: (4 * rng.standard_normal(S)).astype(f)]),
     Case("relu", [nonzero(*S)]),

@@ -1,0 +1,21 @@
+"""Every fact the LLVM backend needs about an op comes from the op's definition or from its
+own lowering entry: a new op cannot be silently missed by a private table."""
+from __future__ import annotations
+
+import pytest
+
+from graphc.backends.llvm.lowerings import LOWERINGS
+from graphc.ir import all_ops, get_op
+
+
+@pytest.mark.parametrize("name", sorted(all_ops()))
+def test_lowering_agrees_with_the_op_definition(name):
+    op, lw = get_op(name), LOWERINGS[name]
+    assert (lw.kind == "view") == (op.view is not None), \
+        f"{name}: a view lowering exactly for ops with OpDef.view"
+    if lw.kind == "elementwise":
+        assert op.kind == "elementwise"
+        assert lw.vector is not None, \
+            f"{name}: elementwise lowerings must say whether emit works on vectors"
+    if op.kind == "shape" and op.view is None:
+        assert lw.kind == "copy", f"{name}: a shape op that is not a view must be a copy"
