@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import graphc as gc                                       # noqa: E402
 from graphc.ir import Emitter, Graph   # noqa: E402
-from graphc.passes.memory import (CONTIGUOUS_VIEWS, STRIDED_VIEWS,  # noqa: E402
-                                  memory_report, plan_memory)
+from graphc.passes.memory import CONTIGUOUS_VIEWS, STRIDED_VIEWS, plan_memory  # noqa: E402
+from graphc.passes.memreport import memory_report         # noqa: E402
 from graphc.passes.schedule import schedule_for_memory    # noqa: E402
 from graphc.step import build_step_graph                  # noqa: E402
 
@@ -81,7 +81,7 @@ def mlp_figures(plot=None):
         rs = memory_report(g, views=strided)
         print(f"    with broadcast/transpose as strided views: {figures(rs)}")
         if sched:
-            print(f"  schedule candidates (arena, bound): {s.memory_info['schedule']}")
+            print(f"  schedule candidates (lower bound): {s.memory_info['schedule']}")
             if plot:
                 rep.plot(plot)
                 print(f"  plot: {plot}")

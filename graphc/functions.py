@@ -17,7 +17,7 @@ from .ir import dtypes as dt
 from .ir.ops.checks import check_range
 from .ir.ops.shape import broadcast_shapes
 from .source import describe, user_source
-from .tracing import Tracer, deepest_context
+from .symbolic import SymbolicArray as Tracer, deepest_context
 
 # ---- operand preparation ---------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ def _eager(op, xs, dtype, floating):
 
 
 def _wrap(v, ctx):
-    return Tracer(v, ctx)
+    return ctx.wrap(v)
 
 
 # ---- elementwise -------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def full(shape, value, dtype=dt.float32, like=None):
     if not isinstance(like, Tracer):
         return np.full(shape, value, dtype=dtype)
     c = like.ctx.const(value, dt.as_dtype(dtype))
-    return like.ctx.emit("broadcast_to", c, shape=tuple(shape)) if tuple(shape) else Tracer(c, like.ctx)
+    return like.ctx.emit("broadcast_to", c, shape=tuple(shape)) if tuple(shape) else like.ctx.wrap(c)
 
 
 # ---- reductions ---------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def broadcast_to(x, shape):
         return np.broadcast_to(x, shape)
     v = ctx.lift(x)
     return ctx.emit("broadcast_to", v, shape=tuple(shape)) if v.shape != tuple(shape) \
-        else Tracer(v, ctx)
+        else ctx.wrap(v)
 
 
 def expand_dims(x, axis):
@@ -385,7 +385,7 @@ def getitem(x, idx):
     v = x.value
     if (tuple(starts), tuple(stops), tuple(steps)) != ((0,) * x.ndim, x.shape, (1,) * x.ndim):
         v = x.ctx.emit("slice", v, starts=starts, stops=stops, steps=steps).value
-    return reshape(Tracer(v, x.ctx), tuple(out_shape))
+    return reshape(x.ctx.wrap(v), tuple(out_shape))
 
 
 # ---- linear algebra -------------------------------------------------------------------------

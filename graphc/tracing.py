@@ -12,10 +12,12 @@ import linecache
 
 import numpy as np
 
+from . import functions as F
 from . import pytree
 from .ir import ArgumentError, Emitter, Graph, GraphcError, TraceError, Value
 from .ir import dtypes as dt
 from .source import user_frame, user_source
+from .symbolic import SymbolicArray, deepest_context  # noqa: F401  (re-exported)
 
 
 _creation = itertools.count()
@@ -50,6 +52,10 @@ class TraceContext:
             raise type(e)(f"{e}\n    {text}" if text else str(e)) from None
         return Tracer(v, self)
 
+    def wrap(self, v: Value) -> "Tracer":
+        """A tracer of this context for a value of its graph."""
+        return Tracer(v, self)
+
     def new_input(self, shape, dtype, name, kind="data") -> "Tracer":
         return Tracer(self.graph.add_input(shape, dtype, name, kind), self)
 
@@ -80,71 +86,11 @@ class TraceContext:
         return self.const(x, dtype)
 
 
-def deepest_context(*xs) -> TraceContext | None:
-    ctx = None
-    for x in xs:
-        if isinstance(x, Tracer) and (ctx is None or x.ctx.depth > ctx.depth):
-            ctx = x.ctx
-    return ctx
-
-
-class Tracer:
-    """A symbolic array: shape and dtype are static, values exist only in the graph."""
-    __array_priority__ = 1000
-    __slots__ = ("value", "ctx")
-
-    def __init__(self, value: Value, ctx: TraceContext):
-        self.value, self.ctx = value, ctx
-
-    shape = property(lambda self: self.value.shape)
-    dtype = property(lambda self: self.value.dtype)
-    ndim = property(lambda self: len(self.value.shape))
-    size = property(lambda self: self.value.size)
+class Tracer(SymbolicArray):
+    """A symbolic array with numpy's operators and methods (each an array function)."""
+    __slots__ = ()
     T = property(lambda self: F.transpose(self))
-
-    def __repr__(self):
-        return f"Tracer(%{self.value.name}: {self.value.type})"
-
-    def __len__(self):
-        if not self.shape:
-            raise TraceError("len() of a 0-d traced value")
-        return self.shape[0]
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    # ---- what a static graph cannot record ------------------------------------------------
-    def _concrete(self, what):
-        f = user_frame()
-        where = "<unknown>"
-        if f is not None:
-            code = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
-            where = f"{user_source()}: {code}" if code else user_source()
-        v = self.value
-        raise TraceError(
-            f"{what} needs the value of a traced array (%{v.name} = {v.node.op} ...: "
-            f"{v.type}), at {where}\n"
-            "Tracing records a static graph, not values, so data-dependent Python control "
-            "flow cannot be traced: use gc.where(cond, a, b) for an elementwise choice, "
-            "gc.maximum/gc.minimum for clamps, or make the condition a Python value known "
-            "before tracing.")
-
-    def __bool__(self):
-        self._concrete("bool() (an `if`, `while`, `and`/`or` or `assert` on a tensor)")
-
-    def __int__(self):
-        self._concrete("int()")
-
-    def __float__(self):
-        self._concrete("float()")
-
-    def __index__(self):
-        self._concrete("using a traced value as an index")
-
-    def __array__(self, dtype=None, copy=None):
-        self._concrete("converting to a numpy array (np.asarray / np.array)")
-
-    __hash__ = object.__hash__
+    __hash__ = SymbolicArray.__hash__     # defining __eq__ below would reset it
 
     # ---- operators ----------------------------------------------------------------------
     def __add__(self, o): return F.add(self, o)
@@ -253,4 +199,3 @@ def leaf_names(fn, args) -> list[str]:
     return names
 
 
-from . import functions as F  # noqa: E402  (functions builds on Tracer)

@@ -37,7 +37,7 @@ from graphc.ir import Graph, get_op, identity_ops, view_ops
 
 from .liveness import Liveness, fused_values, liveness
 
-__all__ = ["MemoryPlan", "Buffer", "plan_memory", "memory_report", "MemoryReport",
+__all__ = ["MemoryPlan", "Buffer", "plan_memory",
            "check_plan", "CONTIGUOUS_VIEWS", "STRIDED_VIEWS", "STRATEGIES", "fused_values"]
 
 ALIGNMENT = 64
@@ -453,56 +453,3 @@ def check_plan(graph: Graph, plan: MemoryPlan) -> None:
                 (f"buffers {a.values} [{a.start},{a.end}] and {b.values} [{b.start},{b.end}] "
                  f"overlap in bytes ({a.offset}+{a.size} vs {b.offset}+{b.size})")
         active.append(b)
-
-
-def memory_report(graph: Graph, plan: MemoryPlan | None = None, **options):
-    """``MemoryReport`` for ``graph``: plan it (``plan_memory`` options) unless ``plan`` is given.
-
-    Options that are not planner options (e.g. backend options passed through
-    ``step.memory_report()``) are ignored.
-    """
-    from .memreport import MemoryReport
-    known = {k: options[k] for k in ("strategy", "views", "fused", "inplace", "alignment",
-                                     "exec_positions", "concurrent", "updates_in_place",
-                                     "scratch", "end_step") if k in options}
-    if plan is None:
-        plan = plan_memory(graph, **known)
-    return MemoryReport.build(graph, plan, known.get("fused"))
-
-
-def __getattr__(name):
-    if name == "MemoryReport":
-        from .memreport import MemoryReport
-        return MemoryReport
-    raise AttributeError(name)
-
-
-def memory_passes(graph: Graph, memory_budget=None, remat=None, schedule=True,
-                  info: dict | None = None) -> dict:
-    """The memory stages of ``compile_step``: ``{"remat": g1, "schedule": g2}`` (those that run).
-
-    ``remat``: None/False (off), ``"auto"`` (recompute cheap ops where that saves bytes) or
-    True; a ``memory_budget`` (bytes of saved activations, or a fraction in (0, 1]) turns
-    remat on.  ``schedule``: reorder for memory (``passes.schedule``).  ``info`` (a dict)
-    receives ``"remat"`` (a ``RematReport``) and ``"schedule"`` (candidate figures).
-    """
-    from graphc.ir import GraphcError
-
-    from . import remat as remat_pass
-    from .schedule import schedule_for_memory
-    if remat not in (None, False, True, "auto"):
-        raise GraphcError(f"compile_step: remat must be None, False, True or 'auto', got "
-                          f"{remat!r}")
-    if memory_budget is not None and remat is False:
-        raise GraphcError("compile_step: memory_budget needs remat (drop remat=False)")
-    info = {} if info is None else info
-    stages = {}
-    if remat or memory_budget is not None:
-        rep: list = []
-        graph = stages["remat"] = remat_pass.remat(graph, memory_budget, report=rep)
-        info["remat"] = rep[0]
-    if schedule:
-        sched: dict = {}
-        graph = stages["schedule"] = schedule_for_memory(graph, report=sched)
-        info["schedule"] = sched
-    return stages

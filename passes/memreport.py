@@ -1,6 +1,6 @@
 """The memory report: the figures of a plan, a text table and a PNG timeline.
 
-``step.memory_report()`` / ``graphc.passes.memory.memory_report(graph)`` return a
+``step.memory_report()`` / ``graphc.passes.memreport.memory_report(graph)`` return a
 ``MemoryReport``.  ``str(report)`` is a table (one row per value); ``report.plot(path)``
 draws the arena over time (needs the optional ``plot`` extra: matplotlib).
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphc.ir import Graph, GraphcError, saved_activations
+
+from .memory import lower_bound, plan_memory
 
 
 def _fmt(n: int) -> str:
@@ -50,7 +52,6 @@ class MemoryReport:
 
     @classmethod
     def build(cls, graph: Graph, plan, fused=None) -> "MemoryReport":
-        from .memory import lower_bound
         saved = set(saved_activations(graph))
         rows = []
         for n in graph.nodes:
@@ -163,3 +164,17 @@ class MemoryReport:
         fig.savefig(path, dpi=dpi)
         plt.close(fig)
         return path
+
+
+def memory_report(graph: Graph, plan: MemoryPlan | None = None, **options):
+    """``MemoryReport`` for ``graph``: plan it (``plan_memory`` options) unless ``plan`` is given.
+
+    Options that are not planner options (e.g. backend options passed through
+    ``step.memory_report()``) are ignored.
+    """
+    known = {k: options[k] for k in ("strategy", "views", "fused", "inplace", "alignment",
+                                     "exec_positions", "concurrent", "updates_in_place",
+                                     "scratch", "end_step") if k in options}
+    if plan is None:
+        plan = plan_memory(graph, **known)
+    return MemoryReport.build(graph, plan, known.get("fused"))

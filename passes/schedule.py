@@ -201,15 +201,15 @@ def _bound(graph: Graph, nodes: list, plan_options) -> tuple[int, int]:
 
 def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = None,
                         **plan_options) -> Graph:
-    """A copy of ``graph`` in the candidate order whose planned arena is smallest.
+    """A copy of ``graph`` in the candidate order with the lowest peak of live bytes.
 
-    Every candidate is scored by its lower bound (ties: fewest byte-steps, i.e. values
-    dying young); the best one and the original order are then planned in full and the
-    smaller arena wins, so the pass never makes the plan worse.  ``report`` (a dict), when
-    given, receives ``{candidate: (arena_bytes or None, bound_bytes)}`` and ``"chosen"``.
-    ``plan_options`` go to ``plan_memory``.
+    Every candidate is scored by the planner's lower bound (ties: fewest byte-steps, i.e.
+    values dying young; then the original order).  Only buffers and their live intervals
+    are computed -- no placement: the arena itself is planned once, by the backend, for
+    the graph it runs.  The original order is a candidate, so the bound never grows.
+    ``report`` (a dict), when given, receives ``{candidate: bound_bytes}`` and
+    ``"chosen"``.  ``plan_options`` are the planner's (``views``, ``fused``, ``inplace``).
     """
-    from .memory import plan_memory
     names = list(heuristics or HEURISTICS)
     if "original" not in names:
         names.insert(0, "original")
@@ -226,20 +226,8 @@ def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = Non
             bound, steps = _bound(graph, nodes, plan_options)
             cands.append(((bound, steps, name != "original"), cand_name, nodes))
             if report is not None:
-                report[cand_name] = (None, bound)
-    best = min(cands, key=lambda c: c[0])
-    finals = [c for c in cands if c[1] == "original"]
-    if best[1] != "original":
-        finals.append(best)
-    chosen = None
-    for score, cand_name, nodes in finals:
-        g = _reordered(graph, nodes)
-        p = plan_memory(g, **plan_options)
-        if report is not None:
-            report[cand_name] = (p.arena_bytes, p.lower_bound_bytes)
-        key = (p.arena_bytes, score)
-        if chosen is None or key < chosen[0]:
-            chosen = (key, cand_name, g)
+                report[cand_name] = bound
+    score, chosen, nodes = min(cands, key=lambda c: c[0])
     if report is not None:
-        report["chosen"] = chosen[1]
-    return verify(chosen[2])
+        report["chosen"] = chosen
+    return verify(_reordered(graph, nodes))

@@ -1,9 +1,12 @@
 """Small analyses every stage uses: saved activations, topological checks, networkx view."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import networkx as nx
 
-from .graph import Graph, Value
+if TYPE_CHECKING:      # annotations only: the printer (imported by graph.py) uses this
+    from .graph import Graph, Value
 
 
 def saved_activations(graph: Graph) -> list[Value]:

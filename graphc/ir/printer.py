@@ -5,11 +5,14 @@ user's source line is shown as a comment -- deterministic, so tests can golden i
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import dtypes as dt
 from .analysis import saved_activations
-from .graph import Graph, Node
+if TYPE_CHECKING:      # annotations only: graph.py prints through this module
+    from .graph import Graph, Node
 
 
 def format_attr(v) -> str:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from graphc.backends import numpy_backend as nb
 from graphc.ir import Emitter, Graph
 from graphc.passes.memory import (CONTIGUOUS_VIEWS, STRATEGIES, STRIDED_VIEWS, check_plan,
-                                  memory_report, plan_memory)
+                                  plan_memory)
+from graphc.passes.memreport import memory_report
 from tests.passes.memgraphs import (assert_same_run, logreg_step, mlp_step, random_args,
                                     random_graphs, run_both, same_bits, step_args)
 

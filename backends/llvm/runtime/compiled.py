@@ -237,7 +237,7 @@ class CompiledGraph:
         arena_bytes``); None when compiled with plan="naive"."""
         if self.plan.memory_plan is None:
             return None
-        from graphc.passes.memory import memory_report
+        from graphc.passes.memreport import memory_report
         return memory_report(self.plan.graph, plan=self.plan.memory_plan)
 
     def profile(self):
