@@ -191,7 +191,23 @@ class Jitted:
         functools.update_wrapper(self, fn)
 
     def lower(self, *args) -> Graph:
-        return trace(self.fn, *args)
+        """The graph the backend compiles for these arguments (after the pipeline)."""
+        return self._run_pipeline(trace(self.fn, *args))[0]
+
+    def _run_pipeline(self, graph):
+        """The jit pipeline (``passes=``; default: fusion on the LLVM backend) on the
+        traced graph; the backend then compiles the result as it is."""
+        from .passes import standard
+        from .passes.pipeline import PassContext
+        from .step import resolve_pipeline
+        options = dict(self.options)
+        passes = options.pop("passes", None)
+        fuse, epilogue = options.pop("fuse", True), options.pop("epilogue", True)
+        pipe = resolve_pipeline(passes, standard.jit_pipeline(self.backend, fuse))
+        graph = pipe.run(graph, PassContext({"epilogue": epilogue})).graph
+        if self.backend == "llvm":
+            options["fuse"] = False        # fusion ran in the pipeline (or was dropped)
+        return graph, options
 
     def __call__(self, *args):
         leaves, in_tree = pytree.flatten(list(args))
@@ -206,7 +222,8 @@ class Jitted:
             if ctx.captures:
                 raise TraceError("a jitted function closed over a traced value")
             graph = verify(ctx.graph)
-            entry = (graph, get_backend(self.backend).compile(graph, **self.options))
+            graph, options = self._run_pipeline(graph)
+            entry = (graph, get_backend(self.backend).compile(graph, **options))
             self.cache[key] = entry
         graph, compiled = entry
         outs = compiled(*[np.asarray(x) for x in leaves])

@@ -3,8 +3,10 @@ as one graph, compiled once and run in place.
 
 Graph inputs are the parameters (kind ``param``), the batch (``data``) and the optimizer
 state (``state``); the only output is the loss; ``graph.updates`` tells the backend to
-write the new parameters and state into their own buffers.  ``stages`` keeps the graph
-after each pass so the CLI can show any of them (``--after autodiff``).
+write the new parameters and state into their own buffers.  The graph is made by the
+step pipeline (``graphc.passes.standard.step_pipeline``; ``passes=`` replaces or edits
+it); ``stages`` keeps the graph after each pass so the CLI can show any of them
+(``--after autodiff``).
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from .gcpause import gc_paused
 from .ir import ArgumentError, Graph, GraphcError, verify
 from .ir import dtypes as dt
 from .livetree import LiveDict, copy_into, live_tree
-from .passes import autodiff, finite_guard, optimizer as optimizer_pass
-from .passes.simplify import simplify
+from .passes import autodiff, standard
+from .passes.pipeline import PassContext, Pipeline
 from .tracing import TraceContext, leaf_names, trace_into
 
 
@@ -32,53 +34,70 @@ def _own_param(x, name):
     return x
 
 
+def resolve_pipeline(passes, default: Pipeline) -> Pipeline:
+    """``passes=``: None (the default pipeline), a Pipeline, or a function editing the
+    default (``lambda p: p.insert_after("simplify", my_pass)``)."""
+    if passes is None:
+        return default
+    if isinstance(passes, Pipeline):
+        return passes
+    if callable(passes):
+        out = passes(default)
+        if not isinstance(out, Pipeline):
+            raise ArgumentError(f"passes=: the function must return a Pipeline, got "
+                                f"{type(out).__name__}")
+        return out
+    raise ArgumentError(f"passes= takes a Pipeline or a function of the default pipeline, "
+                        f"got {type(passes).__name__}")
+
+
+def trace_forward(loss_fn, params, example_batch) -> Graph:
+    """The forward graph of ``loss_fn(params, *batch)``: params are inputs of kind
+    ``param``, the batch ``data``, the loss the only output."""
+    p_leaves, _ = pytree.flatten(params)
+    names = leaf_names(loss_fn, (params, *example_batch))
+    kinds = ["param"] * len(p_leaves) + ["data"] * (len(names) - len(p_leaves))
+    ctx = TraceContext(getattr(loss_fn, "__name__", "step").strip("<>"))
+    _, out_tree = trace_into(ctx, loss_fn, (params, *example_batch), kinds, names)
+    fwd = verify(ctx.graph)
+    if out_tree.kind != "leaf":
+        raise GraphcError(f"compile_step: loss_fn must return a scalar loss, got {out_tree}")
+    return fwd
+
+
 def trace_backward(loss_fn, params, example_batch):
     """Trace ``loss_fn(params, *batch)`` and append its backward pass.
 
     Returns (forward graph, backward graph with the loss as its only output, the
-    parameter inputs of the backward graph, their gradient values).  Shared by
-    :func:`build_step_graph` and ``graphc.distributed`` (which all-reduces the gradients
-    between the backward pass and the update)."""
-    p_leaves, p_tree = pytree.flatten(params)
-    names = leaf_names(loss_fn, (params, *example_batch))
-    kinds = ["param"] * len(p_leaves) + ["data"] * (len(names) - len(p_leaves))
-    ctx = TraceContext(getattr(loss_fn, "__name__", "step").strip("<>"))
-    tracers, out_tree = trace_into(ctx, loss_fn, (params, *example_batch), kinds, names)
-    fwd = verify(ctx.graph)
-    if out_tree.kind != "leaf":
-        raise GraphcError(f"compile_step: loss_fn must return a scalar loss, got {out_tree}")
-    loss = fwd.outputs[0]
-    wrt = [t.value for t in tracers[:len(p_leaves)]]
+    parameter inputs of the backward graph, their gradient values).  Used by
+    ``graphc.distributed``, which all-reduces the gradients between the backward pass
+    and the update (``compile_step`` runs the autodiff pass of its pipeline instead)."""
+    fwd = trace_forward(loss_fn, params, example_batch)
+    loss, wrt = fwd.outputs[0], fwd.params()
     g, grads, vmap = autodiff.backward(fwd, loss, wrt)
     g.set_outputs([vmap[loss]])
     return fwd, g, [vmap[w] for w in wrt], grads
 
 
-def build_step_graph(loss_fn, params, optimizer, example_batch, check_finite=False
-                     ) -> tuple[dict, list, list]:
-    """Trace and transform; returns (stages, param leaves, state input values).
+def build_step_graph(loss_fn, params, optimizer, example_batch, passes=None,
+                     backend="llvm", memory_budget=None, remat=None, schedule=True,
+                     fuse=True, epilogue=True, check_finite=False, keep=True
+                     ) -> tuple[dict, object]:
+    """Trace ``loss_fn`` and run the step pipeline on it (see ``graphc.passes.standard``).
 
-    With ``check_finite`` the step graph has a second output, a bool that is False when
-    the loss or a gradient is not finite -- and then every update writes back the old
-    value (:mod:`graphc.passes.finite_guard`)."""
-    p_leaves = pytree.flatten(params)[0]
-    fwd, g, wrt, grads = trace_backward(loss_fn, params, example_batch)
-    loss = g.outputs[0]
-    stages = {"forward": fwd}
-    grad_view, gmap = g.clone()          # loss and gradients as outputs: what autodiff made
-    grad_view.set_outputs([gmap[loss]] + [gmap[x] for x in grads])
-    grad_view.remove_dead()
-    stages["autodiff"] = verify(grad_view)
-    if check_finite:        # the flag rides along as an output through append_update's copy
-        g.set_outputs([loss, finite_guard.all_finite(g, [loss, *grads])])
-    step, state_inputs = optimizer_pass.append_update(g, wrt, grads, optimizer)
-    if check_finite:
-        finite_guard.select_updates(step, step.outputs[1])
-    step.name = f"{fwd.name}_step"
-    step.remove_dead()
-    stages["optimizer"] = verify(step)
-    stages["simplify"] = verify(simplify(step)[0])
-    return stages, p_leaves, state_inputs
+    Returns (stages, result): ``stages`` maps ``forward`` and each pass kept to its graph
+    (``keep``: True for all); ``result`` is the ``PipelineResult`` (final graph, per-pass
+    records, the reports in ``result.ctx.reports``).  With ``check_finite`` the step
+    graph has a second output, False when the loss or a gradient is not finite -- and
+    then every update writes back the old value (:mod:`graphc.passes.finite_guard`)."""
+    fwd = trace_forward(loss_fn, params, example_batch)
+    pipe = resolve_pipeline(passes, standard.step_pipeline(backend, memory_budget, remat,
+                                                           schedule, fuse))
+    ctx = PassContext({"optimizer": optimizer, "memory_budget": memory_budget,
+                       "remat": remat, "epilogue": epilogue, "check_finite": check_finite})
+    result = pipe.run(fwd, ctx, keep=keep, stages={"forward": fwd})
+    result.graph.name = f"{fwd.name}_step"
+    return result.stages, result
 
 
 class CompiledStep:
@@ -86,29 +105,40 @@ class CompiledStep:
 
     def __init__(self, loss_fn, params, optimizer, example_batch, backend="llvm",
                  check_finite=False, memory_budget=None, remat=None, schedule=True,
-                 **options):
+                 passes=None, **options):
         example_batch = tuple(example_batch)
         p_leaves, self._p_tree = pytree.flatten(params)
         names = pytree.paths(self._p_tree, "params")
         p_leaves = [_own_param(x, n) for x, n in zip(p_leaves, names)]
         self._params = live_tree(pytree.unflatten(self._p_tree, p_leaves), "step.params")
-        self.stages, _, state_inputs = build_step_graph(loss_fn, self.params, optimizer,
-                                                        example_batch, check_finite)
-        from .passes.memory import memory_passes      # remat and schedule stages
-        self.memory_info: dict = {}
-        self.stages.update(memory_passes(list(self.stages.values())[-1], memory_budget, remat,
-                                         schedule, self.memory_info))
+        fuse, epilogue = options.pop("fuse", True), options.pop("epilogue", True)
+        self.stages, result = build_step_graph(
+            loss_fn, self.params, optimizer, example_batch, passes, backend, memory_budget,
+            remat, schedule, fuse, epilogue, check_finite)
+        #: the pipeline's per-pass records (name, seconds, changed, nodes)
+        self.pipeline_records = result.records
+        self.memory_info = {k: v for k, v in result.ctx.reports.items()
+                            if k in ("remat", "schedule")}
         self.optimizer, self.backend, self.options = optimizer, backend, options
         self.check_finite = check_finite
         self.forward_graph = self.stages["forward"]
-        self.graph: Graph = list(self.stages.values())[-1]
-        self._state_names = [v.name for v in state_inputs]
-        state = optimizer.init_state(state_inputs)
+        self.graph: Graph = result.graph
+        if "optimizer" not in result.ctx.reports:
+            raise GraphcError("compile_step: the pipeline has no optimizer pass "
+                              f"({', '.join(r.name for r in result.records)})")
+        self._state_names = list(result.ctx.reports["optimizer"]["state"])
+        by_name = {v.name: v for v in self.graph.inputs}
+        missing = [n for n in self._state_names if n not in by_name]
+        if missing:
+            raise GraphcError(f"compile_step: a pass removed optimizer state inputs {missing}")
+        state = optimizer.init_state([by_name[n] for n in self._state_names])
         self._opt_state = LiveDict(zip(self._state_names, state), "step.opt_state")
         b_leaves, self._b_tree = pytree.flatten(list(example_batch))
         self._p_leaves = p_leaves
         self.steps = 0
         from .backends import get_backend
+        if backend == "llvm":
+            options["fuse"] = False          # fusion ran in the pipeline (or was dropped)
         self._run = get_backend(backend).compile(self.graph, **options)
 
     def __call__(self, *batch):
@@ -155,9 +185,9 @@ class CompiledStep:
         rep = native() if native is not None and not options else None
         if rep is not None:
             return rep
-        from .passes import memory
+        from .passes.memreport import memory_report
         opts = {k: v for k, v in {**self.options, **options}.items() if k != "plan"}
-        return memory.memory_report(self.graph, **opts)
+        return memory_report(self.graph, **opts)
 
 
 def compile_step(loss_fn, params, optimizer, example_batch, **options) -> CompiledStep:

@@ -5,6 +5,7 @@ the parameters and whose only output is the loss:
 
   autodiff   append the backward pass; outputs become ``[loss, *gradients]``
   optimizer  append the update (state inputs, ``graph.updates``); outputs ``[loss]``
+             (with ``check_finite``: ``[loss, all finite]`` and every update guarded)
   simplify   CSE, identities, dead code
   remat      recompute forward values in the backward pass (only with a memory budget
              or ``remat=``)
@@ -37,6 +38,7 @@ def _autodiff(graph, ctx):
 
 
 def _optimizer(graph, ctx):
+    from . import finite_guard
     from .optimizer import append_update
     rule = ctx.options.get("optimizer")
     if rule is None:
@@ -47,8 +49,17 @@ def _optimizer(graph, ctx):
                           f"parameter ({len(params)})], got {len(graph.outputs)} outputs; "
                           "run autodiff first")
     loss, grads = graph.outputs[0], list(graph.outputs[1:])
+    check = ctx.options.get("check_finite", False)
+    if check:               # the flag rides along as an output through append_update's copy
+        base, vmap = graph.clone()
+        loss, grads = vmap[loss], [vmap[x] for x in grads]
+        params = [vmap[p] for p in params]
+        base.set_outputs([loss, finite_guard.all_finite(base, [loss, *grads])])
+        graph = base
     g, state_inputs = append_update(graph, params, grads, rule)
-    g.set_outputs([g.outputs[0]])
+    if check:
+        finite_guard.select_updates(g, g.outputs[1])
+    g.set_outputs(g.outputs[:2] if check else [g.outputs[0]])
     g.remove_dead()
     ctx.reports["optimizer"] = {"state": [v.name for v in state_inputs]}
     return g
@@ -111,6 +122,13 @@ def step_pipeline(backend: str = "llvm", memory_budget=None, remat=None, schedul
     if backend == "llvm" and fuse:
         names.append("fusion")
     return Pipeline([PASSES[n] for n in names])
+
+
+def memory_pipeline(memory_budget=None, remat=None, schedule=True) -> Pipeline:
+    """Just the memory passes (remat, schedule) of the step pipeline: for graphs built
+    elsewhere (``graphc.distributed``'s gradient graph)."""
+    step = step_pipeline("numpy", memory_budget, remat, schedule)
+    return Pipeline([p for p in step if p.name in ("remat", "schedule")])
 
 
 def jit_pipeline(backend: str = "llvm", fuse=True) -> Pipeline:

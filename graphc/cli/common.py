@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..step import build_step_graph
 from ..train import prepare, resolve
 
-MODEL_KEYS = ("dataset", "label_column", "batch_size", "widths", "optimizer", "lr", "seed")
+MODEL_KEYS = ("dataset", "label_column", "batch_size", "widths", "optimizer", "lr", "seed",
+              "passes")
 
 
 def overrides(args, keys=MODEL_KEYS) -> dict:
@@ -17,8 +18,20 @@ def prepared_from_args(args, **extra):
 
 
 def stages_from_args(args) -> tuple[dict, object]:
-    """The step pipeline's recorded graphs (no backend compile needed)."""
+    """The step pipeline's recorded graphs (no backend compile needed): every pass of
+    the pipeline the backend would get, the user's ``--pass`` ones included."""
+    from ..models.user_passes import edit
     p = prepared_from_args(args)
-    stages, _, _ = build_step_graph(p.model.loss, p.params, p.config.make_optimizer(),
-                                    p.example_batch())
+    stages, _ = build_step_graph(p.model.loss, p.params, p.config.make_optimizer(),
+                                 p.example_batch(), passes=edit(getattr(args, "passes", None)),
+                                 backend=getattr(args, "backend", "llvm"))
     return stages, p
+
+
+def pipeline_from_args(args):
+    """The step pipeline these arguments would run (``--list-passes``)."""
+    from ..passes.standard import step_pipeline
+    from ..step import resolve_pipeline
+    from ..models.user_passes import edit
+    return resolve_pipeline(edit(getattr(args, "passes", None)),
+                            step_pipeline(getattr(args, "backend", "llvm")))

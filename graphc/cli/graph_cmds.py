@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from ..ir import GraphcError, format_graph, to_dot
-from .common import stages_from_args
+from .common import pipeline_from_args, stages_from_args
 from .stages import available, select
 
 GRAPHVIZ_HINT = ("rendering {fmt} needs Graphviz's 'dot' program, which is not installed: "
@@ -25,7 +25,15 @@ def render(dot_text: str, fmt: str) -> bytes:
     return proc.stdout
 
 
+def list_passes(args) -> int:
+    from ..passes.standard import describe
+    print(describe(pipeline_from_args(args)))
+    return 0
+
+
 def run_dot(args) -> int:
+    if args.list_passes:
+        return list_passes(args)
     fmt = args.format
     if fmt is None:
         ext = os.path.splitext(args.output or "")[1].lower().lstrip(".")
@@ -47,6 +55,8 @@ def run_dot(args) -> int:
 
 
 def run_ir(args) -> int:
+    if args.list_passes:
+        return list_passes(args)
     stages, _ = stages_from_args(args)
     if args.list_stages:
         print("\n".join(available(stages)))

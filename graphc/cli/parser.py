@@ -63,6 +63,9 @@ def _common(p, backend=True):
     p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
     p.add_argument("--lr", type=positive_float, help="learning rate")
     p.add_argument("--seed", type=int, help="seed for split, init and shuffling (default 0)")
+    p.add_argument("--pass", dest="passes", action="append", metavar="FILE.py:FN[:AFTER]",
+                   help="insert a user's pass FN(graph) -> graph into the step pipeline, "
+                   "after pass AFTER (default: before fusion); repeatable")
     if backend:
         p.add_argument("--backend", choices=("llvm", "numpy"), default="llvm",
                        help="llvm (default; falls back to numpy if it cannot compile) or numpy")
@@ -135,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--graph", choices=("forward", "backward", "step"), default=None,
                    help="forward pass, forward+backward (gradients), or the whole "
                         "training step (default)")
-    d.add_argument("--after", metavar="PASS", help="the step graph after this pipeline stage")
+    d.add_argument("--after", metavar="PASS", help="the step graph after this pass "
+                   "(--list-passes shows them)")
+    d.add_argument("--list-passes", action="store_true", help="list the pipeline's passes")
     d.add_argument("-o", "--output", metavar="FILE", help="output file (default: stdout)")
     d.add_argument("--format", choices=("dot", "svg", "png"),
                    help="default: from the -o extension, else dot")
@@ -144,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ir", help="the text IR at any pipeline stage")
     _common(i, backend=False)
     i.add_argument("--graph", choices=("forward", "backward", "step"), default=None)
-    i.add_argument("--after", metavar="PASS", help="the step graph after this pipeline stage")
+    i.add_argument("--after", metavar="PASS", help="the step graph after this pass "
+                   "(--list-passes shows them)")
+    i.add_argument("--list-passes", action="store_true", help="list the pipeline's passes")
     i.add_argument("--no-source", action="store_true", help="omit source-line comments")
     i.add_argument("--list-stages", action="store_true", help="list the pipeline stages")
 

@@ -1,43 +1,17 @@
 """Named pipeline stages for ``--after PASS`` (``graphc dot`` / ``graphc ir``).
 
-The stages ``gc.compile_step`` records (``forward``, ``autodiff``, ``optimizer``,
-``simplify``, ... in pipeline order, see graphc/step.py) are available automatically.
-A pass that is not (yet) part of compile_step can still be shown by registering it
-here: ``register("fusion", fn)`` with ``fn(graph) -> graph`` applied to the step graph
-of the last recorded stage -- one line per pass, no CLI change.
+The stages are the traced ``forward`` graph and the graph after every pass of the step
+pipeline (``graphc.passes.standard``; the user's ``--pass`` ones included), exactly as
+``gc.compile_step`` runs it: there is no second list of passes here.
 """
 from __future__ import annotations
 
 from ..ir import Graph, GraphcError
 
-_EXTRA: dict = {}          # name -> fn(Graph) -> Graph (or (Graph, changed))
-
-
-def register(name: str, fn):
-    """Make ``--after name`` show ``fn(step_graph)``."""
-    _EXTRA[name] = fn
-
-
-def _result(out) -> Graph:
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _register_known_passes():
-    """Passes that exist in this checkout but that compile_step does not record."""
-    import importlib
-    for mod, fn_name, name in (("graphc.passes.fusion", "fuse", "fusion"),
-                               ("graphc.passes.schedule", "schedule_for_memory", "schedule"),
-                               ("graphc.passes.remat", "remat", "remat")):
-        try:
-            fn = getattr(importlib.import_module(mod), fn_name)
-        except (ImportError, AttributeError):
-            continue
-        _EXTRA.setdefault(name, fn)
-
 
 def available(stages: dict) -> list[str]:
-    _register_known_passes()
-    return list(stages) + [n for n in _EXTRA if n not in stages]
+    """The stages ``--after`` accepts: ``forward`` and every pass of the pipeline."""
+    return list(stages)
 
 
 def select(stages: dict, graph: str | None, after: str | None) -> tuple[str, Graph]:
@@ -49,9 +23,7 @@ def select(stages: dict, graph: str | None, after: str | None) -> tuple[str, Gra
                              f"{', '.join(names)}")
         if graph not in (None, "step") and after not in ("forward", "autodiff"):
             raise UsageError(f"--after {after} shows the step graph; drop --graph {graph}")
-        if after in stages:
-            return after, stages[after]
-        return after, _result(_EXTRA[after](list(stages.values())[-1]))
+        return after, stages[after]
     graph = graph or "step"
     if graph == "forward":
         return "forward", stages["forward"]

@@ -1,15 +1,12 @@
 """``graphc train MODEL``: the main job -- train, report per-epoch metrics, test at the end."""
 from __future__ import annotations
 
-import os
-import tempfile
 import time
-
-import numpy as np
 
 from ..nn import num_params as num_params_of
 from ..train import Trainer, prepare, resolve
 from ..train.progress import Progress
+from ..train.savefile import save_params
 from .common import MODEL_KEYS, overrides
 
 TRAIN_KEYS = MODEL_KEYS + ("epochs", "momentum", "weight_decay", "patience", "tol",
@@ -40,15 +37,6 @@ def describe(p, backend) -> str:
             f"parameters); {opt} lr {cfg.lr}, batch "
             f"{cfg.batch_size}, up to {cfg.epochs} epochs (patience {cfg.patience}); "
             f"backend {backend}")
-
-
-def save_params(path: str, params: dict):
-    """Best parameters as a plain .npz (written atomically like checkpoints)."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".params-", suffix=".tmp", dir=d)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **params)
-    os.replace(tmp, path)
 
 
 def run(args) -> int:

@@ -34,7 +34,7 @@ def run_train(args, overrides: dict) -> int:
     if comm.Get_rank() != 0:
         return 0
     if args.save:
-        from ..cli.train_cmd import save_params
+        from ..train.savefile import save_params
         save_params(args.save, result["best_params"])
     from ..train.metrics import headline
     ranks = comm.Get_size()

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from ..ir import Emitter, Graph, verify
 from ..passes import optimizer as optimizer_pass
-from ..passes.memory import memory_passes
+from ..passes.standard import memory_pipeline
 from ..step import trace_backward
 
 
 def _memory(graph: Graph, options: dict) -> Graph:
-    stages = memory_passes(graph, options.pop("memory_budget", None),
-                           options.pop("remat", None), options.pop("schedule", True))
-    return list(stages.values())[-1] if stages else graph
+    pipe = memory_pipeline(options.pop("memory_budget", None), options.pop("remat", None),
+                           options.pop("schedule", True))
+    return pipe.run(graph).graph
 
 
 def gradient_graph(loss_fn, params, example_batch, options: dict) -> tuple[dict, Graph]:

@@ -25,7 +25,7 @@ from ..ir import GraphcError
 from .spec import ModelSpec
 
 
-def _import_file(path: str):
+def import_file(path: str):
     if not os.path.isfile(path):
         raise GraphcError(f"model file {path} does not exist")
     name = "graphc_user_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
@@ -42,7 +42,7 @@ def load_user_model(ref: str) -> ModelSpec:
     path, _, attr = ref.rpartition(":")
     if not path or not attr:
         raise GraphcError(f"user model must be given as path/to/file.py:NAME, got {ref!r}")
-    module = _import_file(path)
+    module = import_file(path)
     if not hasattr(module, attr):
         public = [k for k in vars(module) if not k.startswith("_")]
         raise GraphcError(f"{path} has no attribute {attr!r} (it defines {public})")

@@ -44,6 +44,7 @@ class TrainConfig:
     json_log: str | None = None
     plot: str | None = None
     progress: str = "auto"                # auto | bar | lines | none
+    passes: tuple | None = None           # user passes, "FILE.py:FN[:AFTER]" (--pass)
     extra: dict = field(default_factory=dict)
 
     def validate(self):
