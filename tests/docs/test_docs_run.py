@@ -19,3 +19,17 @@ def test_ir_md_examples_run(tmp_path):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert "pow" in res.stdout
+
+
+def test_tutorial_runs(tmp_path):
+    """docs/tutorial.md: an op with both lowerings and a pass inside compile_step."""
+    src = (DOCS / "tutorial.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", src, re.S)
+    assert len(blocks) >= 3
+    script = tmp_path / "tutorial.py"
+    script.write_text("\n".join(blocks))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "softsign" in res.stdout and "loss" in res.stdout
+    assert "tanh_to_softsign -> autodiff" in res.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from graphc.backends.llvm.lowerings import LOWERINGS
+from graphc.backends.llvm.codegen.lowerings import LOWERINGS
 from graphc.ir import all_ops, get_op
 
 
