@@ -1,9 +1,11 @@
 """The public transformations: trace, grad, value_and_grad, jvp, jit.
 
-Each builds a graph by tracing (cached per argument structure, shapes and dtypes), runs
-a pass (autodiff, forward AD) and then either executes the graph on a backend (when
-called with arrays) or inlines it into the enclosing trace (when called with tracers, so
-``gc.grad(gc.grad(f))`` and ``gc.jvp(gc.grad(f), ...)`` compose).
+``grad``, ``value_and_grad`` and ``jvp`` trace the function on every call, run a pass
+(autodiff, forward AD) and then either execute the graph on the numpy backend (when
+called with arrays) or inline it into the enclosing trace (when called with tracers, so
+``gc.grad(gc.grad(f))`` and ``gc.jvp(gc.grad(f), ...)`` compose).  Nothing is cached
+there: ``gc.jit`` is what caches, one trace, pipeline run and compile per argument
+structure, shapes and dtypes -- so ``gc.jit(gc.grad(f))`` compiles the gradient once.
 """
 from __future__ import annotations
 

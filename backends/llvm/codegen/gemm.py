@@ -5,7 +5,7 @@
 ``op(B)`` is ``B`` (K×N, ``ldb``) or, with ``trans_b``, the transpose of an N×K array.
 These are the three products an MLP's forward and backward passes need.
 
-Why it is built this way (shared/FACTS.md has the measurements):
+Why it is built this way (docs/benchmarks.md has the measurements):
 
 * The micro-kernel keeps an MR×NR tile of C in vector registers as loop-carried phi
   values (≤ 24 accumulators so nothing spills), loops once over K, loads a row of
