@@ -18,8 +18,10 @@ from graphc.ir import Graph
 from graphc.ir.ops.checks import check_range
 
 
-def split_checks(graph: Graph):
-    """``(graph without check nodes, guard or None)``; ``graph`` itself is not changed."""
+def split_checks(graph: Graph, evaluate):
+    """``(graph without check nodes, guard or None)``; ``graph`` itself is not changed.
+    ``evaluate(graph, args) -> outputs`` runs the small graph of computed labels (the
+    numpy interpreter, passed in by the backend so this module imports no backend)."""
     checks = [n for n in graph.nodes if n.op == "check_index"]
     if not checks:
         return graph, None
@@ -53,10 +55,8 @@ def split_checks(graph: Graph):
                 check_range(a, limit, what, source)
         if sub is not None:
             from graphc.ir import ArgumentError
-
-            from . import numpy_backend
             try:
-                values = numpy_backend.run(sub, list(args), apply_updates=False)
+                values = evaluate(sub, list(args))
             except ArgumentError:
                 return              # bad arguments: the backend's checks say which
             for v, (limit, what, source) in zip(values, late):

@@ -224,6 +224,11 @@ def missing_lowerings() -> list[str]:
     return [name for name in all_ops() if name != "input" and name not in IMPLS]
 
 
+def evaluate_outputs(graph: Graph, args: list) -> list:
+    """Outputs of ``graph`` on ``args``, updates not applied (for ``guard``)."""
+    return run(graph, args, apply_updates=False)
+
+
 def compile(graph: Graph, plan=None, threads=None, **native_options):
     """The backend interface shared with llvm: ``compile(graph)(*arrays) -> outputs``.
 
@@ -234,7 +239,7 @@ def compile(graph: Graph, plan=None, threads=None, **native_options):
     for n in graph.nodes:
         get_op(n.op)
     from .guard import split_checks
-    checked, guard = split_checks(graph)
+    checked, guard = split_checks(graph, evaluate_outputs)
     if plan is not None:
         checked = graph     # the plan was made for this graph: run its checks in place
         run_fn = lambda *args: run_planned(graph, list(args), plan)  # noqa: E731

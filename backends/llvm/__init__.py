@@ -69,7 +69,8 @@ def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adapti
     from graphc.gcpause import gc_paused
 
     from ..guard import split_checks
-    graph, guard = split_checks(graph)      # label ranges: checked before each call
+    from ..numpy_backend import evaluate_outputs
+    graph, guard = split_checks(graph, evaluate_outputs)      # label ranges: checked before each call
     with gc_paused():
         fn = _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts)
     fn.guard = guard
