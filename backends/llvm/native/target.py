@@ -1,6 +1,6 @@
 """The host target every stage specialises for: triple, CPU name and features.
 
-The target machine decides everything (see shared/FACTS.md): without the host CPU name
+The target machine decides everything (docs/llvm-backend.md): without the host CPU name
 and feature string, ``llvm.fma`` becomes a libm call and AVX-512 is not used.
 ``GRAPHC_LLVM_GENERIC=1`` forces a generic x86-64 target (for debugging/portability).
 LLVM's answer is remembered in the cache directory, so a process that only loads cached
