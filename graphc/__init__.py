@@ -34,6 +34,13 @@ from .tracing import Tracer
 __version__ = "0.1.0"
 
 
+def load_model(path, backend="llvm", threads=None):
+    """A model saved by ``graphc train ... --save path``, callable on raw features:
+    ``m = gc.load_model("model.npz"); m.predict(X)`` (see graphc.train.inference)."""
+    from .train.inference import load_model as _load
+    return _load(path, backend, threads)
+
+
 def __getattr__(name):
     """``gc.data``, ``gc.train``, ``gc.models`` load on first use (they pull in
     scikit-learn's datasets and tqdm, which plain tracing does not need)."""

@@ -1,4 +1,5 @@
-"""The graphc command line: ``graphc train|dot|ir|memplan|bench|launch`` (see docs/cli.md).
+"""The graphc command line: ``graphc train|predict|eval|dot|ir|memplan|bench|launch``
+(see docs/cli.md).
 
 Errors a user can cause -- a bad model file, a corrupt checkpoint, a CSV with a text cell,
 a missing file -- print one ``graphc CMD: error: ...`` line and exit 1 (2 for bad
@@ -15,8 +16,9 @@ def _command(name):
     if name == "launch":
         from ..distributed.cli import run_launch
         return run_launch
-    from . import bench_cmd, graph_cmds, memplan_cmd, train_cmd
-    return {"train": train_cmd.run, "dot": graph_cmds.run_dot, "ir": graph_cmds.run_ir,
+    from . import bench_cmd, graph_cmds, memplan_cmd, model_cmds, train_cmd
+    return {"train": train_cmd.run, "predict": model_cmds.run_predict,
+            "eval": model_cmds.run_eval, "dot": graph_cmds.run_dot, "ir": graph_cmds.run_ir,
             "memplan": memplan_cmd.run, "bench": bench_cmd.run}[name]
 
 

@@ -67,9 +67,7 @@ def _common(p, backend=True):
                    help="insert a user's pass FN(graph) -> graph into the step pipeline, "
                    "after pass AFTER (default: before fusion); repeatable")
     if backend:
-        p.add_argument("--backend", choices=("llvm", "numpy"), default="llvm",
-                       help="llvm (default; falls back to numpy if it cannot compile) or numpy")
-        p.add_argument("--threads", type=positive_int, help="worker threads (llvm backend)")
+        _backend(p, debug=False)
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
 
@@ -89,6 +87,14 @@ def _distributed(t):
     g.add_argument("--respawn", type=nonneg_int, default=2,
                    help="async: replacement workers the server may spawn for lost ones "
                         "(default 2; needs mpiexec --with-ft ulfm)")
+
+
+def _backend(p, debug=True):
+    p.add_argument("--backend", choices=("llvm", "numpy"), default="llvm",
+                   help="llvm (default; falls back to numpy if it cannot compile) or numpy")
+    p.add_argument("--threads", type=positive_int, help="worker threads (llvm backend)")
+    if debug:
+        p.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
                          "'mpiexec --hostfile hosts')")
     la.add_argument("rest", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                     help="the graphc command, e.g. -- train mlp --distributed sync ...")
+
+    pr = sub.add_parser("predict", help="predictions of a saved model (train --save) on new "
+                        "data")
+    pr.add_argument("model_file", metavar="MODEL.npz", help="a model saved by graphc train "
+                    "--save")
+    pr.add_argument("data", metavar="DATA", help="a .csv (feature columns, optionally a label "
+                    "column) or .npz (array X) of raw features")
+    pr.add_argument("--out", metavar="FILE.csv", help="write predictions here (default: stdout)")
+    pr.add_argument("--label-column", help="CSV column to ignore as the label (name or index)")
+    _backend(pr)
+
+    ev = sub.add_parser("eval", help="loss and accuracy/R² of a saved model on a dataset")
+    ev.add_argument("model_file", metavar="MODEL.npz", help="a model saved by graphc train "
+                    "--save")
+    ev.add_argument("--dataset", help="a bundled name, synth-... spec or .npz/.csv file "
+                    "(default: the training run's own test split)")
+    ev.add_argument("--label-column", help="CSV label column, name or index (default: last)")
+    ev.add_argument("--json", dest="json_out", metavar="FILE", help="write the metrics as JSON")
+    _backend(ev)
 
     d = sub.add_parser("dot", help="the IR as Graphviz DOT (or SVG/PNG through Graphviz)")
     _common(d, backend=False)

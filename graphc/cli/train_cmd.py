@@ -5,8 +5,8 @@ import time
 
 from ..nn import num_params as num_params_of
 from ..train import Trainer, prepare, resolve
+from ..train.modelfile import check_save_path, save_model
 from ..train.progress import Progress
-from ..train.savefile import save_params
 from .common import MODEL_KEYS, overrides
 
 TRAIN_KEYS = MODEL_KEYS + ("epochs", "momentum", "weight_decay", "patience", "tol",
@@ -45,13 +45,18 @@ def run(args) -> int:
         return run_train(args, overrides(args, TRAIN_KEYS))
     t0 = time.perf_counter()
     spec, cfg = resolve(args.model, **overrides(args, TRAIN_KEYS))
+    if args.save:                       # before any work: a run must not end unsaveable
+        check_save_path(args.save, avoid=[cfg.dataset, cfg.json_log, cfg.plot])
     progress = Progress(cfg.progress)
     trainer = Trainer(prepare(spec, cfg), progress)
     progress.line(describe(trainer.p, trainer.backend))
     result = trainer.run()
     if args.save:
-        save_params(args.save, result.params)
-        progress.line(f"best parameters saved to {args.save}")
+        save_model(args.save, trainer.p, result.params_tree, result.test,
+                   {"history": result.history, "backend": result.backend,
+                    "best_epoch": result.best_epoch, "stop_reason": result.stop_reason})
+        progress.line(f"model saved to {args.save} (use it: graphc predict {args.save} "
+                      "DATA.csv, graphc eval, or gc.load_model)")
     if result.checkpoint:
         progress.line(f"checkpoint: {result.checkpoint}")
     from ..train.metrics import headline

@@ -13,7 +13,7 @@ from .batches import Batches
 from .bundled import (BUNDLED, SYNTHETIC, breast_cancer, diabetes, digits,
                       synthetic_classification, synthetic_regression)
 from .dataset import Dataset
-from .files import load_csv, load_npz
+from .files import load_csv, load_features, load_npz
 from .split import Splits, Standardizer, split, standardize
 
 ALIASES = {"breast-cancer": "breast_cancer", "cancer": "breast_cancer"}
@@ -54,5 +54,5 @@ def load_dataset(spec: str, label_column=None) -> Dataset:
 
 
 __all__ = ["Dataset", "Splits", "Standardizer", "Batches", "load_dataset", "load_csv",
-           "load_npz", "split", "standardize", "digits", "diabetes", "breast_cancer",
+           "load_features", "load_npz", "split", "standardize", "digits", "diabetes", "breast_cancer",
            "synthetic_classification", "synthetic_regression"]

@@ -34,7 +34,7 @@ def breast_cancer() -> Dataset:
     d = load_breast_cancer()
     return Dataset(d.data, d.target.astype(np.int32), "breast_cancer", "binary",
                    "Breast Cancer Wisconsin (Diagnostic), UCI, via scikit-learn",
-                   list(d.feature_names))
+                   list(d.feature_names), [str(c) for c in d.target_names])
 
 
 def synthetic_classification(n=2000, d=20, classes=3, seed=0, informative=None) -> Dataset:

@@ -24,6 +24,7 @@ class Dataset:
     task: str | None = None          # None: decided by the model (user files)
     source: str = ""                 # attribution / provenance
     feature_names: list = field(default_factory=list)
+    class_names: list = field(default_factory=list)   # what label 0, 1, ... stands for
 
     def __post_init__(self):
         X, y = np.asarray(self.X), np.asarray(self.y)
@@ -81,6 +82,8 @@ class Dataset:
             values = set(np.unique(yi).tolist())
             if values <= {-1, 1}:
                 yi = (yi > 0).astype(np.int64)      # {-1,+1} -> {0,1}
+                return replace(self, y=yi.astype(np.int32), task=task,
+                               class_names=self.class_names or [-1, 1])
             elif not values <= {0, 1}:
                 r = int(np.flatnonzero((yi != 0) & (yi != 1))[0])
                 raise GraphcError(f"dataset {self.name}: a binary model needs labels 0/1 (or "

@@ -41,8 +41,8 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def load_csv(path: str, label_column=None) -> Dataset:
-    """Features and a label column (the last unless ``label_column`` names/indexes one).
+def read_csv_table(path: str) -> tuple[list | None, np.ndarray]:
+    """(header or None, float64 cells) of a numeric CSV; errors name the row and column.
 
     The first row is a header when none of its cells is a number; a first row mixing
     numbers and text is reported as a bad cell, not silently dropped.
@@ -57,8 +57,6 @@ def load_csv(path: str, label_column=None) -> Dataset:
     if not rows:
         raise GraphcError(f"{path}: the CSV file has a header but no data rows")
     width = len(header) if header else len(rows[0])
-    if width < 2:
-        raise GraphcError(f"{path}: need at least one feature column and a label column")
     first_line = 2 if header else 1
     data = np.empty((len(rows), width), np.float64)
     for i, r in enumerate(rows):
@@ -72,10 +70,62 @@ def load_csv(path: str, label_column=None) -> Dataset:
                 col = f"{j + 1} ({header[j]!r})" if header else f"{j + 1}"
                 raise GraphcError(f"{path}: row {line}, column {col}: {c.strip()!r} is not a "
                                   "number") from None
+    return header, data
+
+
+def load_csv(path: str, label_column=None) -> Dataset:
+    """Features and a label column (the last unless ``label_column`` names/indexes one)."""
+    header, data = read_csv_table(path)
+    width = data.shape[1]
+    if width < 2:
+        raise GraphcError(f"{path}: need at least one feature column and a label column")
     li = _label_index(path, label_column, header, width)
     X = np.delete(data, li, axis=1)
     names = [h for k, h in enumerate(header) if k != li] if header else []
     return Dataset(X, data[:, li], os.path.basename(path), None, path, names)
+
+
+def load_features(path: str, n_features: int, label_column=None) -> tuple[np.ndarray, str]:
+    """Features for a model of ``n_features`` inputs from a .csv or .npz file (new data).
+
+    A CSV may hold exactly the feature columns, or those plus a label column (dropped:
+    ``label_column``, else the last); an .npz holds ``X`` (or ``x``/``data``).  Returns
+    (X, a note about what was dropped or '').
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.exists(path):
+        raise GraphcError(f"data file {path} does not exist")
+    if ext == ".npz":
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise GraphcError(f"{path}: not a valid .npz file (no zip header)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                for k in ("X", "x", "data"):
+                    if k in z.files:
+                        return np.asarray(z[k]), ""
+                keys = list(z.files)
+                if "graphc_model" in keys:
+                    raise GraphcError(f"{path} is a saved model, not data: give the data "
+                                      "file second (graphc predict MODEL.npz DATA.csv)")
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise GraphcError(f"{path}: not a valid .npz file ({e})") from None
+        except ValueError as e:
+            raise GraphcError(f"{path}: cannot read ({e}); object arrays are not "
+                              "accepted") from None
+        raise GraphcError(f"{path}: expected an array 'X' (or 'x'), found {keys}")
+    if ext != ".csv":
+        raise GraphcError(f"{path}: data must be a .csv or .npz file")
+    header, data = read_csv_table(path)
+    width = data.shape[1]
+    if width == n_features and label_column is None:
+        return data, ""
+    if width == n_features + 1 or (label_column is not None and width > 1):
+        li = _label_index(path, label_column, header, width)
+        what = repr(header[li]) if header else str(li + 1)
+        return np.delete(data, li, axis=1), f"ignored label column {what} of {path}"
+    raise GraphcError(f"{path} has {width} columns; the model expects {n_features} features "
+                      f"(or {n_features} features plus a label column)")
 
 
 def _label_index(path, label_column, header, width) -> int:

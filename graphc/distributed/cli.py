@@ -14,19 +14,23 @@ def run_train(args, overrides: dict) -> int:
     t0 = time.perf_counter()
     mode = args.distributed
     spec, cfg = resolve(args.model, **overrides)
+    if args.save:                       # before any work: a run must not end unsaveable
+        from ..train.modelfile import check_save_path
+        check_save_path(args.save, avoid=[cfg.dataset, cfg.json_log, cfg.plot])
     opts = {"buckets": args.buckets, "comm_timeout": args.comm_timeout,
             "staleness": args.staleness, "respawn": args.respawn}
     if mode == "async" and C.parent_comm() is not None:       # a respawned worker
         from .ps import run_spawned_worker
         return run_spawned_worker(prepare(spec, cfg), opts)
     comm = C.world()
+    prepared = prepare(spec, cfg)
     try:
         if mode == "sync":
             from .trainer import SyncTrainer
-            result = SyncTrainer(prepare(spec, cfg), opts, comm).run()
+            result = SyncTrainer(prepared, opts, comm).run()
         else:
             from .ps import run_async
-            result = run_async(prepare(spec, cfg), opts, comm)
+            result = run_async(prepared, opts, comm)
     except C.CommTimeout as e:
         print(f"graphc train: error: {e}", file=sys.stderr, flush=True)
         C.abort(1, comm)             # peers may be blocked in a collective: end the job
@@ -34,8 +38,14 @@ def run_train(args, overrides: dict) -> int:
     if comm.Get_rank() != 0:
         return 0
     if args.save:
-        from ..train.savefile import save_params
-        save_params(args.save, result["best_params"])
+        from .. import pytree
+        from ..train.modelfile import save_model
+        best = result["best_params"]
+        _, td = pytree.flatten(prepared.params)
+        tree = pytree.unflatten(td, [best[k] for k in pytree.paths(td)])
+        save_model(args.save, prepared, tree,
+                   {k: v for k, v in result.items() if k != "best_params"},
+                   {"distributed": mode, "ranks": comm.Get_size()})
     from ..train.metrics import headline
     ranks = comm.Get_size()
     print(f"test {headline(result, 'test')} -- {spec.name} on {cfg.dataset}, {mode} data "

@@ -16,12 +16,12 @@ import glob
 import json
 import os
 import re
-import tempfile
 import zipfile
 
 import numpy as np
 
 from ..ir import GraphcError
+from .atomic import savez_atomic
 
 FORMAT = 1
 KEEP = 2
@@ -52,19 +52,8 @@ def save(directory: str, epoch: int, step: int, arrays: dict, meta: dict,
     os.makedirs(directory, exist_ok=True)
     payload = {k: np.asarray(v, order="C") for k, v in arrays.items()}  # keeps 0-d
     payload["meta"] = np.array(json.dumps({**meta, "format": FORMAT}, sort_keys=True))
-    final = os.path.join(directory, checkpoint_name(epoch, step))
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    final = savez_atomic(os.path.join(directory, checkpoint_name(epoch, step)), payload,
+                         prefix=".ckpt-")
     for old in list_checkpoints(directory)[:-keep]:
         os.unlink(old)
     for stale in glob.glob(os.path.join(directory, ".ckpt-*.tmp")):
@@ -73,19 +62,6 @@ def save(directory: str, epoch: int, step: int, arrays: dict, meta: dict,
         except OSError:
             pass
     return final
-
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load(path: str) -> tuple[dict, dict]:
@@ -98,6 +74,9 @@ def load(path: str) -> tuple[dict, dict]:
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({e})"
                               + _previous_hint(path)) from None
+    if "meta" not in arrays and "graphc_model" in arrays:
+        raise CheckpointError(f"{path} is a saved model (graphc train --save), not a training "
+                              "checkpoint; resume from a ckpt-*.npz in the --checkpoint-dir")
     if "meta" not in arrays:
         raise CheckpointError(f"checkpoint {path} has no 'meta' record; not a graphc "
                               "checkpoint" + _previous_hint(path))

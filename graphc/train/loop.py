@@ -55,6 +55,7 @@ class TrainResult:
     backend: str
     seconds: float
     checkpoint: str | None = None
+    params_tree: object = None      # the best parameters in their nested structure
 
 
 class Trainer:
@@ -145,7 +146,8 @@ class Trainer:
             self.progress.line(f"curves written to {cfg.plot}")
         return TrainResult(s.history, test, s.stop_reason, s.best_epoch,
                            {k: v for k, v in self.best.items()}, self.backend,
-                           time.perf_counter() - t_start, self.last_checkpoint)
+                           time.perf_counter() - t_start, self.last_checkpoint,
+                           _unflatten_like(self.step.params, self.best))
 
     def _epochs(self, log: JsonLog):
         cfg, s, b = self.cfg, self.state, self.batches

@@ -48,18 +48,30 @@ class Evaluator:
         return (np.asarray(self.forward(params, split.X)),
                 float(self.loss(params, split.X, split.y)))
 
+    def _fallback(self, e):
+        """llvm could not compile: say so once, then use the numpy backend."""
+        if self.backend != "llvm":
+            raise e
+        first = (str(e).splitlines() or [""])[0][:120]
+        (self.notice or print)(f"note: the llvm backend could not compile the evaluation "
+                               f"graph ({type(e).__name__}: {first}); evaluating with "
+                               "numpy")
+        self.backend, self.options = "numpy", {}
+        self._build("numpy", {})
+
+    def outputs(self, params, X) -> np.ndarray:
+        """The model's outputs on ``X`` (already standardised), compiled."""
+        try:
+            return np.asarray(self.forward(params, X))
+        except Exception as e:          # noqa: BLE001  (llvm failure -> reference path)
+            self._fallback(e)
+            return np.asarray(self.forward(params, X))
+
     def __call__(self, params, split, prefix: str) -> dict:
         try:
             out, loss = self._run(params, split)
         except Exception as e:          # noqa: BLE001  (llvm failure -> reference path)
-            if self.backend != "llvm":
-                raise
-            first = (str(e).splitlines() or [""])[0][:120]
-            (self.notice or print)(f"note: the llvm backend could not compile the evaluation "
-                                   f"graph ({type(e).__name__}: {first}); evaluating with "
-                                   "numpy")
-            self.backend, self.options = "numpy", {}
-            self._build("numpy", {})
+            self._fallback(e)
             out, loss = self._run(params, split)
         res = {f"{prefix}_loss": loss}
         if self.model.spec.task == "regression":

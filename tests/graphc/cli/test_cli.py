@@ -20,7 +20,7 @@ def test_train_reports_epochs_and_test_accuracy(graphc, tmp_path):
     assert [x["event"] for x in records] == ["epoch"] * 3 + ["test"]
     assert {"train_loss", "val_loss", "val_accuracy", "samples_per_s"} <= set(records[0])
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert np.load(tmp_path / "best.npz")["w"].shape == (64, 10)
+    assert np.load(tmp_path / "best.npz", allow_pickle=False)["params/w"].shape == (64, 10)
 
 
 @pytest.mark.parametrize("model, metric", [("linreg", "R²"), ("svm", "accuracy")])
