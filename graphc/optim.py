@@ -1,8 +1,12 @@
 """Optimizers as IR: each emits its update rule into the training-step graph.
 
-Hyper-parameters are baked into the graph as constants; the state (momentum buffers,
-Adam moments and step count) lives in graph inputs that the step updates in place.
-Semantics follow PyTorch's SGD and Adam/AdamW so benchmarks compare like with like.
+The learning rate is a runtime input of the compiled step (``opt.lr``, 0-d): a schedule
+(``schedule=``, see ``graphc.schedules``) or ``step.lr = x`` changes it between calls with
+no recompile.  The other hyper-parameters are constants in the graph; the state (momentum
+buffers, Adam moments and step count) lives in graph inputs that the step updates in place.
+``clip_grad_norm=`` clips the gradients by their global norm inside the step (a graph op
+of the optimizer pass).  Semantics follow PyTorch's SGD and Adam/AdamW so benchmarks
+compare like with like.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import math
 import numpy as np
 
 from .ir import GraphcError
+from .passes.optimizer import LR_INPUT
+from .schedules import Schedule, constant, cosine, step_decay, warmup  # noqa: F401
 
 
 def _number(opt, name, v, lo=None, hi=None, lo_open=False, hi_open=True):
@@ -41,6 +47,20 @@ def _scalar(E, v, like):
 
 
 class Optimizer:
+    lr_input = True              # the learning rate is a graph input (see module docstring)
+    schedule = None              # step index -> learning rate, or None (constant lr)
+    clip_grad_norm = None        # max global gradient norm, or None
+
+    def _extras(self, schedule, clip_grad_norm):
+        if schedule is not None and not callable(schedule):
+            raise GraphcError(f"{type(self).__name__}: schedule must be a function of the "
+                              f"step index (e.g. gc.optim.cosine(...)), got {schedule!r}")
+        if clip_grad_norm is not None and not (np.isfinite(clip_grad_norm)
+                                               and clip_grad_norm > 0):
+            raise GraphcError(f"{type(self).__name__}: clip_grad_norm must be a positive "
+                              f"number, got {clip_grad_norm}")
+        self.schedule, self.clip_grad_norm = schedule, clip_grad_norm
+
     def shared_state(self):
         return []
 
@@ -54,14 +74,22 @@ class Optimizer:
         """Initial arrays for the state inputs ``append_update`` created."""
         out = []
         for v in graph_state_inputs:
-            out.append(np.zeros(v.shape, v.dtype))
+            first = self.schedule(0) if self.schedule is not None else self.lr
+            out.append(np.full(v.shape, first, v.dtype) if v.name == LR_INPUT
+                       else np.zeros(v.shape, v.dtype))
         return out
+
+    def _lr(self, E, lr, p):
+        """The learning rate broadcast like ``p``: the graph input, or a constant."""
+        return _scalar(E, self.lr, p) if lr is None else E.broadcast(lr, p.shape)
 
 
 class SGD(Optimizer):
     """p -= lr * d, d = g + wd·p (+ momentum buffer v = mu·v + d; nesterov: d + mu·v)."""
 
-    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, *, schedule=None,
+                 clip_grad_norm=None):
+        self._extras(schedule, clip_grad_norm)
         lr = _number("SGD", "lr", lr, 0, lo_open=True)
         momentum = _number("SGD", "momentum", momentum, 0, 1, hi_open=False)
         weight_decay = _number("SGD", "weight_decay", weight_decay, 0)
@@ -77,7 +105,7 @@ class SGD(Optimizer):
     def param_state(self, p):
         return [("momentum", np.zeros(p.shape, p.dtype))] if self.momentum else []
 
-    def emit(self, E, p, g, state, shared):
+    def emit(self, E, p, g, state, shared, lr=None):
         if self.weight_decay:
             g = E.add(g, E.mul(_scalar(E, self.weight_decay, p), p))
         new_state = []
@@ -86,14 +114,16 @@ class SGD(Optimizer):
             buf = E.add(E.mul(_scalar(E, self.momentum, p), buf), g)
             new_state = [buf]
             g = E.add(g, E.mul(_scalar(E, self.momentum, p), buf)) if self.nesterov else buf
-        return E.sub(p, E.mul(_scalar(E, self.lr, p), g)), new_state
+        return E.sub(p, E.mul(self._lr(E, lr, p), g)), new_state
 
 
 class Adam(Optimizer):
     """Adam with bias correction; ``decoupled=True`` (or AdamW) applies weight decay to
     the parameter directly instead of adding it to the gradient."""
 
-    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False, *,
+                 schedule=None, clip_grad_norm=None):
+        self._extras(schedule, clip_grad_norm)
         name = "AdamW" if decoupled else "Adam"
         try:
             b1, b2 = betas
@@ -125,7 +155,7 @@ class Adam(Optimizer):
         (t,) = shared
         return [E.add(t, E.const(1.0, t.dtype))]
 
-    def emit(self, E, p, g, state, shared):
+    def emit(self, E, p, g, state, shared, lr=None):
         (t,) = shared
         b1, b2 = self.betas
         m, v = state
@@ -136,15 +166,19 @@ class Adam(Optimizer):
         # Scalar bias corrections, computed once per step (in the step's dtype).
         tt = E.cast(t, dtype=p.dtype) if t.dtype != p.dtype else t
         one = E.const(1.0, p.dtype)
-        c1 = E.div(E.const(self.lr, p.dtype), E.sub(one, E.pow(E.const(b1, p.dtype), tt)))
+        lr0 = E.const(self.lr, p.dtype) if lr is None else lr
+        c1 = E.div(lr0, E.sub(one, E.pow(E.const(b1, p.dtype), tt)))
         c2 = E.div(one, E.sub(one, E.pow(E.const(b2, p.dtype), tt)))
         denom = E.add(E.sqrt(E.mul(v, E.broadcast(c2, p.shape))), _scalar(E, self.eps, p))
         upd = E.div(E.mul(m, E.broadcast(c1, p.shape)), denom)
-        if self.weight_decay and self.decoupled:
-            p = E.mul(p, _scalar(E, 1 - self.lr * self.weight_decay, p))
+        if self.weight_decay and self.decoupled:       # p * (1 - lr * wd)
+            keep = E.sub(one, E.mul(lr0, E.const(self.weight_decay, p.dtype)))
+            p = E.mul(p, E.broadcast(keep, p.shape))
         return E.sub(p, upd), [m, v]
 
 
 class AdamW(Adam):
-    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        super().__init__(lr, betas, eps, weight_decay, decoupled=True)
+    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, *, schedule=None,
+                 clip_grad_norm=None):
+        super().__init__(lr, betas, eps, weight_decay, decoupled=True, schedule=schedule,
+                         clip_grad_norm=clip_grad_norm)

@@ -19,6 +19,7 @@ from .ir import dtypes as dt
 from .livetree import LiveDict, copy_into, live_tree
 from .passes import autodiff, standard
 from .passes.pipeline import PassContext, Pipeline
+from .passes.optimizer import LR_INPUT
 from .tracing import TraceContext, leaf_names, trace_into
 
 
@@ -136,16 +137,38 @@ class CompiledStep:
         b_leaves, self._b_tree = pytree.flatten(list(example_batch))
         self._p_leaves = p_leaves
         self.steps = 0
+        self.lr_schedule = getattr(optimizer, "schedule", None)
         from .backends import get_backend
         if backend == "llvm":
             options["fuse"] = False          # fusion ran in the pipeline (or was dropped)
         self._run = get_backend(backend).compile(self.graph, **options)
+        _COMPILES[0] += 1
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next update (a runtime input: setting it is free)."""
+        if LR_INPUT not in self.opt_state:
+            return float(self.optimizer.lr)
+        return float(self.opt_state[LR_INPUT])
+
+    @lr.setter
+    def lr(self, value):
+        if LR_INPUT not in self.opt_state:
+            raise ArgumentError(f"step: the optimizer {self.optimizer!r} compiles its learning "
+                                "rate as a constant; it cannot be changed")
+        value = float(value)
+        if not (np.isfinite(value) and value > 0):
+            raise ArgumentError(f"step: the learning rate must be a positive number, got "
+                                f"{value}")
+        self.opt_state[LR_INPUT][...] = value       # in place: the compiled step reads it
 
     def __call__(self, *batch):
         b_leaves, tree = pytree.flatten(list(batch))
         if tree != self._b_tree:
             raise ArgumentError(f"step: batch structure {tree} differs from the example's "
                                 f"{self._b_tree}")
+        if self.lr_schedule is not None:
+            self.lr = self.lr_schedule(self.steps)
         outs = self._run(*self._p_leaves, *b_leaves, *self.opt_state.values())
         loss = float(outs[0])
         if self.check_finite and not bool(outs[1]):
@@ -188,6 +211,14 @@ class CompiledStep:
         from .passes.memreport import memory_report
         opts = {k: v for k, v in {**self.options, **options}.items() if k != "plan"}
         return memory_report(self.graph, **opts)
+
+
+_COMPILES = [0]
+
+
+def compile_count() -> int:
+    """Training steps compiled by this process so far (tests count recompiles with it)."""
+    return _COMPILES[0]
 
 
 def compile_step(loss_fn, params, optimizer, example_batch, **options) -> CompiledStep:

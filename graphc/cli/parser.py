@@ -39,7 +39,11 @@ def _number(convert, ok, what):
 
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0, "a positive number")
+positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positive number")
+nonneg_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+fraction = _number(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
+budget = _number(float, lambda v: 0 < v < float("inf") and (v <= 1 or v == int(v)),
+                 "a byte count or a fraction in (0, 1]")
 
 
 def widths(text):
@@ -60,8 +64,8 @@ def _common(p, backend=True):
     p.add_argument("--label-column", help="CSV label column, name or index (default: last)")
     p.add_argument("--batch-size", type=positive_int, help="mini-batch size")
     p.add_argument("--widths", type=widths, help="mlp hidden widths, e.g. 256,128")
-    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
-    p.add_argument("--lr", type=positive_float, help="learning rate")
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw"))
+    p.add_argument("--lr", type=positive_float, help="learning rate (the schedule's peak)")
     p.add_argument("--seed", type=int, help="seed for split, init and shuffling (default 0)")
     p.add_argument("--pass", dest="passes", action="append", metavar="FILE.py:FN[:AFTER]",
                    help="insert a user's pass FN(graph) -> graph into the step pipeline, "
@@ -109,7 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     t.add_argument("--epochs", type=positive_int, help="maximum epochs")
     t.add_argument("--momentum", type=float, help="momentum for --optimizer momentum (0.9)")
-    t.add_argument("--weight-decay", type=float, help="L2 weight decay (0)")
+    t.add_argument("--nesterov", action="store_true", default=None,
+                   help="Nesterov momentum (with --optimizer momentum)")
+    t.add_argument("--weight-decay", type=nonneg_float,
+                   help="weight decay (0; L2 in the gradient, decoupled for adamw: 0.01)")
+    t.add_argument("--lr-schedule", choices=("constant", "step", "cosine"),
+                   help="learning-rate schedule over the run (default constant); the lr is a "
+                        "runtime input of the compiled step, so it changes with no recompile")
+    t.add_argument("--warmup", type=nonneg_int, help="linear lr warm-up over N updates (0)")
+    t.add_argument("--lr-step", type=positive_int,
+                   help="step schedule: multiply the lr by --lr-gamma every N epochs")
+    t.add_argument("--lr-gamma", type=positive_float, help="step schedule's factor (0.1)")
+    t.add_argument("--min-lr", type=nonneg_float, help="cosine schedule's final lr (0)")
+    t.add_argument("--clip-grad-norm", type=positive_float, metavar="MAX",
+                   help="clip the gradients to global L2 norm MAX (inside the compiled step)")
+    t.add_argument("--val-fraction", dest="val", type=fraction,
+                   help="validation share of the data (0.15)")
+    t.add_argument("--test-fraction", dest="test", type=fraction,
+                   help="test share of the data (0.15)")
+    t.add_argument("--memory-budget", type=budget, metavar="BYTES|FRACTION",
+                   help="rematerialise activations to keep saved bytes under this budget "
+                        "(bytes, or a fraction in (0, 1] of the saved activations)")
     t.add_argument("--patience", type=nonneg_int,
                    help="early stopping: epochs without val-loss improvement (0 = off)")
     t.add_argument("--tol", type=float, help="minimum val-loss improvement (1e-4)")

@@ -10,6 +10,8 @@ from ..train.progress import Progress
 from .common import MODEL_KEYS, overrides
 
 TRAIN_KEYS = MODEL_KEYS + ("epochs", "momentum", "weight_decay", "patience", "tol",
+                           "nesterov", "lr_schedule", "warmup", "lr_step", "lr_gamma",
+                           "min_lr", "clip_grad_norm", "val", "test", "memory_budget",
                            "checkpoint_dir", "checkpoint_every", "checkpoint_steps",
                            "resume", "json_log", "plot", "progress", "backend", "threads")
 
@@ -30,11 +32,22 @@ def describe(p, backend) -> str:
     ds += f", {tr.X.shape[1]} features"
     if p.spec.task != "regression":
         ds += f", {2 if p.spec.task == 'binary' else int(p.model.out_features or 0)} classes"
-    opt = cfg.optimizer + (f"(momentum {cfg.momentum})" if cfg.optimizer == "momentum" else "")
+    opt = cfg.optimizer + (f"(momentum {cfg.momentum}{', nesterov' if cfg.nesterov else ''})"
+                           if cfg.optimizer == "momentum" else "")
+    if cfg.weight_decay:
+        opt += f" weight decay {cfg.weight_decay}"
+    sched = ""
+    if cfg.lr_schedule != "constant" or cfg.warmup:
+        sched = f" ({cfg.lr_schedule}" + (f", warm-up {cfg.warmup} updates" if cfg.warmup
+                                          else "") + ")"
+    if cfg.clip_grad_norm:
+        sched += f", grad-norm clip {cfg.clip_grad_norm}"
+    if cfg.memory_budget:
+        sched += f", remat budget {cfg.memory_budget:g}"
     return (f"graphc train {p.spec.name} -- {p.spec.description}\n"
             f"  data   {ds}\n"
             f"  model  {architecture(p.model.module)} ({num_params_of(p.params):,} "
-            f"parameters); {opt} lr {cfg.lr}, batch "
+            f"parameters); {opt} lr {cfg.lr}{sched}, batch "
             f"{cfg.batch_size}, up to {cfg.epochs} epochs (patience {cfg.patience}); "
             f"backend {backend}")
 

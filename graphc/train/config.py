@@ -12,10 +12,12 @@ import numpy as np
 
 from .. import optim
 from ..ir import GraphcError
+from ..schedules import SCHEDULES, make_schedule
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 RESUME_KEYS = ("model", "dataset", "batch_size", "lr", "optimizer", "momentum",
-               "weight_decay", "seed", "val", "test", "widths", "label_column")
+               "weight_decay", "seed", "val", "test", "widths", "label_column", "nesterov",
+               "lr_schedule", "warmup", "lr_step", "lr_gamma", "min_lr", "clip_grad_norm")
 
 
 @dataclass
@@ -28,6 +30,14 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.9                 # used by optimizer="momentum"
     weight_decay: float = 0.0
+    nesterov: bool = False                # with optimizer="momentum"
+    lr_schedule: str = "constant"         # constant | step | cosine (graphc.schedules)
+    warmup: int = 0                       # linear warm-up over this many updates
+    lr_step: int = 0                      # step schedule: epochs between decays
+    lr_gamma: float = 0.1                 # step schedule: decay factor
+    min_lr: float = 0.0                   # cosine schedule: final learning rate
+    clip_grad_norm: float | None = None   # global gradient-norm clipping (None: off)
+    memory_budget: float | None = None    # remat budget: bytes, or a fraction in (0, 1]
     seed: int = 0
     patience: int = 10                    # early stopping: epochs without improvement
     tol: float = 1e-4                     # ... by at least this much (val loss)
@@ -61,15 +71,50 @@ class TrainConfig:
                 or self.checkpoint_steps < 0:
             raise GraphcError("patience, tol, checkpoint-every and checkpoint-steps must be "
                               ">= 0")
+        if self.nesterov and self.optimizer != "momentum":
+            raise GraphcError(f"--nesterov needs --optimizer momentum (got {self.optimizer})")
+        if self.lr_schedule not in SCHEDULES:
+            raise GraphcError(f"unknown lr schedule {self.lr_schedule!r}; choose one of "
+                              f"{', '.join(SCHEDULES)}")
+        if self.lr_schedule == "step" and self.lr_step <= 0:
+            raise GraphcError("--lr-schedule step needs --lr-step N (epochs between decays)")
+        if self.warmup < 0 or self.lr_step < 0 or not (self.lr_gamma > 0) \
+                or not (0 <= self.min_lr < self.lr):
+            raise GraphcError("need --warmup >= 0, --lr-step >= 0, --lr-gamma > 0 and "
+                              f"0 <= --min-lr < --lr (got warmup {self.warmup}, lr-step "
+                              f"{self.lr_step}, lr-gamma {self.lr_gamma}, min-lr {self.min_lr})")
+        if self.clip_grad_norm is not None and not (np.isfinite(self.clip_grad_norm)
+                                                    and self.clip_grad_norm > 0):
+            raise GraphcError(f"--clip-grad-norm must be a positive number, got "
+                              f"{self.clip_grad_norm}")
+        if self.memory_budget is not None and not self.memory_budget > 0:
+            raise GraphcError(f"--memory-budget must be positive (bytes, or a fraction in "
+                              f"(0, 1]), got {self.memory_budget}")
         if self.resume and not self.checkpoint_dir and self.resume is True:
             raise GraphcError("--resume needs --checkpoint-dir (or a checkpoint file path)")
         return self
 
-    def make_optimizer(self):
+    def make_optimizer(self, steps_per_epoch: int | None = None):
+        """The optimizer, with its lr schedule when ``steps_per_epoch`` is known."""
+        extra = {"clip_grad_norm": self.clip_grad_norm}
+        if steps_per_epoch:
+            extra["schedule"] = self.make_schedule(steps_per_epoch)
         if self.optimizer == "adam":
-            return optim.Adam(self.lr, weight_decay=self.weight_decay)
+            return optim.Adam(self.lr, weight_decay=self.weight_decay, **extra)
+        if self.optimizer == "adamw":
+            return optim.AdamW(self.lr, weight_decay=self.weight_decay, **extra)
         momentum = self.momentum if self.optimizer == "momentum" else 0.0
-        return optim.SGD(self.lr, momentum=momentum, weight_decay=self.weight_decay)
+        return optim.SGD(self.lr, momentum=momentum, nesterov=self.nesterov,
+                         weight_decay=self.weight_decay, **extra)
+
+    def make_schedule(self, steps_per_epoch: int):
+        """``lr_schedule`` over ``epochs`` epochs of ``steps_per_epoch`` updates (None:
+        a constant learning rate with no warm-up)."""
+        if self.lr_schedule == "constant" and not self.warmup:
+            return None
+        return make_schedule(self.lr_schedule, self.lr, self.epochs * steps_per_epoch,
+                             self.warmup, self.lr_step * steps_per_epoch, self.lr_gamma,
+                             self.min_lr)
 
     def resume_identity(self) -> dict:
         d = asdict(self)

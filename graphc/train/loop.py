@@ -62,6 +62,8 @@ class Trainer:
     def __init__(self, prepared: Prepared, progress: Progress | None = None):
         self.p, self.cfg = prepared, prepared.config
         self.progress = progress or Progress(self.cfg.progress)
+        from ..step import compile_count
+        self.compiles_before = compile_count()
         self.step, self.backend = compile_step(prepared, self.cfg.backend, self.cfg.threads,
                                                notice=self.progress.line)
         self.evaluate = Evaluator(prepared.model, self.backend, prepared.y_scaler,
@@ -74,10 +76,22 @@ class Trainer:
         self.state = RunState()
         self.last_checkpoint = None
 
+    def settings(self) -> dict:
+        """Every knob of this run as JSON data (for --json, checkpoints, saved models)."""
+        from dataclasses import asdict
+        d = {k: v for k, v in asdict(self.cfg).items() if k != "extra"}
+        d["widths"] = list(d["widths"]) if d["widths"] is not None else None
+        sched = self.step.lr_schedule
+        d.update(optimizer_rule=repr(self.step.optimizer),
+                 schedule=sched.to_dict() if hasattr(sched, "to_dict") else None,
+                 steps_per_epoch=self.batches.per_epoch, backend_used=self.backend)
+        return d
+
     # ---- checkpoints ---------------------------------------------------------------------
     def _meta(self) -> dict:
         s = self.state
-        return {"config": self.cfg.resume_identity(), "epoch": s.epoch, "batch": s.batch,
+        return {"config": self.cfg.resume_identity(), "settings": self.settings(),
+                "epoch": s.epoch, "batch": s.batch,
                 "step": s.step, "epoch_rng": s.epoch_rng, "loss_sum": s.loss_sum,
                 "train_seconds": s.train_seconds, "best_val": s.best_val,
                 "best_epoch": s.best_epoch, "wait": s.wait, "finished": s.finished,
@@ -135,6 +149,7 @@ class Trainer:
         t_start = time.perf_counter()
         resumed = self.resume(cfg.resume) if cfg.resume else ""
         log = JsonLog(cfg.json_log, append=bool(resumed))
+        log.write("config", {**self.settings(), "resumed_from": resumed or None})
         try:
             if not s.finished:
                 self._epochs(log)
@@ -184,13 +199,14 @@ class Trainer:
 
     def _end_epoch(self, log: JsonLog, per_epoch: int):
         cfg, s = self.cfg, self.state
-        record = {"epoch": s.epoch + 1, "step": s.step, "train_loss": s.loss_sum / per_epoch}
+        record = {"epoch": s.epoch + 1, "step": s.step, "train_loss": s.loss_sum / per_epoch,
+                  "lr": self.step.lr}
         record.update(self.evaluate(self.step.params, self.p.splits.val, "val"))
         seconds = max(s.train_seconds, 1e-9)
         record["samples_per_s"] = per_epoch * cfg.batch_size / seconds
         s.history.append(record)
         log.write("epoch", record)
-        self.progress.line(_epoch_line(record, cfg.epochs))
+        self.progress.line(_epoch_line(record, cfg.epochs, self.step.lr_schedule is not None))
         s.epoch, s.batch, s.loss_sum, s.train_seconds = s.epoch + 1, 0, 0.0, 0.0
         if record["val_loss"] < s.best_val - cfg.tol:
             s.best_val, s.best_epoch, s.wait = record["val_loss"], s.epoch, 0
@@ -212,7 +228,9 @@ class Trainer:
         s = self.state
         best_tree = _unflatten_like(self.step.params, self.best)
         test = self.evaluate(best_tree, self.p.splits.test, "test")
-        test.update(best_epoch=s.best_epoch, stop_reason=s.stop_reason, updates=s.step)
+        from ..step import compile_count
+        test.update(best_epoch=s.best_epoch, stop_reason=s.stop_reason, updates=s.step,
+                    step_compiles=compile_count() - self.compiles_before)
         log.write("test", test)
         self.progress.line(f"stopped: {s.stop_reason}")
         self.progress.line(f"test set: loss {test['test_loss']:.4f}, {headline(test, 'test')} "
@@ -220,11 +238,12 @@ class Trainer:
         return test
 
 
-def _epoch_line(r: dict, epochs: int) -> str:
+def _epoch_line(r: dict, epochs: int, show_lr: bool = False) -> str:
     metric = (f"val_acc {100 * r['val_accuracy']:5.1f}%" if "val_accuracy" in r
               else f"val_r2 {r['val_r2']:.3f} val_mse {r['val_mse']:.5g}")
+    lr = f"  lr {r['lr']:.3g}" if show_lr else ""
     return (f"epoch {r['epoch']:>3}/{epochs}  train_loss {r['train_loss']:.4f}  "
-            f"val_loss {r['val_loss']:.4f}  {metric}  {r['samples_per_s']:,.0f} samples/s")
+            f"val_loss {r['val_loss']:.4f}  {metric}{lr}  {r['samples_per_s']:,.0f} samples/s")
 
 
 def _unflatten_like(tree, flat: dict):

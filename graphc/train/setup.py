@@ -70,19 +70,21 @@ def compile_step(p: Prepared, backend: str, threads=None, notice=None, batch_siz
     """``gc.compile_step`` on the prepared model; falls back from llvm to numpy (with a
     one-line notice) when the llvm backend cannot compile, so training always runs."""
     from ..models.user_passes import edit
-    opt = p.config.make_optimizer()
     example = p.example_batch(batch_size)
+    opt = p.config.make_optimizer(len(p.splits.train) // len(example[0]))
+    mem = {"memory_budget": p.config.memory_budget} if p.config.memory_budget else {}
     passes = edit(p.config.passes)
     try:
         return gstep.compile_step(p.model.loss, p.params, opt, example, backend=backend,
-                                  passes=passes, **backend_options(backend, threads)), backend
+                                  passes=passes, **mem,
+                                  **backend_options(backend, threads)), backend
     except Exception as e:              # noqa: BLE001  (any llvm failure -> reference path)
         if backend != "llvm":
             raise
         llvm_error = e
     # If numpy fails too, the problem is the model or data: that error propagates.
     step = gstep.compile_step(p.model.loss, p.params, opt, example, backend="numpy",
-                              passes=passes)
+                              passes=passes, **mem)
     first = (str(llvm_error).splitlines() or [""])[0][:120]
     (notice or (lambda s: print(s, file=sys.stderr)))(
         f"note: the llvm backend could not compile this step ({type(llvm_error).__name__}: "

@@ -17,8 +17,8 @@ def test_train_reports_epochs_and_test_accuracy(graphc, tmp_path):
     assert "epoch   3/3" in r.stdout and "samples/s" in r.stdout
     assert "test accuracy" in r.stdout.splitlines()[-1]
     records = [json.loads(x) for x in log.read_text().splitlines()]
-    assert [x["event"] for x in records] == ["epoch"] * 3 + ["test"]
-    assert {"train_loss", "val_loss", "val_accuracy", "samples_per_s"} <= set(records[0])
+    assert [x["event"] for x in records] == ["config"] + ["epoch"] * 3 + ["test"]
+    assert {"train_loss", "val_loss", "val_accuracy", "samples_per_s", "lr"} <= set(records[1])
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.load(tmp_path / "best.npz", allow_pickle=False)["params/w"].shape == (64, 10)
 

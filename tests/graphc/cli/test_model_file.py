@@ -187,3 +187,58 @@ def test_tree_roundtrip_and_keys():
     assert modelfile.tree_from_json(json.loads(json.dumps(modelfile.tree_to_json(td)))) == td
     assert modelfile.leaf_keys(td) == ["params/enc/0/b", "params/enc/0/w", "params/enc/1/w",
                                        "params/head/0", "params/z"]
+
+
+# ---- training control through the CLI --------------------------------------------------------
+def _records(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_cli_schedule_changes_lr_without_recompiling(graphc, tmp_path):
+    from graphc.schedules import cosine, warmup
+    log = tmp_path / "log.jsonl"
+    r = graphc("train", "logreg", "--epochs", "4", "--patience", "0", "--lr-schedule", "cosine",
+               "--warmup", "20", "--min-lr", "0.001", "--clip-grad-norm", "5",
+               "--optimizer", "adamw", "--json", log, "--checkpoint-dir", tmp_path / "ck")
+    assert r.returncode == 0, r.stderr
+    assert "cosine, warm-up 20 updates" in r.stdout and "grad-norm clip 5" in r.stdout
+    recs = _records(log)
+    config, epochs, test = recs[0], recs[1:-1], recs[-1]
+    assert config["event"] == "config" and config["lr_schedule"] == "cosine"
+    assert config["clip_grad_norm"] == 5 and config["optimizer"] == "adamw"
+    per = config["steps_per_epoch"]
+    sched = warmup(cosine(0.01, 4 * per - 20, 0.001), 20)
+    lrs = [e["lr"] for e in epochs]
+    assert lrs == pytest.approx([sched(e * per - 1) for e in range(1, 5)], rel=1e-6)
+    assert len(set(lrs)) == 4                     # the lr moved every epoch ...
+    assert test["step_compiles"] == 1             # ... with one compiled step
+    from graphc.train import checkpoint as ckpt
+    _, meta = ckpt.load(ckpt.list_checkpoints(str(tmp_path / "ck"))[-1])
+    assert meta["config"]["lr_schedule"] == "cosine" and meta["config"]["warmup"] == 20
+    assert meta["settings"]["schedule"]["kind"] == "warmup"
+    # resuming with another schedule is another run: refused in one line
+    r = graphc("train", "logreg", "--epochs", "6", "--patience", "0", "--lr-schedule", "step",
+               "--lr-step", "1", "--optimizer", "adamw", "--clip-grad-norm", "5",
+               "--checkpoint-dir", tmp_path / "ck", "--resume")
+    assert r.returncode == 1 and "lr_schedule: checkpoint 'cosine' vs now 'step'" in r.stderr
+
+
+def test_cli_optimizer_flags(graphc, tmp_path):
+    log = tmp_path / "log.jsonl"
+    r = graphc("train", "logreg", "--epochs", "2", "--patience", "0", "--optimizer", "momentum",
+               "--nesterov", "--weight-decay", "0.001", "--lr-schedule", "step", "--lr-step",
+               "1", "--lr-gamma", "0.5", "--val-fraction", "0.2", "--test-fraction", "0.1",
+               "--memory-budget", "0.5", "--json", log, "--backend", "numpy")
+    assert r.returncode == 0, r.stderr
+    config, e1, e2, test = _records(log)
+    assert config["nesterov"] is True and config["memory_budget"] == 0.5
+    assert "nesterov=True" in config["optimizer_rule"]
+    assert e1["lr"] == pytest.approx(0.01) and e2["lr"] == pytest.approx(0.005)
+    assert test["test_n"] == 179                  # ~10 % of 1,797 digits, stratified
+    for bad, msg in ((["--nesterov"], "--nesterov needs --optimizer momentum"),
+                     (["--lr-schedule", "step"], "needs --lr-step"),
+                     (["--clip-grad-norm", "-1"], "expected a positive number"),
+                     (["--val-fraction", "1.5"], "expected a fraction")):
+        r = graphc("train", "logreg", *bad)
+        assert r.returncode in (1, 2) and msg in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
