@@ -14,6 +14,9 @@ def run_train(args, overrides: dict) -> int:
     t0 = time.perf_counter()
     mode = args.distributed
     spec, cfg = resolve(args.model, **overrides)
+    if cfg.lr_schedule != "constant" or cfg.warmup:
+        raise GraphcError("--lr-schedule and --warmup are not supported with --distributed yet "
+                          "(its step keeps a constant learning rate); drop them")
     if args.save:                       # before any work: a run must not end unsaveable
         from ..train.modelfile import check_save_path
         check_save_path(args.save, avoid=[cfg.dataset, cfg.json_log, cfg.plot])
