@@ -49,6 +49,7 @@ class MemoryReport:
     live_profile: list      # live arena bytes at each schedule step
     plan: object
     graph_name: str
+    kernel_axis: dict | None = None   # a backend's kernel order (see plot)
 
     @classmethod
     def build(cls, graph: Graph, plan, fused=None) -> "MemoryReport":
@@ -123,29 +124,43 @@ class MemoryReport:
         colours = {"forward": "#4C72B0", "backward": "#55A868", "update": "#8172B2",
                    "tangent": "#64B5CD", "saved": "#DD8452", "remat": "#C44E52"}
         mib = float(1 << 20)
+
+        def colour(name):
+            r = rows.get(name)
+            if r is None:                   # a backend's scratch (no graph value)
+                return "#999999"
+            return colours["remat"] if r.remat else colours["saved"] if r.saved else \
+                colours.get(r.role, "#999999")
+
+        bars = []                           # (start, end, offset, nbytes, colour)
+        if self.kernel_axis:                # the backend's own kernel order
+            for name, off, nbytes, first, last in self.kernel_axis["storages"]:
+                bars.append((first, last, off, nbytes, colour(name)))
+            steps = len(self.kernel_axis["kernels"])
+            xlabel = (f"kernel, in the backend's execution order ({steps} kernels; dotted: "
+                      "barriers between levels)")
+        else:
+            for b in self.plan.buffers:
+                if b.persistent:
+                    continue
+                for name in b.values:       # in-place successors and views share the bytes
+                    s, e = self.plan.intervals[name]
+                    bars.append((s, e, b.offset, b.nbytes, colour(name)))
+            steps = max([e for _, e in self.plan.intervals.values()] + [0]) + 1
+            xlabel = "schedule step (node index)"
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 6), width_ratios=[4, 1],
                                       sharey=True)
-        for b in self.plan.buffers:
-            if b.persistent:
-                continue
-            for name in b.values:           # in-place successors and views share the bytes
-                r = rows.get(name)
-                if r is None:               # a backend's scratch (no graph value)
-                    s, e = self.plan.intervals[name]
-                    ax.add_patch(Rectangle((s, b.offset / mib), e - s + 1,
-                                           max(b.nbytes, 1) / mib, facecolor="#999999",
-                                           edgecolor="black", linewidth=0.3, alpha=0.85))
-                    continue
-                c = colours["remat"] if r.remat else colours["saved"] if r.saved else \
-                    colours.get(r.role, "#999999")
-                ax.add_patch(Rectangle((r.start, b.offset / mib), r.end - r.start + 1,
-                                       max(b.nbytes, 1) / mib, facecolor=c, edgecolor="black",
-                                       linewidth=0.3, alpha=0.85))
-        steps = len(self.rows)
+        for s, e, off, nbytes, c in bars:
+            ax.add_patch(Rectangle((s, off / mib), e - s + 1, max(nbytes, 1) / mib,
+                                   facecolor=c, edgecolor="black", linewidth=0.3, alpha=0.85))
+        if self.kernel_axis:
+            for i, (_, barrier) in enumerate(self.kernel_axis["kernels"]):
+                if barrier:
+                    ax.axvline(i, color="grey", lw=0.6, ls=":")
         ax.set_xlim(0, steps + 1)
         ax.set_ylim(0, max(self.planned_bytes, 1) / mib * 1.03)
         ax.axhline(self.planned_bytes / mib, color="black", lw=1, ls="--")
-        ax.set_xlabel("schedule step (node index)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("arena offset (MiB)")
         ax.legend(handles=[Patch(color=colours[k], label=k) for k in
                            ("forward", "saved", "backward", "update", "remat")],
@@ -154,6 +169,12 @@ class MemoryReport:
                      f"(bound {_fmt(self.lower_bound_bytes)}, naive {_fmt(self.naive_bytes)}, "
                      f"saved {_fmt(self.saved_activation_bytes)})", fontsize=10)
         prof = [p / mib for p in self.live_profile]
+        if self.kernel_axis:                # live bytes per kernel, from the same bars
+            live = [0] * (steps + 1)
+            for s, e, _, nbytes, _ in bars:
+                for t in range(s, e + 1):
+                    live[t] += nbytes
+            prof = [p / mib for p in live]
         ax2.fill_between(range(len(prof)), prof, step="post", color="#999999", alpha=0.6)
         ax2.axhline(self.lower_bound_bytes / mib, color="red", lw=1, ls=":", label="bound")
         ax2.axhline(self.planned_bytes / mib, color="black", lw=1, ls="--", label="arena")

@@ -46,4 +46,13 @@ def run(args) -> int:
                 raise GraphcError("this build's memory planner has no timeline plot") from None
         plot(args.plot)
         print(f"timeline written to {args.plot}")
+    if args.figure:
+        from ..passes.memfigure import plot_training_memory
+        from ..passes.memory import memory_report
+        from .graph_cmds import group_names
+        rep = memory_report(step.graph)        # the planner's plan over the step's schedule
+        plot_training_memory(step.graph, rep, args.figure, group_names(p.model.module),
+                             f"{p.spec.name} training step (batch {p.config.batch_size}, "
+                             f"{p.config.optimizer}): graph, saved activations and arena")
+        print(f"memory figure written to {args.figure}")
     return 0

@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dot", help="the IR as Graphviz DOT (or SVG/PNG through Graphviz)")
     _common(d, backend=False)
     d.add_argument("--graph", choices=("forward", "backward", "step"), default=None,
-                   help="forward pass, forward+backward (gradients), or the whole "
-                        "training step (default)")
+                   help="forward pass, the backward nodes alone (with the saved activations "
+                        "they read), or the whole training step (default)")
     d.add_argument("--after", metavar="PASS", help="the step graph after this pass "
                    "(--list-passes shows them)")
     d.add_argument("--list-passes", action="store_true", help="list the pipeline's passes")
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=("dot", "svg", "png"),
                    help="default: from the -o extension, else dot")
     d.add_argument("--hide-constants", action="store_true", help="omit constant nodes")
+    d.add_argument("--detail", choices=("full", "clusters", "summary"),
+                   help="full: every node; clusters: every node, grouped by layer and role; "
+                        "summary: one box per layer and role (default for the step graph)")
 
     i = sub.add_parser("ir", help="the text IR at any pipeline stage")
     _common(i, backend=False)
@@ -206,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("memplan", help="the memory report (and timeline plot)")
     _common(m)
-    m.add_argument("--plot", metavar="FILE.png", help="memory timeline plot")
+    m.add_argument("--plot", metavar="FILE.png", help="arena timeline plot (the backend's own "
+                   "kernel order on the llvm backend)")
+    m.add_argument("--figure", metavar="FILE.png", help="the step graph by layer beside the "
+                   "arena on one time axis: saved activations, offsets and live intervals")
 
     b = sub.add_parser("bench", help="time the compiled training step against peers")
     _common(b)

@@ -238,7 +238,10 @@ class CompiledGraph:
         if self.plan.memory_plan is None:
             return None
         from graphc.passes.memreport import memory_report
-        return memory_report(self.plan.graph, plan=self.plan.memory_plan)
+        from ..plan.timeline import kernel_timeline
+        rep = memory_report(self.plan.graph, plan=self.plan.memory_plan)
+        rep.kernel_axis = kernel_timeline(self.plan)   # the plot's x-axis: kernel order
+        return rep
 
     def profile(self):
         """[(kernel name, barrier before it, cycles)] of the last call (``profile=True``)."""
