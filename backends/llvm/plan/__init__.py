@@ -7,5 +7,6 @@ dimensions, the cut over threads), the view model (``views``: storages and strid
 views) and the arena (``arena``: kernel levels, the byte layout by the memory planner,
 synchronisation points).  Reads the graph, never changes it.  Imports the IR, the
 passes (fusion's view helpers, the memory planner) and, for decisions only, the codegen
-stage's op table (which ops have a lowering, of which kind) and GEMM tile shapes.
+stage's op table (which ops have a lowering, of which kind) and GEMM tile shapes.  ``timeline`` reads a plan's kernels back as
+the arena's life in kernel order (the x-axis of ``graphc memplan --plot``).
 """
