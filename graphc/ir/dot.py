@@ -137,6 +137,7 @@ def to_dot(graph: Graph, show_constants=True, detail: str = "full", roles=None,
     for (grp, sub), members in clusters.items():
         name = f"cluster_{grp}_{sub}"
         if grp == "fused":
+            name = f"cluster_{sub}"
             label, style = f"fused {sub}", "style=dashed; color=purple;"
         else:
             label = f"{(group_names or {}).get(grp, grp)} · {sub}"

@@ -27,7 +27,7 @@ def cache_dir(tmp_path, monkeypatch):
     return d
 
 
-def _step(seed=0, lr=0.05):
+def _step(seed=0, lr=0.05, momentum=0.9):
     rng = np.random.default_rng(seed)
     params = {"w": rng.standard_normal((40, 24)).astype(np.float32),
               "b": np.zeros(24, np.float32),
@@ -40,7 +40,7 @@ def _step(seed=0, lr=0.05):
         h = gc.relu(x @ p["w"] + p["b"])
         z = h @ p["v"]
         return gc.sum(z * z) * 0.01 + gc.sum(gc.tanh(gc.sum(z) + big) * 0.001)
-    return gc.compile_step(loss, params, gc.optim.SGD(lr, momentum=0.9), (x,),
+    return gc.compile_step(loss, params, gc.optim.SGD(lr, momentum=momentum), (x,),
                            backend="numpy"), x
 
 
@@ -74,13 +74,16 @@ def test_disk_hit_skips_lowering_and_runs_identically(cache_dir, monkeypatch):
 
 def test_options_and_constants_change_the_key(cache_dir):
     step, _ = _step()
-    other, _ = _step(lr=0.07)
+    other, _ = _step(momentum=0.8)          # a hyper-parameter compiled as a constant
     keys = {llvm_backend.graph_key(step.graph, 1), llvm_backend.graph_key(step.graph, 2),
             llvm_backend.graph_key(step.graph, 1, profile=True),
             llvm_backend.graph_key(step.graph, 1, fuse=False),
             llvm_backend.graph_key(other.graph, 1)}
     assert len(keys) == 5
     assert llvm_backend.graph_key(step.graph, 1) == llvm_backend.graph_key(_step()[0].graph, 1)
+    # the learning rate is a runtime input: another lr is the same compiled code
+    assert llvm_backend.graph_key(step.graph, 1) == \
+        llvm_backend.graph_key(_step(lr=0.07)[0].graph, 1)
 
 
 @pytest.mark.parametrize("damage", ["version", "slot_size"])
