@@ -80,7 +80,8 @@ LAYERS = {
     "tracing": ["graphc.symbolic", "graphc.functions", "graphc.tracing"],
     "passes": ["graphc.passes"],
     "backends": ["graphc.backends"],
-    "api": ["graphc.api", "graphc.step", "graphc.livetree", "graphc.checking", "graphc.optim"],
+    "api": ["graphc.api", "graphc.step", "graphc.livetree", "graphc.checking", "graphc.optim",
+            "graphc.schedules"],
     "library": ["graphc.nn", "graphc.data", "graphc.models"],
     "apps": ["graphc.train", "graphc.distributed", "graphc.cli", "graphc.__main__",
              "graphc"],           # the package itself (exactly: not its submodules)

@@ -20,6 +20,9 @@ def render(dot_text: str, fmt: str) -> bytes:
     if exe is None:
         raise GraphcError(GRAPHVIZ_HINT.format(fmt=fmt.upper()))
     proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), capture_output=True)
+    if proc.returncode != 0:            # dot's spline router fails on some row layouts
+        proc = subprocess.run([exe, f"-T{fmt}", "-Gsplines=line"], input=dot_text.encode(),
+                              capture_output=True)
     if proc.returncode != 0:
         raise GraphcError(f"Graphviz dot failed: {proc.stderr.decode(errors='replace')[:300]}")
     return proc.stdout

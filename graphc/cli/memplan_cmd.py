@@ -48,7 +48,7 @@ def run(args) -> int:
         print(f"timeline written to {args.plot}")
     if args.figure:
         from ..passes.memfigure import plot_training_memory
-        from ..passes.memory import memory_report
+        from ..passes.memreport import memory_report
         from .graph_cmds import group_names
         rep = memory_report(step.graph)        # the planner's plan over the step's schedule
         plot_training_memory(step.graph, rep, args.figure, group_names(p.model.module),

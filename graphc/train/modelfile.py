@@ -169,8 +169,8 @@ def _classes(p) -> list | None:
 
 
 def _version() -> str:
-    from .. import __version__
-    return __version__
+    import graphc
+    return graphc.__version__
 
 
 # ---- reading ------------------------------------------------------------------------------
