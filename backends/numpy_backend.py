@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.ir import ArgumentError, Graph, get_op
+from graphc.ir import ArgumentError, Graph, GraphcError, get_op
 from graphc.ir import dtypes as dt
 from graphc.ir.ops.checks import check_range
 
@@ -29,7 +29,44 @@ def _unslice(a, g):
     return out
 
 
+def _check_indices(op, idx, limit):
+    """Indices outside [0, limit) are an error, never an out-of-bounds read."""
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= limit):
+        bad = int(np.flatnonzero((idx < 0) | (idx >= limit))[0])
+        pos = tuple(int(i) for i in np.unravel_index(bad, idx.shape))
+        raise GraphcError(f"{op}: index {idx.reshape(-1)[bad]} at position {pos} is out of "
+                          f"range [0, {limit})")
+
+
+def _take(a, x, idx):
+    _check_indices("take", idx, x.shape[a["axis"]])
+    return np.take(x, idx, axis=a["axis"])
+
+
+def _take_add(a, g, idx):
+    ax, k = a["axis"], idx.ndim
+    _check_indices("take_add", idx, a["size"])
+    out = np.zeros(g.shape[:ax] + (a["size"],) + g.shape[ax + k:], g.dtype)
+    rows = g.reshape(g.shape[:ax] + (-1,) + g.shape[ax + k:])
+    np.add.at(out, (slice(None),) * ax + (idx.reshape(-1),), rows)
+    return out
+
+
+def _erf(a, x):
+    from scipy.special import erf      # scikit-learn's dependency; correctly rounded-ish
+    return erf(x.astype(np.float64)).astype(x.dtype)
+
+
+def _philox(a, key):
+    from graphc.ir.ops.random import uniform
+    return uniform(key[0], key[1], a["salt"], a["shape"], a["dtype"])
+
+
 IMPLS = {
+    "take": _take,
+    "take_add": _take_add,
+    "erf": _erf,
+    "philox_uniform": _philox,
     "add": lambda a, x, y: x + y,
     "sub": lambda a, x, y: x - y,
     "mul": lambda a, x, y: x * y,

@@ -122,6 +122,7 @@ def sign(x): return _elementwise("sign", x)
 def exp(x): return _elementwise("exp", x, floating=True)
 def log(x): return _elementwise("log", x, floating=True)
 def tanh(x): return _elementwise("tanh", x, floating=True)
+def erf(x): return _elementwise("erf", x, floating=True)
 def sqrt(x): return _elementwise("sqrt", x, floating=True)
 def square(x): return multiply(x, x)
 def log1p(x): return _elementwise("log1p", x, floating=True)
@@ -333,12 +334,17 @@ def getitem(x, idx):
     """Basic indexing: ints, slices (positive steps), None and Ellipsis."""
     if not isinstance(idx, tuple):
         idx = (idx,)
+    arrays = [k for k, i in enumerate(idx) if _is_index_array(i)]
+    if len(arrays) == 1 and all(isinstance(i, slice) and i == slice(None)
+                                for i in idx[:arrays[0]]) and \
+            all(isinstance(i, slice) and i == slice(None) for i in idx[arrays[0] + 1:]):
+        return take(x, idx[arrays[0]], axis=arrays[0])
     for i in idx:
         if isinstance(i, (Tracer, list, np.ndarray)) or (isinstance(i, slice) and any(
                 isinstance(s, Tracer) for s in (i.start, i.stop, i.step))):
-            raise TraceError(f"indexing with arrays (advanced indexing) is not supported by "
-                             f"the tracer (at {user_source()}); use basic slices, or a "
-                             "one-hot mask with gc.where / gc.sum")
+            raise TraceError(f"this advanced index is not supported by the tracer (at "
+                             f"{user_source()}); one integer array, after full slices "
+                             "only (t[idx], t[:, idx]), is a gather (gc.take)")
 
     def _int(i):
         return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
@@ -386,6 +392,55 @@ def getitem(x, idx):
     if (tuple(starts), tuple(stops), tuple(steps)) != ((0,) * x.ndim, x.shape, (1,) * x.ndim):
         v = x.ctx.emit("slice", v, starts=starts, stops=stops, steps=steps).value
     return reshape(x.ctx.wrap(v), tuple(out_shape))
+
+
+# ---- gathers -----------------------------------------------------------------------------
+def _is_index_array(i):
+    if isinstance(i, Tracer):
+        return i.dtype.kind in "iu"
+    if isinstance(i, (list, np.ndarray)):
+        a = np.asarray(i)
+        return a.dtype.kind in "iu" and a.ndim >= 0 and not isinstance(i, bool)
+    return False
+
+
+def _eager_index_check(idx, limit, op):
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= limit):
+        bad = int(np.flatnonzero((idx < 0) | (idx >= limit))[0])
+        pos = tuple(int(i) for i in np.unravel_index(bad, idx.shape))
+        raise ShapeError(f"{op}: index {idx.reshape(-1)[bad]} at position {pos} is out of "
+                         f"range [0, {limit}) (at {user_source()})")
+
+
+def take(a, indices, axis=0):
+    """``a`` gathered along ``axis`` at integer ``indices`` (any integer dtype): the shape is
+    ``a.shape[:axis] + indices.shape + a.shape[axis+1:]``.  Indices must lie in
+    ``[0, a.shape[axis])`` (no negative wrap-around, as torch's embedding); others raise
+    a GraphcError naming the value and its position, never read out of bounds.  The
+    backward pass scatter-adds (``take_add``)."""
+    ctx = deepest_context(a, indices)
+    if ctx is None:
+        a, idx = np.asarray(a), np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            raise DTypeError(f"take: indices must be integers, got {idx.dtype} "
+                             f"(at {user_source()})")
+        ax = int(axis) % builtins.max(a.ndim, 1)
+        _eager_index_check(idx, a.shape[ax], "take")
+        return np.take(a, idx, axis=ax)
+    if not isinstance(indices, Tracer):
+        arr = np.asarray(indices)
+        if arr.dtype.kind not in "iu":
+            raise DTypeError(f"take: indices must be integers, got {arr.dtype} "
+                             f"(at {user_source()})")
+        nd = np.ndim(a)
+        if nd and -nd <= int(axis) < nd:
+            _eager_index_check(arr, np.shape(a)[int(axis) % nd], "take")
+        if arr.dtype not in dt.INTS:
+            arr = arr.astype(np.int64)
+        indices = arr
+    av = ctx.lift(a)
+    iv = ctx.lift(indices)
+    return ctx.emit("take", av, iv, axis=int(axis))
 
 
 # ---- linear algebra -------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def trace_forward(loss_fn, params, example_batch) -> Graph:
     names = leaf_names(loss_fn, (params, *example_batch))
     kinds = ["param"] * len(p_leaves) + ["data"] * (len(names) - len(p_leaves))
     ctx = TraceContext(getattr(loss_fn, "__name__", "step").strip("<>"))
+    ctx.rng_input = True          # random ops (dropout) read a (seed, step) input
     _, out_tree = trace_into(ctx, loss_fn, (params, *example_batch), kinds, names)
     fwd = verify(ctx.graph)
     if out_tree.kind != "leaf":
@@ -106,7 +107,7 @@ class CompiledStep:
 
     def __init__(self, loss_fn, params, optimizer, example_batch, backend="llvm",
                  check_finite=False, memory_budget=None, remat=None, schedule=True,
-                 passes=None, **options):
+                 passes=None, seed=0, **options):
         example_batch = tuple(example_batch)
         p_leaves, self._p_tree = pytree.flatten(params)
         names = pytree.paths(self._p_tree, "params")
@@ -133,6 +134,12 @@ class CompiledStep:
         if missing:
             raise GraphcError(f"compile_step: a pass removed optimizer state inputs {missing}")
         state = optimizer.init_state([by_name[n] for n in self._state_names])
+        # dropout's key: (seed, step number), fed every call (graphc.ir.ops.random)
+        self.seed = int(seed)
+        n_batch = len(pytree.flatten(list(example_batch))[0])
+        self._has_rng = len(self.graph.inputs) == (len(p_leaves) + n_batch + 1
+                                                   + len(self._state_names))
+        self._rng = np.zeros(2, np.int64)
         self._opt_state = LiveDict(zip(self._state_names, state), "step.opt_state")
         b_leaves, self._b_tree = pytree.flatten(list(example_batch))
         self._p_leaves = p_leaves
@@ -169,7 +176,11 @@ class CompiledStep:
                                 f"{self._b_tree}")
         if self.lr_schedule is not None:
             self.lr = self.lr_schedule(self.steps)
-        outs = self._run(*self._p_leaves, *b_leaves, *self.opt_state.values())
+        rng = ()
+        if self._has_rng:
+            self._rng[:] = (self.seed, self.steps)
+            rng = (self._rng,)
+        outs = self._run(*self._p_leaves, *b_leaves, *rng, *self.opt_state.values())
         loss = float(outs[0])
         if self.check_finite and not bool(outs[1]):
             what = (f"the loss is {loss}, not finite" if not np.isfinite(loss)

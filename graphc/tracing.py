@@ -33,6 +33,21 @@ class TraceContext:
         # outer Value -> (outer Tracer, inner input Value), in capture order
         self.captures: dict[Value, tuple["Tracer", Value]] = {}
         self.active = False            # True while trace_into runs the function
+        # random numbers (dropout): compile_step sets ``rng_input`` so that the first
+        # random op adds an int64[2] (seed, step) input it feeds every step; elsewhere
+        # the key is a constant (seed 0, step 0).  Each random op takes the next salt.
+        self.rng_input = False
+        self._rng_key = None
+        self._salts = itertools.count(1)
+
+    def rng_key(self) -> tuple[Value, int]:
+        """(the (seed, step) key value, a fresh salt) for one random op."""
+        if self._rng_key is None:
+            if self.rng_input:
+                self._rng_key = self.graph.add_input((2,), dt.int64, "rng", "data")
+            else:
+                self._rng_key = self.const(np.zeros(2, np.int64))
+        return self._rng_key, next(self._salts)
 
     def escaped(self, what: str) -> TraceError:
         return TraceError(f"a traced value escaped the function that traced it ({what}), "

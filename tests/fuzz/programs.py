@@ -7,7 +7,9 @@ graphc's public array functions, so the same program traces on tracers (inside
 generator tracks each value's shape and dtype, so every program is well typed by
 construction: elementwise chains, broadcasting in every direction, reductions over any
 axes with and without keepdims, every view op, matmul in every transpose combination,
-concatenate/stack, where, comparisons, casts and constants of every shape.
+concatenate/stack, where, comparisons, casts and constants of every shape; gathers
+(gc.take / t[idx] with int32, int64 and uint8 indices), layer_norm, attention (causal or
+not, broadcast batch dims), batched matmul, erf, gelu and dropout.
 
 Kinks (relu, abs, max, where, comparisons) are allowed: both backends run the same graph,
 so they agree wherever the values they compare agree; random normal inputs do not sit on
@@ -40,6 +42,10 @@ UNARY = {
     "stop_gradient_mix": lambda v: v + gc.stop_gradient(v) * 0.5,
     "clip": lambda v: gc.clip(v, -0.5, 0.75),
     "cube": lambda v: v ** 3,
+    "erf": gc.erf,
+    "gelu": gc.nn.gelu,
+    "gelu_tanh": lambda v: gc.nn.gelu(v, approximate="tanh"),
+    "dropout": lambda v: gc.nn.dropout(v, 0.3),
 }
 
 BINARY = {
@@ -161,6 +167,16 @@ def _apply(op, xs, p, consts):
         return gc.concatenate(xs, axis=p["axis"])
     if op == "stack":
         return gc.stack(xs, axis=p["axis"])
+    if op == "take":
+        idx = consts[p["const"]]
+        return xs[0][idx] if p["axis"] == 0 and p["getitem"] else \
+            gc.take(xs[0], idx, axis=p["axis"])
+    if op == "layer_norm":
+        w, b = (consts[p[k]] if p[k] is not None else None for k in ("w", "b"))
+        return gc.nn.layer_norm(xs[0], w, b)
+    if op == "attention":
+        return gc.nn.scaled_dot_product_attention(xs[0], xs[1], xs[2],
+                                                  is_causal=p["causal"])
     if op == "matmul":
         a, b = xs
         if p["ta"]:
@@ -220,7 +236,38 @@ class _Gen:
         va = pool[a]
         shape, nd = va.shape, len(va.shape)
         kind = r.choice(["unary", "binary", "binary", "const", "reduce", "view", "view",
-                         "matmul", "concat", "where", "mask", "cast"])
+                         "matmul", "concat", "where", "mask", "cast", "take", "layer_norm",
+                         "attention"])
+        if kind == "take" and nd >= 1:
+            ax = int(r.integers(0, nd))
+            ishape = tuple(int(r.integers(1, 5)) for _ in range(int(r.integers(0, 3))))
+            if self.large:
+                ishape = (int(r.integers(60, 130)),)
+            idx = r.integers(0, max(shape[ax], 1), ishape).astype(
+                r.choice([np.int32, np.int64, np.uint8]))
+            if shape[ax] == 0:
+                return self.add("neg", [a], {}, Var(shape, va.dtype))
+            self.prog.consts.append(idx)
+            out = shape[:ax] + ishape + shape[ax + 1:]
+            return self.add("take", [a], {"axis": ax, "const": len(self.prog.consts) - 1,
+                                          "getitem": bool(r.random() < 0.5)},
+                            Var(out, va.dtype))
+        if kind == "layer_norm" and nd >= 1:
+            w = self.const((shape[-1],), va.dtype) if r.random() < 0.6 else None
+            b = self.const((shape[-1],), va.dtype) if r.random() < 0.6 else None
+            return self.add("layer_norm", [a], {"w": w, "b": b}, Var(shape, va.dtype))
+        if kind == "attention" and nd >= 2:
+            # q = a (..., L, d); k, v new inputs (..., S, d), (..., S, dv), maybe broadcast
+            S = shape[-2] if r.random() < 0.5 else int(r.integers(1, 6))
+            causal = bool(r.random() < 0.5)
+            batch = shape[:-2] if r.random() < 0.7 else shape[-3:-2] if nd > 2 else ()
+            k = self.new_input(batch + (S, shape[-1]), va.dtype)
+            dv = int(r.integers(1, 6))
+            v = self.new_input(batch + (S, dv), va.dtype)
+            out = shape[:-1] + (dv,)
+            return self.add("attention", [a, k, v], {"causal": causal}, Var(out, va.dtype))
+        if kind in ("take", "layer_norm", "attention"):
+            kind = "unary"
         if kind == "unary":
             op = str(r.choice(sorted(UNARY)))
             return self.add(op, [a], {}, Var(shape, va.dtype))
@@ -356,8 +403,18 @@ class _Gen:
 
     def matmul(self, a, va):
         """A 2-d product with ``a`` (made 2-d first) on either side, operands maybe
-        transposed -- every transpose combination over the rounds."""
+        transposed -- every transpose combination over the rounds; or, for an operand
+        of 3 or more dims, a batched product against a new input whose batch dims
+        broadcast."""
         r = self.rng
+        if len(va.shape) >= 3 and r.random() < 0.5:
+            n = int(r.integers(60, 140)) if self.large else int(r.choice([1, 2, 3, 5, 8]))
+            batch = tuple(d if r.random() < 0.6 else 1 for d in va.shape[:-2])
+            if r.random() < 0.3:
+                batch = batch[1:]
+            b = self.new_input(batch + (va.shape[-1], n), va.dtype)
+            return self.add("matmul", [a, b], {"ta": False, "tb": False},
+                            Var(va.shape[:-1] + (n,), va.dtype))
         if len(va.shape) != 2:
             size = int(np.prod(va.shape, dtype=np.int64))
             m = _divisor(r, size)

@@ -9,6 +9,8 @@ Each entry says how the op is lowered:
   :mod:`.views`.  broadcast_to becomes stride 0, transpose a stride permutation
   (folded into the GEMM transpose flags when it feeds a matmul).
 * ``reduce`` -- ``combine(b, dtype, acc, x)`` and the identity element.
+* ``custom`` -- a kernel of its own: ``emit(codegen, b, kernel, ptrs, chunk)`` writes
+  its loops (gathers, scatter-adds, random numbers; :mod:`.custom`).
 * ``matmul`` / ``copy`` / ``source`` -- handled by the planner (GEMM kernels, copies into
   strided destinations, buffers and module constants).
 
@@ -46,8 +48,9 @@ def is_float(dtype) -> bool:
 
 @dataclass(frozen=True)
 class Lowering:
-    kind: str                      # elementwise | view | reduce | matmul | copy | source
-    emit: Callable | None = None   # elementwise: emit(b, node, *vals); reduce: combine
+    kind: str                      # elementwise | view | reduce | matmul | copy | source | custom
+    emit: Callable | None = None   # elementwise: emit(b, node, *vals); reduce: combine;
+    #                                custom: emit(codegen, b, kernel, ptrs, chunk)
     #: elementwise only, and required there (a test checks): whether ``emit`` is also
     #: valid IR on vector operands (register-tile epilogues, :mod:`.smallk`) -- True,
     #: False, or a predicate of the node (e.g. float dtypes only)
@@ -55,6 +58,8 @@ class Lowering:
     #: the ``llvm.<name>`` intrinsic a float lowering calls: vector code calls its
     #: vector form instead of ``emit``
     intrinsic: str | None = None
+    #: custom only: ``chunks(kernel, threads)`` -> the fixed pieces the kernel is cut into
+    chunks: Callable | None = None
 
     def vector_ok(self, node) -> bool:
         """Whether this node may be computed on vectors (see ``vector``)."""
@@ -200,6 +205,7 @@ ELEMENTWISE = {
     "log": Lowering("elementwise", _unary_math(mathfn.log), vector=False),
     "log1p": Lowering("elementwise", _unary_math(mathfn.log1p), vector=False),
     "tanh": Lowering("elementwise", _unary_math(mathfn.tanh), vector=False),
+    "erf": Lowering("elementwise", _unary_math(mathfn.erf), vector=False),
     "sigmoid": Lowering("elementwise", _unary_math(mathfn.sigmoid), vector=False),
     "relu": Lowering("elementwise", _relu, vector=True),
     "sqrt": Lowering("elementwise", lambda b, n, x: mathfn.intrinsic(b, "sqrt", x.type, x),
@@ -254,6 +260,13 @@ LOWERINGS: dict[str, Lowering] = {
     "constant": Lowering("source"),
     "input": Lowering("source"),
 }
+
+
+# ops with a kernel of their own (gathers, random numbers): see custom.py
+from .custom import CUSTOM  # noqa: E402
+
+LOWERINGS.update({name: Lowering("custom", emit, chunks=chunks) for name, (emit, chunks)
+                  in CUSTOM.items()})
 
 
 def missing_lowerings() -> list[str]:

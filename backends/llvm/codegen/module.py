@@ -23,7 +23,7 @@ from . import smallk
 from ..runtime import parallel
 from .dynamic import DynamicSchedule
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
-from ..plan.kernels import CopyKernel, GemmKernel, Plan, SmallKKernel
+from ..plan.kernels import CopyKernel, CustomKernel, GemmKernel, Plan, SmallKKernel
 from ..plan.views import View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -198,6 +198,8 @@ class Codegen(DynamicSchedule):
                 self.nest(b, c.dst.shape, {},
                           lambda idx, s=c.src, d=c.dst: self.store(b, ptrs, d, idx,
                                                                    self.load(b, ptrs, s, idx)))
+        elif isinstance(k, CustomKernel):
+            LOWERINGS[k.node.op].emit(self, b, k, ptrs, tid)
         elif isinstance(k, GemmKernel):
             self.gemm_body(b, k, ptrs, tid, ret)
         else:

@@ -25,7 +25,7 @@ from graphc.passes.fusion import reaches, view_readers
 from ..codegen.lowerings import LOWERINGS
 from .arena import (check_barriers, check_layout, naive_layout, place_barriers, schedule,
                     shared_layout)
-from .kernels import (Copy, CopyKernel, Gemm, GemmKernel, Kernel, LoopKernel, Order, Plan,
+from .kernels import (Copy, CopyKernel, CustomKernel, Gemm, GemmKernel, Kernel, LoopKernel, Order, Plan,
                       Reduction, SmallKKernel, Slot, Stage)
 from .partition import finish as finish_kernel
 from .views import (Storage, View, broadcast_view, reshape_view, slice_view,
@@ -169,7 +169,7 @@ class PlanBuilder:
         """Whether ``v`` needs a buffer: read outside its kernel, or leaving the graph."""
         n = v.node
         # a reduction accumulates into its buffer, so it always has one
-        if n.op == "matmul" or kind_of(n) == "reduce" or \
+        if n.op == "matmul" or kind_of(n) in ("reduce", "custom") or \
                 reaches(v, self.leaving, self.is_view):
             return True
         ks = self.kernel_of[n]
@@ -305,6 +305,14 @@ class PlanBuilder:
                               order=Order.at(at), gemm=gemm)
         if len(members) == 1 and kind_of(members[0]) == "copy":
             return self.copy_op_kernel(members[0], at)
+        if len(members) == 1 and kind_of(members[0]) == "custom":
+            n = members[0]
+            loads = {}
+            for x in n.inputs:
+                loads.setdefault(x, self.ref(x))
+            return CustomKernel(name=f"{n.op}_{n.output.name}", shape=n.output.shape,
+                                order=Order.at(at), node=n, loads=loads,
+                                stores=[(n.output, self.ref(n.output))])
         return self.loop_kernel(members, at)
 
     def gemm_of(self, n: Node, at: int) -> Gemm:

@@ -11,7 +11,9 @@ A kernel is one loop nest the code generator turns into one function:
   element inside its epilogue loop (``codegen/smallk.py``), never stored unless read
   elsewhere;
 * :class:`CopyKernel` -- ``unslice``/``concatenate``: several copies (phases) in
-  sequence, on thread 0.
+  sequence, on thread 0;
+* :class:`CustomKernel` -- an op whose lowering writes its own loops (take, take_add,
+  philox_uniform: ``codegen/custom.py``).
 
 Kernels run in the order of their :class:`Order` key; after the arena stage they carry
 ``single`` (thread 0 only) and ``barrier`` (synchronise before it).  How a kernel is
@@ -226,6 +228,37 @@ class CopyKernel(Kernel):
 
     def repoint(self, f):
         self.copies = [Copy(src=f(c.src), dst=f(c.dst)) for c in self.copies]
+
+
+@dataclass(eq=False, kw_only=True)
+class CustomKernel(Kernel):
+    """An op with a kernel of its own (``codegen/custom.py``: gathers, scatter-adds,
+    random numbers): its operands' views as ``loads`` (keyed by operand), its output's
+    view as the one store, cut into ``chunks`` fixed pieces (from shapes only).
+    ``nodes`` and ``reductions`` stay empty (so cost estimates treat it as a loop)."""
+    node: Node
+    loads: dict = field(default_factory=dict)
+    stores: list = field(default_factory=list)
+    nodes: list = field(default_factory=list)
+    reductions: list = field(default_factory=list)
+    chunks: int = 1
+
+    @property
+    def nchunks(self) -> int:
+        return self.chunks
+
+    def views(self):
+        return list(self.loads.values()) + [v for _, v in self.stores]
+
+    def reads(self):
+        return list(self.loads.values())
+
+    def writes(self):
+        return [v for _, v in self.stores]
+
+    def repoint(self, f):
+        self.loads = {t: f(v) for t, v in self.loads.items()}
+        self.stores = [(t, f(v)) for t, v in self.stores]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..codegen import gemm as gemm_mod
-from .kernels import (Copy, CopyKernel, Gemm, GemmKernel, GemmPartition, Kernel,
+from .kernels import (Copy, CopyKernel, CustomKernel, Gemm, GemmKernel, GemmPartition, Kernel,
                       LoopKernel, LoopPartition)
 from .views import View
 
@@ -42,6 +42,10 @@ def finish(k: Kernel, threads: int) -> None:
     """Merge dims (loop and copy kernels), choose the partition, decide single-thread."""
     if isinstance(k, CopyKernel):
         _finish_copies(k)
+    elif isinstance(k, CustomKernel):
+        from ..codegen.lowerings import LOWERINGS
+        k.chunks = LOWERINGS[k.node.op].chunks(k, threads)
+        k.single = threads > 1 and k.nchunks == 1
     elif isinstance(k, GemmKernel):
         k.gpart = gemm_partition(k.gemm, threads * CHUNKS_PER_THREAD if threads > 1 else 1)
         k.single = threads > 1 and k.nchunks == 1

@@ -157,6 +157,15 @@ def _dsqrt(E, n, g):
 
 _unary("sqrt", lambda E, n, g: [_dsqrt(E, n, g)], lambda E, n, t: _dsqrt(E, n, t[0]),
        doc="square root")
+def _derf(E, n, g):
+    """d erf(x)/dx = 2/sqrt(pi) * exp(-x**2)."""
+    x = n.inputs[0]
+    return E.mul(g, E.mul(E.full_like(x, 1.1283791670955126), E.exp(E.neg(E.mul(x, x)))))
+
+
+_unary("erf", lambda E, n, g: [_derf(E, n, g)], lambda E, n, t: _derf(E, n, t[0]),
+       doc="the error function (float32: within a few ulp)")
+
 _unary("abs", lambda E, n, g: [E.mul(g, E.sign(n.inputs[0]))],
        lambda E, n, t: E.mul(t[0], E.sign(n.inputs[0])), float_only=False, doc="|x|")
 _unary("sign", None, None, float_only=False, doc="-1, 0 or 1 (zero derivative)")

@@ -51,6 +51,11 @@ def integer(dtype, *shape):
     return lambda rng, f: rng.integers(-3, 4, shape).astype(dtype)
 
 
+def index(limit, dtype, *shape):
+    """Integer indices in [0, limit), repeats included (a scatter-add must sum them)."""
+    return lambda rng, f: rng.integers(0, limit, shape).astype(dtype)
+
+
 def apart_pair(*shape):
     """(x, y) with |x - y| >= 0.2 everywhere: no ties for maximum/minimum."""
     def make(rng, f):
@@ -142,6 +147,14 @@ CASES = [
          {"shape": (4, 5), "starts": (1, 0), "stops": (4, 5), "steps": (2, 2)}),
     Case("concatenate", [normal(2, 3), normal(2, 2), normal(2, 1)], {"axis": 1}),
     Case("concatenate", [normal(1, 3), normal(2, 3)], {"axis": -2}, id="negative-axis"),
+    Case("erf", [normal(*S)]),
+    Case("take", [normal(4, 3), index(4, np.int64, 2, 5)], {"axis": 0}),
+    Case("take", [normal(2, 4, 3), index(4, np.int32, 3)], {"axis": 1}, id="axis1-int32"),
+    Case("take_add", [normal(2, 5, 3), index(4, np.int64, 2, 5)], {"axis": 0, "size": 4}),
+    Case("take_add", [normal(2, 3, 3), index(4, np.int32, 3)], {"axis": 1, "size": 4},
+         id="axis1-int32"),
+    Case("philox_uniform", [lambda rng, f: np.array([7, 3], np.int64)],
+         {"shape": (3, 4), "dtype": np.float32, "salt": 5}, differentiable=False),
     Case("constant", [], {"value": np.arange(6.0).reshape(2, 3)}, differentiable=False),
     Case("input", [], differentiable=False),
 ]
