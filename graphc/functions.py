@@ -462,6 +462,15 @@ def matmul(a, b):
         bv = ctx.emit("reshape", bv, shape=bv.shape + (1,)).value
     if av.shape[-1] != bv.shape[-2]:
         ctx.emit("matmul", av, bv)  # raises the ShapeError with op, shapes and source
+    if bv.ndim == 2 and av.ndim > 2:
+        # (..., M, K) @ (K, N): one GEMM over all rows (as torch does), not a batch of
+        # GEMMs against a broadcast weight -- whose gradient would then be a batch of
+        # products summed afterwards
+        lead = av.shape[:-1]
+        flat = ctx.emit("reshape", av, shape=(int(np.prod(lead, dtype=np.int64)),
+                                                av.shape[-1])).value
+        out = reshape(ctx.emit("matmul", flat, bv), lead + bv.shape[-1:])
+        return reshape(out, out.shape[:-1]) if b1 else out
     try:
         batch = broadcast_shapes(av.shape[:-2], bv.shape[:-2])
     except ShapeError as e:

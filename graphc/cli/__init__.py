@@ -1,4 +1,4 @@
-"""The graphc command line: ``graphc train|predict|eval|dot|ir|memplan|bench|launch``
+"""The graphc command line: ``graphc train|predict|eval|dot|ir|memplan|bench|launch|sample``
 (see docs/cli.md).
 
 Errors a user can cause -- a bad model file, a corrupt checkpoint, a CSV with a text cell,
@@ -16,10 +16,11 @@ def _command(name):
     if name == "launch":
         from ..distributed.cli import run_launch
         return run_launch
-    from . import bench_cmd, graph_cmds, memplan_cmd, model_cmds, train_cmd
+    from . import bench_cmd, graph_cmds, lm_cmd, memplan_cmd, model_cmds, train_cmd
     return {"train": train_cmd.run, "predict": model_cmds.run_predict,
             "eval": model_cmds.run_eval, "dot": graph_cmds.run_dot, "ir": graph_cmds.run_ir,
-            "memplan": memplan_cmd.run, "bench": bench_cmd.run}[name]
+            "memplan": memplan_cmd.run, "bench": bench_cmd.run,
+            "sample": lm_cmd.run_sample}[name]
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,7 @@ import sys
 
 from ..models import BUILTINS
 
-MODEL_HELP = (f"a built-in model ({', '.join(BUILTINS)}) or path/to/file.py:NAME "
+MODEL_HELP = (f"a built-in model ({', '.join(BUILTINS)}, transformer) or path/to/file.py:NAME "
               "(see docs/cli.md, 'User models')")
 
 
@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", metavar="FILE.png", help="loss/accuracy curves (matplotlib)")
     t.add_argument("--save", metavar="FILE.npz", help="save the best parameters")
     t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
+    t.add_argument("--text", metavar="FILE", help="transformer: train on this UTF-8 text "
+                   "(default: the standard library's pydoc_data.topics)")
+    t.add_argument("--steps", type=positive_int, help="transformer: updates (default 1500)")
+    t.add_argument("--dropout", type=float, help="transformer: dropout probability (0)")
+
     _distributed(t)
 
     la = sub.add_parser("launch", help="run a command under mpiexec, restarting it from its "
@@ -181,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-column", help="CSV label column, name or index (default: last)")
     ev.add_argument("--json", dest="json_out", metavar="FILE", help="write the metrics as JSON")
     _backend(ev)
+
+    s = sub.add_parser("sample", help="generate text from a trained language model")
+    s.add_argument("model", metavar="MODEL", help="transformer")
+    s.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="the --checkpoint-dir of `graphc train transformer`")
+    s.add_argument("--prompt", default="", help="text to continue")
+    s.add_argument("--tokens", type=positive_int, default=200, help="characters to generate")
+    s.add_argument("--temperature", type=positive_float, default=1.0)
+    s.add_argument("--top-k", type=positive_int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--backend", choices=("llvm", "numpy"), default="llvm")
+    s.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
     d = sub.add_parser("dot", help="the IR as Graphviz DOT (or SVG/PNG through Graphviz)")
     _common(d, backend=False)

@@ -53,6 +53,9 @@ def describe(p, backend) -> str:
 
 
 def run(args) -> int:
+    from .lm_cmd import LM_MODELS, run_train
+    if args.model in LM_MODELS:                  # the character LM has its own loop
+        return run_train(args)
     if getattr(args, "distributed", None):
         from ..distributed.cli import run_train
         return run_train(args, overrides(args, TRAIN_KEYS))

@@ -2,10 +2,12 @@
 
 Layers are functional ``Module``s: ``params = model.init(seed)``, ``model(params, x)``.
 """
-from . import init
+from . import init, transformer_layers
 from .functional import (binary_cross_entropy_with_logits, cross_entropy, hinge,
                          log_softmax, mse, relu, sigmoid, softmax, softplus, tanh)
 from .transformer import (dropout, embedding, gelu, layer_norm,
                           scaled_dot_product_attention)
 from .layers import MLP, ReLU, Linear, Sequential, Sigmoid, Tanh
 from .module import Module, num_params
+from .transformer_layers import (GELU, MLP as TransformerMLP, CausalSelfAttention, Dropout,
+                                 Embedding, LayerNorm, TransformerBlock)

@@ -166,8 +166,13 @@ def test_unsupported_numpy_keyword_is_not_silently_ignored(fn, what):
 
 
 def test_advanced_indexing_is_rejected():
-    msg = raises(gc.TraceError, gc.trace, lambda t: t[np.array([0, 2])], np.ones(3))
-    assert "advanced indexing" in msg and THIS_FILE in msg
+    """One integer array is a gather (gc.take); two, or a bool mask, are not supported."""
+    msg = raises(gc.TraceError, gc.trace, lambda t: t[np.array([0, 2]), np.array([1, 0])],
+                 np.ones((3, 3)))
+    assert "advanced index" in msg and "gc.take" in msg and THIS_FILE in msg
+    msg = raises(gc.TraceError, gc.trace, lambda t: t[np.array([True, False, True])],
+                 np.ones(3))
+    assert "advanced index" in msg
 
 
 # ---- wrong arguments at call time ----------------------------------------------------------------
