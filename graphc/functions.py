@@ -440,6 +440,10 @@ def take(a, indices, axis=0):
         indices = arr
     av = ctx.lift(a)
     iv = ctx.lift(indices)
+    if av.ndim and -av.ndim <= int(axis) < av.ndim and iv.node.op != "constant":
+        # values unknown while tracing: every backend checks them before the run
+        # (graphc.backends.guard) -- a bad index never reaches a kernel
+        iv = ctx.emit("check_index", iv, limit=int(av.shape[int(axis)]), what="take").value
     return ctx.emit("take", av, iv, axis=int(axis))
 
 
