@@ -82,7 +82,7 @@ LAYERS = {
     "backends": ["graphc.backends"],
     "api": ["graphc.api", "graphc.step", "graphc.livetree", "graphc.checking", "graphc.optim",
             "graphc.schedules"],
-    "library": ["graphc.nn", "graphc.data", "graphc.models"],
+    "library": ["graphc.nn", "graphc.data", "graphc.models", "graphc.lm"],
     "apps": ["graphc.train", "graphc.distributed", "graphc.cli", "graphc.__main__",
              "graphc"],           # the package itself (exactly: not its submodules)
 }

@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 from .. import pytree
+from ..api import jit
 from ..ir import GraphcError
 from .model import CharTransformer, LMConfig
 
@@ -70,12 +71,11 @@ class Sampler:
     """Next-character generation with one compiled forward (no retrace per token)."""
 
     def __init__(self, model: CharTransformer, params, vocab: str, backend="llvm"):
-        import graphc as gc
         model.set_training(False)
         self.model, self.params, self.vocab = model, params, vocab
         self.index = {c: i for i, c in enumerate(vocab)}
         self.T = model.cfg.context
-        self.forward = gc.jit(model.forward, backend=backend)
+        self.forward = jit(model.forward, backend=backend)
         self.calls = 0
 
     def encode(self, s):

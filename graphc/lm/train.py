@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import optim
+from ..api import jit
 from ..ir import GraphcError
+from ..step import compile_step
 from .corpus import Corpus, unigram_nats
 from .model import CharTransformer, LMConfig
 
@@ -66,10 +69,9 @@ class Evaluator:
     """Mean next-character loss over windows, with one compiled (EVAL_BATCH, T) forward."""
 
     def __init__(self, model: CharTransformer, backend="llvm", threads=None):
-        import graphc as gc
         opts = {} if backend != "llvm" or threads is None else {"threads": threads}
         self.model = model
-        self.fn = gc.jit(model.token_losses, backend=backend, **opts)
+        self.fn = jit(model.token_losses, backend=backend, **opts)
 
     def __call__(self, params, x, y) -> float:
         total, n = 0.0, 0
@@ -86,19 +88,17 @@ class Evaluator:
 
 
 def make_optimizer(name, lr):
-    import graphc as gc
     if name == "adam":
-        return gc.optim.Adam(lr)
+        return optim.Adam(lr)
     if name == "sgd":
-        return gc.optim.SGD(lr)
+        return optim.SGD(lr)
     if name == "momentum":
-        return gc.optim.SGD(lr, momentum=0.9)
+        return optim.SGD(lr, momentum=0.9)
     raise GraphcError(f"unknown optimizer {name!r} (adam, sgd, momentum)")
 
 
 def train(corpus: Corpus, mcfg: LMConfig, tcfg: TrainConfig, log=print):
     """Train from scratch; returns (model, params, Result)."""
-    import graphc as gc
     model = CharTransformer(mcfg)
     params = model.init(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed + 1)
@@ -118,7 +118,7 @@ def train(corpus: Corpus, mcfg: LMConfig, tcfg: TrainConfig, log=print):
         opts["threads"] = tcfg.threads
     t0 = time.perf_counter()
     x0, y0 = batch()
-    step = gc.compile_step(model.loss, params, make_optimizer(tcfg.optimizer, tcfg.lr),
+    step = compile_step(model.loss, params, make_optimizer(tcfg.optimizer, tcfg.lr),
                            (x0, y0), **opts)
     log(f"  compiled the step in {time.perf_counter() - t0:.2f} s")
     evaluator = None
