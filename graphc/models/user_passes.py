@@ -26,7 +26,7 @@ def load_pass(ref: str) -> tuple[Pass, str | None]:
     if where.endswith(".py") or os.sep in where:
         try:
             module = import_file(where)
-        except GraphcError:
+        except GraphcError:              # already says which file and why
             raise
         except Exception as e:                   # the user's file failed to import
             raise GraphcError(f"--pass {ref}: importing {where} failed: "
