@@ -38,6 +38,8 @@ import numpy as np
 from llvmlite import ir
 
 from ..native import jit
+from .gemm_pack import emit_pack_bt
+from .loops import counted_loop, mark_no_unroll
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -168,19 +170,6 @@ def _kernel_prefix(spec) -> str:
     return f"graphc_gemmk_{d}_{spec.mr}x{spec.nr}"
 
 
-def mark_no_unroll(module: ir.Module, br, tag: str, no_vectorize: bool = False) -> None:
-    """Attach ``llvm.loop.unroll.disable`` (and optionally vectorize.enable=false) to a
-    loop back-edge: kernel bodies are already MR×NV FMAs wide, and unrolling them or
-    vectorizing scalar edge loops costs more compile time than it gains."""
-    props = [module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
-    if no_vectorize:
-        props.append(module.add_metadata([
-            ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.IntType(1)(0)]))
-    loop_id = module.add_metadata([ir.MetaDataString(module, f"graphc.loop.{tag}")])
-    loop_id.operands = (loop_id, *props)  # loop IDs refer to themselves
-    br.set_metadata("llvm.loop", loop_id)
-
-
 def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
                  prefetch: int = 0) -> ir.Function:
     """C[mr × nv·vw] (=|+=) A-tile · B-panel over kc; if ``masked`` only the first
@@ -243,6 +232,15 @@ def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
     mark_no_unroll(em.m, b.cbranch(b.icmp_signed("<", k1, kc), loop, done), name, True)
 
     b.position_at_end(done)
+    _store_tile(em, b, (entry, loop, acc_blk, st_blk), new, masks, c, ldc, beta)
+    return fn
+
+
+def _store_tile(em, b, blocks, new, masks, c, ldc, beta) -> None:
+    """The micro-kernel's epilogue: C (=|+=) the accumulated tile, masked as loaded
+    (``beta`` 0 overwrites, else accumulates); a kc of 0 stores zeros."""
+    entry, loop, acc_blk, st_blk = blocks
+    mr, nv, s = len(new), len(new[0]), em.s
     fin = [[b.phi(em.vt) for v in range(nv)] for r in range(mr)]
     for r in range(mr):
         for v in range(nv):
@@ -264,111 +262,6 @@ def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
         for v in range(nv):
             em.vstore(b, fin[r][v], cptrs[r][v], masks[v])
     b.ret_void()
-    return fn
-
-
-def counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectorize=False):
-    """Emit ``for i in range(start, stop, step): body(b, i)`` (i64, step > 0)."""
-    pre = b.block
-    head = b.append_basic_block(name + ".head")
-    bod = b.append_basic_block(name + ".body")
-    out = b.append_basic_block(name + ".out")
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name)
-    i.add_incoming(start, pre)
-    b.cbranch(b.icmp_signed("<", i, stop), bod, out)
-    b.position_at_end(bod)
-    body(b, i)
-    nxt = b.add(i, I64(step))
-    i.add_incoming(nxt, b.block)
-    br = b.branch(head)
-    if no_unroll:
-        fn = b.function
-        mark_no_unroll(fn.module, br, f"{fn.name}.{name}.{len(fn.blocks)}", no_vectorize)
-    b.position_at_end(out)
-
-
-# --------------------------------------------------------------------------- packing
-
-
-#: edge of the square blocks the Bᵀ packing transposes in registers, per dtype
-PACK_TILE = {"float32": 8, "float64": 8}  # 16×16 compiled 16 ms slower, ran no faster
-
-
-def _emit_pack_bt(em: Emitter) -> ir.Function:
-    """P[kk*NR + jj] = B[(j+jj)*ldb + k + kk] for jj < nrem, kk < kc (B stored N×K).
-
-    Turns an NR-column panel of op(B) = Bᵀ into contiguous rows for the micro-kernel.
-    Full vw×vw blocks are transposed in registers (vw loads, vw·log2(vw) shuffles,
-    vw stores); the ragged edges are copied element by element.
-    """
-    s = em.s
-    name = f"{s.name}_packbt"
-    fn = em.m.globals.get(name)
-    if fn is not None:
-        return fn
-    fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64, I64])
-    fn = ir.Function(em.m, fnty, name)
-    fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    fn.attributes.add("noinline")
-    p, bsrc, ldb, nrem, kc = fn.args
-    p.add_attribute("noalias")
-    bsrc.add_attribute("noalias")
-    vw, nr = PACK_TILE.get(s.dtype, s.vw), s.nr
-    vw = min(vw, s.vw)
-    tvt = ir.VectorType(em.t, vw)
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    nfull_j = b.mul(b.sdiv(nrem, I64(vw)), I64(vw))
-    nfull_k = b.mul(b.sdiv(kc, I64(vw)), I64(vw))
-
-    def tload(b, ptr):
-        ld = b.load(ptr, typ=tvt)
-        ld.align = em.align
-        return ld
-
-    def block_transpose(b, jj):
-        def over_k(b, kk):
-            rows = [tload(b, em.gep(b, bsrc, b.add(b.mul(b.add(jj, I64(r)), ldb), kk)))
-                    for r in range(vw)]
-            h = vw // 2
-            while h >= 1:  # swap off-diagonal h×h blocks of every 2h×2h block
-                new = list(rows)
-                for i in range(vw):
-                    if i & h:
-                        continue
-                    j = i + h
-                    lo = [c if (c // h) % 2 == 0 else vw + c - h for c in range(vw)]
-                    hi = [c + h if (c // h) % 2 == 0 else vw + c for c in range(vw)]
-                    new[i] = b.shuffle_vector(rows[i], rows[j],
-                                              ir.Constant(ir.VectorType(I32, vw), lo))
-                    new[j] = b.shuffle_vector(rows[i], rows[j],
-                                              ir.Constant(ir.VectorType(I32, vw), hi))
-                rows = new
-                h //= 2
-            for r in range(vw):
-                dst = em.gep(b, p, b.add(b.mul(b.add(kk, I64(r)), I64(nr)), jj))
-                st = b.store(rows[r], dst)
-                st.align = em.align
-        counted_loop(b, I64(0), nfull_k, vw, over_k, "pk", True)
-
-    counted_loop(b, I64(0), nfull_j, vw, block_transpose, "pj", True)
-
-    def scalar_copy(b, jj, k_lo, k_hi, tag):
-        def over_k(b, kk):
-            ld = b.load(em.gep(b, bsrc, b.add(b.mul(jj, ldb), kk)), typ=em.t)
-            st = b.store(ld, em.gep(b, p, b.add(b.mul(kk, I64(nr)), jj)))
-            ld.align = st.align = em.align
-        counted_loop(b, k_lo, k_hi, 1, over_k, tag, True, True)
-
-    # ragged K tail of the full column blocks, then the ragged column tail
-    counted_loop(b, I64(0), nfull_j, 1,
-                  lambda b, jj: scalar_copy(b, jj, nfull_k, kc, "ek"), "ej", True, True)
-    counted_loop(b, nfull_j, nrem, 1,
-                  lambda b, jj: scalar_copy(b, jj, I64(0), kc, "tk"), "tj", True, True)
-    b.ret_void()
-    return fn
 
 
 # --------------------------------------------------------------------------- driver
@@ -378,6 +271,25 @@ def _as_spec(spec, trans_a, trans_b) -> GemmSpec:
     if isinstance(spec, GemmSpec):
         return spec
     return default_spec(spec, trans_a, trans_b)
+
+
+def _tile_kernels(em: Emitter):
+    """The micro-kernels one GEMM variant calls: (wide, narrow, row, wide-prefetching).
+
+    Three kernels cover every tile: MR-row tiles (one vector wide when the panel's
+    columns fit in one vector, else NV wide with the vectors past the edge masked
+    off), then leftover rows one at a time.  Masked loads/stores cost nothing
+    measurable here (AVX-512 mask registers), so full tiles use the masked kernel
+    too; every kernel variant costs ~8 ms of compile time.  A transposed B is packed
+    per panel, so its variant has nothing to prefetch.
+    """
+    s = em.s
+    k_wide = _emit_kernel(em, s.mr, s.nv, True)
+    k_narrow = _emit_kernel(em, s.mr, 1, True) if s.nv > 1 else k_wide
+    k_row = _emit_kernel(em, 1, s.nv, True)
+    k_wide_pf = (_emit_kernel(em, s.mr, s.nv, True, PREFETCH_B)
+                 if PREFETCH_B and not s.trans_b else k_wide)
+    return k_wide, k_narrow, k_row, k_wide_pf
 
 
 def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -> ir.Function:
@@ -401,18 +313,8 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta = fn.args
     for p in (A, B, C):
         p.add_attribute("noalias")
-    # Three kernels cover every tile: MR-row tiles (one vector wide when the panel's
-    # columns fit in one vector, else NV wide with the vectors past the edge masked
-    # off), then leftover rows one at a time.  Masked loads/stores cost nothing
-    # measurable here (AVX-512 mask registers), so full tiles use the masked kernel
-    # too; every kernel variant costs ~8 ms of compile time.
-    k_wide = _emit_kernel(em, s.mr, s.nv, True)
-    k_narrow = _emit_kernel(em, s.mr, 1, True) if s.nv > 1 else k_wide
-    k_row = _emit_kernel(em, 1, s.nv, True)
-    # (a transposed B is packed per panel: nothing to prefetch)
-    k_wide_pf = (_emit_kernel(em, s.mr, s.nv, True, PREFETCH_B)
-                 if PREFETCH_B and not s.trans_b else k_wide)
-    pack = _emit_pack_bt(em) if s.trans_b else None
+    k_wide, k_narrow, k_row, k_wide_pf = _tile_kernels(em)
+    pack = emit_pack_bt(em) if s.trans_b else None
 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pbuf = None

@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import ir
 
 from . import gemm as gemm_mod
+from . import loops
 from ..plan.kernels import GemmKernel
 from .lowerings import LOWERINGS, is_float, mem_type, reg_type
 
@@ -233,7 +234,7 @@ class _Tiles:
         for r, row in enumerate(phis):
             for v, ph in enumerate(row):
                 ph.add_incoming(new[r][v], body)
-        gemm_mod.mark_no_unroll(self.cg.m,
+        loops.mark_no_unroll(self.cg.m,
                                 b.cbranch(b.icmp_signed("<", k1, I64(g.k)), body, done),
                                 f"{b.function.name}.sk{len(b.function.blocks)}", True)
         b.position_at_end(done)
@@ -265,7 +266,7 @@ class _Tiles:
                 nrem = b.sub(self.j1, j)
                 nrem = b.select(b.icmp_signed("<", nrem, I64(self.nr)), nrem, I64(self.nr))
                 self.tile(i, nrows, j, nrem)
-            gemm_mod.counted_loop(b, self.j0, self.j1, self.nr, panel, f"sk{nrows}j",
+            loops.counted_loop(b, self.j0, self.j1, self.nr, panel, f"sk{nrows}j",
                                   True, True)
         return over_rows
 
@@ -277,14 +278,14 @@ class _Tiles:
             # next step's forward product, which walks the weights from row 0, starts
             # (MLP step at batch 16: ~2% faster)
             if mr > 1:
-                gemm_mod.counted_loop(b, ifull, i1, 1, self.row_tiles(1), "skr", True, True)
+                loops.counted_loop(b, ifull, i1, 1, self.row_tiles(1), "skr", True, True)
             nstrips = b.sdiv(b.sub(ifull, i0), I64(mr))
-            gemm_mod.counted_loop(
+            loops.counted_loop(
                 b, I64(0), nstrips, 1,
                 lambda bb, t: self.row_tiles(mr)(
                     bb, b.sub(ifull, b.mul(b.add(t, I64(1)), I64(mr)))),
                 "skt", True, True)
         else:
-            gemm_mod.counted_loop(b, i0, ifull, mr, self.row_tiles(mr), "skt", True, True)
+            loops.counted_loop(b, i0, ifull, mr, self.row_tiles(mr), "skt", True, True)
             if mr > 1:
-                gemm_mod.counted_loop(b, ifull, i1, 1, self.row_tiles(1), "skr", True, True)
+                loops.counted_loop(b, ifull, i1, 1, self.row_tiles(1), "skr", True, True)

@@ -1,13 +1,14 @@
-"""One parallel region per native call: a spin barrier in LLVM IR and a thread launcher.
+"""One parallel region per native call: the persistent native worker pool and its launcher.
 
 The compiled training step is one native function with the *job signature*
 ``void fn(i64 tid, i64 nthreads, ptr args, ptr barrier)``.  :class:`Launcher` runs it
 on T threads at once: thread 0 is the caller, T-1 are persistent worker threads.
-Inside, every kernel computes the fixed share of its iteration space that belongs to
-``tid`` (see ``gemm.emit_gemm_parallel``) and dependent kernels are separated by
-calls to :func:`emit_barrier`'s function on ``barrier`` — no Python between kernels.
-Shares depend only on the shapes and T, and every output element is computed by
-exactly one thread in a fixed order, so results do not depend on timing.
+Inside, the threads claim *chunks* of the step's kernels (pieces fixed by the plan:
+``plan/partition.py``) with an atomic counter per segment of independent kernels; a segment
+ends when a done counter says all its chunks are finished (``codegen/dynamic.py``), so
+a thread the OS has not scheduled yet holds nobody up — no Python between kernels.  Which thread runs a chunk depends on timing; what a chunk computes
+and the order of every reduction inside it do not, so results are identical for any
+thread count.
 
 Why the workers live entirely in native code (measured on the 2-vCPU VM):
 
@@ -163,12 +164,22 @@ def _futex(b, module, word, op, val):
     b.call(sysc, [I64(_SYS_FUTEX), word, I32(op), val, null, null, I32(0)])
 
 
+def _fld(b, pool, off):
+    """Pointer to the pool-state field at byte offset ``off``."""
+    return b.gep(pool, [I64(off)], source_etype=ir.IntType(8))
+
+
 def _emit_runtime(module: ir.Module) -> None:
     """Emit the pool's native side: ``graphc_rt_worker`` and ``graphc_rt_run``."""
     emit_barrier(module)
-    fld = lambda b, pool, off: b.gep(pool, [I64(off)], source_etype=ir.IntType(8))  # noqa: E731
+    _emit_worker(module)
+    _emit_run(module)
 
-    # void graphc_rt_worker(ptr pool, i64 w, i64 spins): never returns until quit
+
+def _emit_worker(module: ir.Module) -> None:
+    """void graphc_rt_worker(ptr pool, i64 w, i64 spins): spin, then futex-sleep, on
+    the job generation; run each job as thread w+1; return only when told to quit."""
+    fld = _fld
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR, I64, I64]), "graphc_rt_worker")
     pool, w, spins = fn.args
     entry, top, spin, body, sleep, got, call, done, out = (fn.append_basic_block(n) for n in (
@@ -218,7 +229,11 @@ def _emit_runtime(module: ir.Module) -> None:
     b.position_at_end(out)
     b.ret_void()
 
-    # void graphc_rt_run(ptr pool, ptr fn, i64 n, ptr args, ptr barrier, i64 nworkers)
+
+def _emit_run(module: ir.Module) -> None:
+    """void graphc_rt_run(ptr pool, ptr fn, i64 n, ptr args, ptr barrier, i64 nworkers):
+    publish a job, wake sleeping workers, run thread 0's part, wait for the rest."""
+    fld = _fld
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR, I64, PTR, PTR, I64]),
                      "graphc_rt_run")
     pool, job, nth, args, barrier, nworkers = fn.args
