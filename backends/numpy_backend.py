@@ -12,6 +12,8 @@ from graphc.ir import ArgumentError, Graph, GraphcError, get_op
 from graphc.ir import dtypes as dt
 from graphc.ir.ops.checks import check_range
 
+from . import numpy_window
+
 
 def _sigmoid(a, x):
     e = np.exp(-np.abs(x))
@@ -107,6 +109,7 @@ IMPLS = {
     "unslice": _unslice,
     "concatenate": lambda a, *xs: np.concatenate(xs, axis=a["axis"]),
     "constant": lambda a: a["value"],
+    **numpy_window.IMPLS,
 }
 
 

@@ -6,7 +6,9 @@ import numpy as np
 
 from .. import functions as F
 from ..ir import GraphcError
+from ..ir.ops.window import pair
 from . import init as initializers
+from .conv import avg_pool2d, conv2d, flatten, max_pool2d
 from .module import Module
 
 
@@ -115,3 +117,74 @@ def MLP(widths, activation="relu", init=None) -> Sequential:
         if i < len(widths) - 2:
             layers.append(ACTIVATIONS[activation]())
     return Sequential(*layers)
+
+
+class Conv2d(Module):
+    """``gc.nn.conv2d`` as a layer, PyTorch's layout: w (out, in/groups, kh, kw), b (out,).
+    He-normal init over fan_in = in/groups·kh·kw (ReLU nets); zero bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1,
+                 padding=0, dilation=1, groups=1, bias: bool = True, dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.groups = int(groups)
+        if self.in_channels <= 0 or self.out_channels <= 0 or self.groups <= 0 or \
+                self.in_channels % self.groups or self.out_channels % self.groups:
+            raise GraphcError(f"Conv2d: channels ({in_channels}, {out_channels}) must be "
+                              f"positive and divisible by groups={groups}")
+        self.kernel_size = pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.bias, self.dtype = bias, np.dtype(dtype)
+
+    def init_own(self, rng):
+        kh, kw = self.kernel_size
+        cin = self.in_channels // self.groups
+        shape = (self.out_channels, cin, kh, kw)
+        p = {"w": (rng.standard_normal(shape) * np.sqrt(2.0 / (cin * kh * kw)))
+             .astype(self.dtype)}
+        if self.bias:
+            p["b"] = np.zeros(self.out_channels, self.dtype)
+        return p
+
+    def forward(self, params, x):
+        return conv2d(x, params["w"], params.get("b"), self.stride, self.padding,
+                      self.dilation, self.groups)
+
+    def __repr__(self):
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding})")
+
+
+class _Pool(Module):
+    fn = staticmethod(max_pool2d)
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, params, x):
+        return type(self).fn(x, self.kernel_size, self.stride, self.padding)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding})")
+
+
+class MaxPool2d(_Pool):
+    fn = staticmethod(max_pool2d)
+
+
+class AvgPool2d(_Pool):
+    fn = staticmethod(avg_pool2d)
+
+
+class Flatten(Module):
+    """Merge axes ``start_dim..end_dim`` (default: all but the batch axis)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, params, x):
+        return flatten(x, self.start_dim, self.end_dim)

@@ -85,6 +85,42 @@ class Case:
         return f"{self.op}-{self.id}" if self.id else self.op
 
 
+def image_and(pooled_attrs, image, op="max_pool2d"):
+    """[distinct image, normal array shaped like ``op``'s output on it]."""
+    def make(rng, f):
+        from graphc.ir import TensorType, get_op
+        x = distinct(*image)(rng, f)
+        a = get_op(op).check_attrs(dict(pooled_attrs), [TensorType(image, f)])
+        out = get_op(op).infer(a, TensorType(image, f))
+        return [x, rng.standard_normal(out.shape).astype(f)]
+    return make
+
+
+# sliding-window ops: odd sizes, strides, padding, dilation, a batch of one
+CONV_A = {"kernel": (3, 2), "stride": (2, 1), "padding": (1, 2), "dilation": (2, 1)}
+CONV_B = {"kernel": 2, "stride": 1, "padding": 0}
+POOL_A = {"kernel": 2}                                           # LeNet's
+POOL_B = {"kernel": (3, 2), "stride": (2, 1), "padding": (1, 1)}  # overlapping, padded
+WINDOW_CASES = [
+    Case("im2col", [normal(2, 3, 7, 6)], CONV_A),
+    Case("im2col", [normal(1, 2, 4, 5)], CONV_B, id="stride1"),
+    Case("col2im", [normal(18, 2 * 3 * 9)], {"shape": (2, 3, 7, 6), **CONV_A}),
+    Case("col2im", [normal(8, 12)], {"shape": (1, 2, 4, 5), **CONV_B}, id="stride1"),
+    Case("avg_pool2d", [normal(2, 3, 5, 7)], POOL_A),
+    Case("avg_pool2d", [normal(1, 2, 5, 4)], POOL_B, id="padded"),
+    Case("avg_pool2d_grad", [normal(2, 3, 2, 3)], {"shape": (2, 3, 5, 7), **POOL_A}),
+    Case("avg_pool2d_grad", [normal(1, 2, 3, 5)], {"shape": (1, 2, 5, 4), **POOL_B},
+         id="padded"),
+    Case("max_pool2d", [distinct(2, 3, 5, 7)], POOL_A),
+    Case("max_pool2d", [distinct(1, 2, 5, 4)], POOL_B, id="padded"),
+    Case("max_pool2d_grad", image_and(POOL_A, (2, 3, 5, 7)), POOL_A),
+    Case("max_pool2d_grad", image_and(POOL_B, (1, 2, 5, 4)), POOL_B, id="padded"),
+    Case("max_pool2d_select", lambda rng, f: [distinct(2, 3, 5, 7)(rng, f),
+                                              normal(2, 3, 5, 7)(rng, f)], POOL_A),
+    Case("max_pool2d_select", lambda rng, f: [distinct(1, 2, 5, 4)(rng, f),
+                                              normal(1, 2, 5, 4)(rng, f)], POOL_B,
+         id="padded"),
+]
 S = (2, 3)
 CASES = [
     Case("add", [normal(*S), normal(*S)]),
@@ -155,6 +191,7 @@ CASES = [
          id="axis1-int32"),
     Case("philox_uniform", [lambda rng, f: np.array([7, 3], np.int64)],
          {"shape": (3, 4), "dtype": np.float32, "salt": 5}, differentiable=False),
+    *WINDOW_CASES,
     Case("constant", [], {"value": np.arange(6.0).reshape(2, 3)}, differentiable=False),
     Case("input", [], differentiable=False),
 ]

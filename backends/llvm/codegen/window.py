@@ -1,0 +1,343 @@
+"""LLVM kernels of the sliding-window ops (``graphc.ir.ops.window``): one loop nest each.
+
+A window kernel reads its operands through strided views (so the NCHW transpose of a
+convolution's (out, n, oh, ow) product costs nothing) and writes its output view.  Its
+work is cut into *units* that never write the same bytes -- rows (c, i, j) times images
+n of ``im2col``; whole (n, c) planes of the ops producing an image or pooling one -- and a
+chunk (``plan``'s thread share) is a fixed range of units, so results do not depend on the
+thread count.  Sums run in the numpy reference's order: window taps in row-major order,
+starting from zero (``col2im``, ``avg_pool2d``, ``avg_pool2d_grad``: the same bits).
+
+Borders: the valid output columns of a tap are a range computed once per tap, so the
+innermost loops carry no bounds checks (they vectorize; stride-1 walks are contiguous).
+Pooling taps in padding are loaded from a clamped index and masked out.
+
+Max pooling follows PyTorch: a window's argmax starts at its first in-image element and
+moves on to a later one that is greater or NaN.  Its backward pass, when windows neither
+overlap nor touch padding (stride >= kernel, no padding: LeNet's 2x2), finds each argmax
+once and writes every tap of the window (the gradient or 0); otherwise it walks the taps
+in order, recomputing the argmax, and adds the gradient where the tap is the argmax
+(numpy's order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from ..plan.views import View
+
+I1, I64 = ir.IntType(1), ir.IntType(64)
+
+
+def reg_type(dtype) -> ir.Type:
+    """Register type of a float element (the window ops take float32/float64 only)."""
+    return ir.DoubleType() if np.dtype(dtype) == np.float64 else ir.FloatType()
+
+
+@dataclass(eq=False)
+class WindowOp:
+    """What a window kernel needs beyond its views: the node and its geometry."""
+    node: object
+    units: int              # independent pieces of work (see the module docstring)
+    work: int               # rough element-operations (to decide on threads)
+
+    @property
+    def op(self):
+        return self.node.op
+
+
+def geometry(node):
+    """(N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW) of a window node."""
+    a = node.attrs
+    image = a["shape"] if "shape" in a else node.inputs[0].shape
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
+    dh, dw = a.get("dilation", (1, 1))
+    n, c, h, w = image
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
+
+
+def window_op(node) -> WindowOp:
+    n, c, h, w, kh, kw, *_, oh, ow = geometry(node)
+    if node.op == "im2col":
+        return WindowOp(node, c * kh * kw * n, c * kh * kw * n * oh * ow)
+    return WindowOp(node, n * c, n * c * max(h * w, oh * ow * kh * kw))
+
+
+def patch_view(v: View, node) -> View:
+    """The (C·kh·kw, N·OH·OW) patch matrix ``v`` as a 6-d view (c, i, j, n, oh, ow)."""
+    n, c, h, w, kh, kw, *_, oh, ow = geometry(node)
+    sk, sp = v.strides
+    return View(v.st, v.offset, (c, kh, kw, n, oh, ow),
+                (kh * kw * sk, kw * sk, sk, oh * ow * sp, ow * sp, sp))
+
+
+# ---- small IR helpers ---------------------------------------------------------------------------
+def _smax(b, x, y):
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _smin(b, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _floordiv(b, a, s: int):
+    """floor(a / s) for an i64 ``a`` of any sign and a constant s > 0."""
+    if s == 1:
+        return a
+    q = b.sdiv(a, I64(s))
+    neg = b.and_(b.icmp_signed("<", a, I64(0)),
+                 b.icmp_signed("!=", b.mul(q, I64(s)), a))
+    return b.sub(q, b.zext(neg, I64))
+
+
+def valid_range(b, off, s, size, count):
+    """[lo, hi) of o in [0, count) with 0 <= o·s + off < size (``off`` an i64 value)."""
+    # o >= ceil(-off / s) = -floor(off / s) ... written as floor((-off + s - 1) / s)
+    lo = _smax(b, _floordiv(b, b.add(b.neg(off), I64(s - 1)), s), I64(0))
+    hi = _smin(b, b.add(_floordiv(b, b.sub(I64(size - 1), off), s), I64(1)), I64(count))
+    return lo, _smax(b, hi, lo)
+
+
+def _split(b, u, *sizes):
+    """Digits of ``u`` in the mixed radix ``sizes`` (last fastest)."""
+    out = []
+    for s in reversed(sizes[1:]):
+        out.append(b.urem(u, I64(s)))
+        u = b.udiv(u, I64(s))
+    out.append(u)
+    return list(reversed(out))
+
+
+def _zero_plane(cg, b, ptrs, v: View, n, c, h, w):
+    t = reg_type(v.st.dtype)
+    cg.loop(b, I64(0), I64(h), lambda y: cg.loop(
+        b, I64(0), I64(w), lambda x: cg.store(b, ptrs, v, [n, c, y, x], ir.Constant(t, 0.0)),
+        "zx"), "zy", vectorize=False)
+
+
+# ---- emitters: emit(cg, b, kernel, ptrs, lo, hi) runs units [lo, hi) ----------------------------
+def _im2col(cg, b, k, ptrs, lo, hi):
+    node = k.window.node
+    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
+    x = k.loads[("in", 0)]
+    out = patch_view(k.stores[0][1], node)
+    zero = ir.Constant(reg_type(out.st.dtype), 0.0)
+
+    def unit(u):
+        c, i, j, n = _split(b, u, C, kh, kw, N)
+        hoff = b.sub(b.mul(i, I64(dh)), I64(ph))
+        woff = b.sub(b.mul(j, I64(dw)), I64(pw))
+        r0, r1 = valid_range(b, hoff, sh, H, OH)
+        c0, c1 = valid_range(b, woff, sw, W, OW)
+
+        def idx(oh, ow):
+            return [c, i, j, n, oh, ow]
+
+        def zrow(oh, a, z):
+            cg.loop(b, a, z, lambda ow: cg.store(b, ptrs, out, idx(oh, ow), zero), "zc")
+
+        def row(oh):
+            hh = b.add(b.mul(oh, I64(sh)), hoff)
+            zrow(oh, I64(0), c0)
+            cg.loop(b, c0, c1, lambda ow: cg.store(
+                b, ptrs, out, idx(oh, ow),
+                cg.load(b, ptrs, x, [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)])), "cp")
+            zrow(oh, c1, I64(OW))
+        cg.loop(b, I64(0), r0, lambda oh: zrow(oh, I64(0), I64(OW)), "zr0", vectorize=False)
+        cg.loop(b, r0, r1, row, "row", vectorize=False)
+        cg.loop(b, r1, I64(OH), lambda oh: zrow(oh, I64(0), I64(OW)), "zr1", vectorize=False)
+    cg.loop(b, lo, hi, unit, "unit", vectorize=False)
+
+
+def _scatter_taps(cg, b, k, ptrs, lo, hi, value):
+    """Per (n, c) plane: zero it, then for each tap (i, j) in order add ``value(n, c, i,
+    j, oh, ow)`` at pixel (oh·s - p + i·d, ow·s - p + j·d) for every valid window."""
+    node = k.window.node
+    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
+    out = k.stores[0][1]
+
+    def unit(u):
+        n, c = _split(b, u, N, C)
+        _zero_plane(cg, b, ptrs, out, n, c, H, W)
+
+        def tap(i, j):
+            hoff = b.sub(b.mul(i, I64(dh)), I64(ph))
+            woff = b.sub(b.mul(j, I64(dw)), I64(pw))
+            r0, r1 = valid_range(b, hoff, sh, H, OH)
+            c0, c1 = valid_range(b, woff, sw, W, OW)
+
+            def row(oh):
+                hh = b.add(b.mul(oh, I64(sh)), hoff)
+
+                def col(ow):
+                    at = [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)]
+                    old = cg.load(b, ptrs, out, at)
+                    cg.store(b, ptrs, out, at, b.fadd(old, value(n, c, i, j, oh, ow)))
+                cg.loop(b, c0, c1, col, "col")
+            cg.loop(b, r0, r1, row, "row", vectorize=False)
+        cg.loop(b, I64(0), I64(kh), lambda i: cg.loop(
+            b, I64(0), I64(kw), lambda j: tap(i, j), "tj", vectorize=False), "ti",
+            vectorize=False)
+    cg.loop(b, lo, hi, unit, "unit", vectorize=False)
+
+
+def _col2im(cg, b, k, ptrs, lo, hi):
+    cols = patch_view(k.loads[("in", 0)], k.window.node)
+    _scatter_taps(cg, b, k, ptrs, lo, hi,
+                  lambda n, c, i, j, oh, ow: cg.load(b, ptrs, cols, [c, i, j, n, oh, ow]))
+
+
+def _avg_grad(cg, b, k, ptrs, lo, hi):
+    g = k.loads[("in", 0)]
+    kh, kw = k.window.node.attrs["kernel"]
+    div = ir.Constant(reg_type(g.st.dtype), float(kh * kw))
+    _scatter_taps(cg, b, k, ptrs, lo, hi,
+                  lambda n, c, i, j, oh, ow: b.fdiv(cg.load(b, ptrs, g, [n, c, oh, ow]), div))
+
+
+def _tap_loader(cg, b, ptrs, x: View, node, n, c, oh, ow):
+    """load(i, j) -> (value, in-image flag or None) of tap (i, j) of window (oh, ow)."""
+    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
+
+    def coord(o, s, p, t, d, size):
+        v = b.add(b.mul(o, I64(s)), I64(t * d - p))
+        if not p:
+            return v, None
+        ok = b.and_(b.icmp_signed(">=", v, I64(0)), b.icmp_signed("<", v, I64(size)))
+        return _smin(b, _smax(b, v, I64(0)), I64(size - 1)), ok
+
+    def load(view, i, j):
+        hh, okh = coord(oh, sh, ph, i, dh, H)
+        ww, okw = coord(ow, sw, pw, j, dw, W)
+        ok = okh if okw is None else okw if okh is None else b.and_(okh, okw)
+        return cg.load(b, ptrs, view, [n, c, hh, ww]), ok, (hh, ww)
+    return load
+
+
+def _argmax(cg, b, ptrs, x, node, n, c, oh, ow, carry=None):
+    """(max, [carried values at the argmax], argmax tap index) of window (oh, ow) of x;
+    ``carry``: views whose element at the argmax is picked too (unrolled over taps)."""
+    kh, kw = node.attrs["kernel"]
+    t = reg_type(x.st.dtype)
+    load = _tap_loader(cg, b, ptrs, x, node, n, c, oh, ow)
+    best, found, arg = ir.Constant(t, float("-inf")), I1(0), I64(0)
+    picked = [ir.Constant(t, 0.0) for _ in carry or ()]
+    for i in range(kh):
+        for j in range(kw):
+            v, ok, _ = load(x, i, j)
+            upd = b.or_(b.or_(b.not_(found), b.fcmp_ordered(">", v, best)),
+                        b.fcmp_unordered("uno", v, v))
+            if ok is not None:
+                upd = b.and_(upd, ok)
+                found = b.or_(found, ok)
+            else:
+                found = I1(1)
+            best = b.select(upd, v, best)
+            arg = b.select(upd, I64(i * kw + j), arg)
+            for q, view in enumerate(carry or ()):
+                picked[q] = b.select(upd, load(view, i, j)[0], picked[q])
+    return best, picked, arg
+
+
+def _pool_loop(cg, b, k, ptrs, lo, hi, body):
+    """For each (n, c) plane in [lo, hi), each output (oh, ow): body(n, c, oh, ow)."""
+    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(k.window.node)
+
+    def unit(u):
+        n, c = _split(b, u, N, C)
+        cg.loop(b, I64(0), I64(OH), lambda oh: cg.loop(
+            b, I64(0), I64(OW), lambda ow: body(n, c, oh, ow), "ow"), "oh", vectorize=False)
+    cg.loop(b, lo, hi, unit, "unit", vectorize=False)
+
+
+def _max_pool(cg, b, k, ptrs, lo, hi):
+    node, x, out = k.window.node, k.loads[("in", 0)], k.stores[0][1]
+    carry = [k.loads[("in", 1)]] if node.op == "max_pool2d_select" else None
+
+    def body(n, c, oh, ow):
+        best, picked, _ = _argmax(cg, b, ptrs, x, node, n, c, oh, ow, carry)
+        cg.store(b, ptrs, out, [n, c, oh, ow], picked[0] if carry else best)
+    _pool_loop(cg, b, k, ptrs, lo, hi, body)
+
+
+def _avg_pool(cg, b, k, ptrs, lo, hi):
+    node, x, out = k.window.node, k.loads[("in", 0)], k.stores[0][1]
+    kh, kw = node.attrs["kernel"]
+    t = reg_type(x.st.dtype)
+
+    def body(n, c, oh, ow):
+        load = _tap_loader(cg, b, ptrs, x, node, n, c, oh, ow)
+        s = None
+        for i in range(kh):
+            for j in range(kw):
+                v, ok, _ = load(x, i, j)
+                if ok is not None:
+                    v = b.select(ok, v, ir.Constant(t, 0.0))
+                s = v if s is None else b.fadd(s, v)
+        cg.store(b, ptrs, out, [n, c, oh, ow], b.fdiv(s, ir.Constant(t, float(kh * kw))))
+    _pool_loop(cg, b, k, ptrs, lo, hi, body)
+
+
+def _max_grad(cg, b, k, ptrs, lo, hi):
+    node, x, g, out = k.window.node, k.loads[("in", 0)], k.loads[("in", 1)], k.stores[0][1]
+    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
+    t = reg_type(out.st.dtype)
+    zero = ir.Constant(t, 0.0)
+    if sh >= kh and sw >= kw and not (ph or pw):
+        # disjoint windows: every tap of every window written once (g or 0)
+        covers = (sh, sw) == (kh, kw) and (OH * sh, OW * sw) == (H, W)
+
+        def unit(u):
+            n, c = _split(b, u, N, C)
+            if not covers:
+                _zero_plane(cg, b, ptrs, out, n, c, H, W)
+
+            def body(oh, ow):
+                _, _, arg = _argmax(cg, b, ptrs, x, node, n, c, oh, ow)
+                gv = cg.load(b, ptrs, g, [n, c, oh, ow])
+                for i in range(kh):
+                    for j in range(kw):
+                        at = [n, c, b.add(b.mul(oh, I64(sh)), I64(i)),
+                              b.add(b.mul(ow, I64(sw)), I64(j))]
+                        cg.store(b, ptrs, out, at, b.select(
+                            b.icmp_signed("==", arg, I64(i * kw + j)), gv, zero))
+            cg.loop(b, I64(0), I64(OH), lambda oh: cg.loop(
+                b, I64(0), I64(OW), lambda ow: body(oh, ow), "ow"), "oh", vectorize=False)
+        cg.loop(b, lo, hi, unit, "unit", vectorize=False)
+        return
+
+    def value(n, c, i, j, oh, ow):
+        _, _, arg = _argmax(cg, b, ptrs, x, node, n, c, oh, ow)
+        tap = b.add(b.mul(i, I64(kw)), j)
+        return b.select(b.icmp_signed("==", arg, tap), cg.load(b, ptrs, g, [n, c, oh, ow]),
+                        zero)
+    _scatter_taps(cg, b, k, ptrs, lo, hi, value)
+
+
+EMITTERS = {"im2col": _im2col, "col2im": _col2im, "avg_pool2d": _avg_pool,
+            "avg_pool2d_grad": _avg_grad, "max_pool2d": _max_pool,
+            "max_pool2d_select": _max_pool, "max_pool2d_grad": _max_grad}
+
+
+def emit(cg, b, k, ptrs, tid):
+    """The body of window kernel ``k`` for chunk ``tid`` (of ``k.nchunks``)."""
+    units, parts = k.window.units, k.nchunks
+    if parts == 1:
+        lo, hi = I64(0), I64(units)
+    else:
+        lo = b.sdiv(b.mul(I64(units), tid), I64(parts))
+        hi = b.sdiv(b.mul(I64(units), b.add(tid, I64(1))), I64(parts))
+    EMITTERS[k.window.op](cg, b, k, ptrs, lo, hi)
+
+
+def finish(k, threads, chunks_per_thread, single_elems):
+    """Thread partition of a window kernel: fixed unit ranges, or thread 0 alone."""
+    w = k.window
+    k.chunks = 1
+    if threads > 1 and w.work >= single_elems and w.units >= 2:
+        k.chunks = max(1, min(threads * chunks_per_thread, w.units))
+    k.single = threads > 1 and k.nchunks == 1
