@@ -92,9 +92,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     if b is not None and tuple(np.shape(b)) != (o,):
         raise ShapeError(f"{op}: bias of shape {tuple(np.shape(b))} does not match {o} output "
                          f"channels (at {user_source()})")
-    attrs = dict(kernel=(kh, kw), stride=pair(op, "stride", stride, 1),
-                 padding=pair(op, "padding", padding, 0),
-                 dilation=pair(op, "dilation", dilation, 1))
+    try:
+        attrs = dict(kernel=(kh, kw), stride=pair(op, "stride", stride, 1),
+                     padding=pair(op, "padding", padding, 0),
+                     dilation=pair(op, "dilation", dilation, 1))
+    except ShapeError as e:
+        raise ShapeError(f"{e} (at {user_source()})") from None
     ctx = deepest_context(x, w, b)
     if ctx is not None and not isinstance(x, Tracer):
         x = Tracer(ctx.lift(x), ctx)

@@ -70,7 +70,8 @@ def out_hw(op, attrs, hw):
     dh, dw = attrs.get("dilation", (1, 1))
     oh, ow = out_size(hw[0], kh, sh, ph, dh), out_size(hw[1], kw, sw, pw, dw)
     if oh < 1 or ow < 1:
-        raise ShapeError(f"{op}: a {kh}x{kw} window (dilation {(dh, dw)}, padding {(ph, pw)}) "
+        dil = f"dilation {(dh, dw)}, " if (dh, dw) != (1, 1) else ""
+        raise ShapeError(f"{op}: a {kh}x{kw} window ({dil}padding {(ph, pw)}) "
                          f"does not fit an image of {hw[0]}x{hw[1]}")
     return oh, ow
 

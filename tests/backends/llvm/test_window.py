@@ -1,0 +1,130 @@
+"""The sliding-window kernels (``backends/llvm/window.py``) against the numpy backend.
+
+Sizes big enough to be cut into chunks over 2 and 3 threads (results bit-identical for
+any thread count), operands read through transposed views (a convolution's NCHW output
+is one), both dtypes, and whole conv-net training steps over several calls.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import graphc as gc
+import graphc.backends.llvm as llvm_backend
+from graphc.ir import Graph
+from tests.backends.llvm.test_ops import run_both
+
+IMAGE = (5, 7, 23, 19)                  # odd sizes; N*C = 35 planes
+GEOMS = [
+    {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)},           # LeNet's pool
+    {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)},           # overlapping, padded
+    {"kernel": (3, 2), "stride": (1, 3), "padding": (1, 0)},           # gaps between windows
+    {"kernel": (5, 5), "stride": (1, 1), "padding": (2, 2)},
+]
+CONV_GEOMS = [dict(g, dilation=(1, 1)) for g in GEOMS] + [
+    {"kernel": (3, 2), "stride": (2, 1), "padding": (2, 1), "dilation": (2, 3)}]
+
+
+def _graph(op, attrs, in_shapes, dtype, transposed=False):
+    """One op; with ``transposed`` its first operand is a transpose of an input."""
+    g = Graph(op)
+    ins = []
+    for i, s in enumerate(in_shapes):
+        if i == 0 and transposed:
+            v = g.add_input((s[1], s[0]) + tuple(s[2:]), dtype, f"x{i}")
+            v = g.add("transpose", [v], {"perm": (1, 0, 2, 3)})
+        else:
+            v = g.add_input(s, dtype, f"x{i}")
+        ins.append(v)
+    g.set_outputs([g.add(op, ins, dict(attrs))])
+    return g
+
+
+def _args(rng, g, distinct=False):
+    out = []
+    for v in g.inputs:
+        if distinct:    # no ties: the argmax does not depend on rounding
+            a = rng.permutation(v.size).reshape(v.shape) * 0.01
+        else:
+            a = rng.standard_normal(v.shape)
+        out.append(a.astype(v.dtype))
+        distinct = False
+    return out
+
+
+def _pooled(attrs, image):
+    from graphc.ir import TensorType, get_op
+    t = TensorType(image, np.float32)
+    return get_op("max_pool2d").infer(get_op("max_pool2d").check_attrs(dict(attrs), [t]), t).shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
+@pytest.mark.parametrize("attrs", GEOMS, ids=lambda a: "k{kernel}s{stride}p{padding}".format(**a))
+def test_pooling_kernels_match_numpy(attrs, transposed, dtype):
+    rng = np.random.default_rng(0)
+    pooled = _pooled(attrs, IMAGE)
+    cases = [("max_pool2d", [IMAGE]), ("max_pool2d_select", [IMAGE, IMAGE]),
+             ("max_pool2d_grad", [IMAGE, pooled]), ("avg_pool2d", [IMAGE]),
+             ("avg_pool2d_grad", [pooled])]
+    for op, shapes in cases:
+        a = dict(attrs, shape=IMAGE) if op == "avg_pool2d_grad" else attrs
+        g = _graph(op, a, shapes, dtype, transposed and op != "avg_pool2d_grad")
+        run_both(g, _args(rng, g, distinct=op.startswith("max")), threads=(1, 2, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
+@pytest.mark.parametrize("attrs", CONV_GEOMS, ids=lambda a: "k{kernel}s{stride}p{padding}d{dilation}".format(**a))
+def test_im2col_col2im_match_numpy(attrs, transposed, dtype):
+    rng = np.random.default_rng(1)
+    g = _graph("im2col", attrs, [IMAGE], dtype, transposed)
+    run_both(g, _args(rng, g), threads=(1, 2, 3))
+    cols = g.outputs[0].shape
+    g2 = _graph("col2im", dict(attrs, shape=IMAGE), [cols], dtype)
+    run_both(g2, _args(rng, g2), threads=(1, 2, 3))
+
+
+def _lenet_like(rng, dtype, pool):
+    convs = gc.nn.Sequential(gc.nn.Conv2d(2, 6, 5, padding=2, dtype=dtype), gc.nn.ReLU(),
+                             pool(), gc.nn.Conv2d(6, 8, 3, stride=(1, 2), dilation=(2, 1),
+                                                  groups=2, dtype=dtype),
+                             gc.nn.ReLU(), gc.nn.MaxPool2d(3, 2, 1), gc.nn.Flatten())
+    x = rng.standard_normal((9, 2, 15, 13)).astype(dtype)
+    y = rng.integers(0, 10, 9)
+    width = convs(convs.init(0), x).shape[1]
+    net = gc.nn.Sequential(convs, gc.nn.Linear(width, 10, dtype=dtype))
+    return net, net.init(1), x, y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("pool", [lambda: gc.nn.MaxPool2d(2), lambda: gc.nn.AvgPool2d(3, 1, 1)],
+                         ids=["maxpool", "avgpool"])
+def test_conv_training_steps_match_numpy(dtype, pool):
+    rng = np.random.default_rng(2)
+    net, params, x, y = _lenet_like(rng, dtype, pool)
+
+    def loss(p, x, y):
+        return gc.nn.cross_entropy(net(p, x), y)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    ref = gc.compile_step(loss, copy.deepcopy(params), gc.optim.SGD(0.05, momentum=0.9), (x, y),
+                          backend="numpy")
+    runs = []
+    for t in (1, 2, 3):
+        step = gc.compile_step(loss, copy.deepcopy(params), gc.optim.SGD(0.05, momentum=0.9), (x, y),
+                               threads=t)
+        runs.append(step)
+    for i in range(4):
+        want = ref(x, y)
+        got = [s(x, y) for s in runs]
+        for v in got:
+            assert abs(v - want) <= tol * max(1.0, abs(want)), (i, got, want)
+        assert len(set(got)) == 1, got            # thread count never changes a bit
+    leaves = [gc.pytree.flatten(s.params)[0] for s in runs]
+    for a, b in zip(gc.pytree.flatten(ref.params)[0], leaves[0]):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+    for other in leaves[1:]:
+        for a, b in zip(leaves[0], other):
+            np.testing.assert_array_equal(a, b)
