@@ -27,9 +27,10 @@ CONV_GEOMS = [dict(g, dilation=(1, 1)) for g in GEOMS] + [
     {"kernel": (3, 2), "stride": (2, 1), "padding": (2, 1), "dilation": (2, 3)}]
 
 
-def _graph(op, attrs, in_shapes, dtype, transposed=False):
-    """One op; with ``transposed`` its first operand is a transpose of an input."""
-    g = Graph(op)
+def _graph(ops, in_shapes, dtype, transposed=False):
+    """Several window ops over shared inputs (one compile); ``ops``: (op, attrs, input
+    indices).  With ``transposed`` input 0 is read through a transpose of a graph input."""
+    g = Graph("window")
     ins = []
     for i, s in enumerate(in_shapes):
         if i == 0 and transposed:
@@ -38,20 +39,8 @@ def _graph(op, attrs, in_shapes, dtype, transposed=False):
         else:
             v = g.add_input(s, dtype, f"x{i}")
         ins.append(v)
-    g.set_outputs([g.add(op, ins, dict(attrs))])
+    g.set_outputs([g.add(op, [ins[i] for i in which], dict(attrs)) for op, attrs, which in ops])
     return g
-
-
-def _args(rng, g, distinct=False):
-    out = []
-    for v in g.inputs:
-        if distinct:    # no ties: the argmax does not depend on rounding
-            a = rng.permutation(v.size).reshape(v.shape) * 0.01
-        else:
-            a = rng.standard_normal(v.shape)
-        out.append(a.astype(v.dtype))
-        distinct = False
-    return out
 
 
 def _pooled(attrs, image):
@@ -66,25 +55,30 @@ def _pooled(attrs, image):
 def test_pooling_kernels_match_numpy(attrs, transposed, dtype):
     rng = np.random.default_rng(0)
     pooled = _pooled(attrs, IMAGE)
-    cases = [("max_pool2d", [IMAGE]), ("max_pool2d_select", [IMAGE, IMAGE]),
-             ("max_pool2d_grad", [IMAGE, pooled]), ("avg_pool2d", [IMAGE]),
-             ("avg_pool2d_grad", [pooled])]
-    for op, shapes in cases:
-        a = dict(attrs, shape=IMAGE) if op == "avg_pool2d_grad" else attrs
-        g = _graph(op, a, shapes, dtype, transposed and op != "avg_pool2d_grad")
-        run_both(g, _args(rng, g, distinct=op.startswith("max")), threads=(1, 2, 3))
+    g = _graph([("max_pool2d", attrs, [0]), ("max_pool2d_select", attrs, [0, 1]),
+                ("max_pool2d_grad", attrs, [0, 2]), ("avg_pool2d", attrs, [0]),
+                ("avg_pool2d_grad", dict(attrs, shape=IMAGE), [2])],
+               [IMAGE, IMAGE, pooled], dtype, transposed)
+    # input 0 without ties (the argmax must not depend on rounding)
+    x = (rng.permutation(int(np.prod(IMAGE))).reshape(IMAGE) * 0.01).astype(dtype)
+    if transposed:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    args = [x] + [rng.standard_normal(v.shape).astype(dtype) for v in g.inputs[1:]]
+    run_both(g, args, threads=(1, 2, 3))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
-@pytest.mark.parametrize("attrs", CONV_GEOMS, ids=lambda a: "k{kernel}s{stride}p{padding}d{dilation}".format(**a))
+@pytest.mark.parametrize("attrs", CONV_GEOMS,
+                         ids=lambda a: "k{kernel}s{stride}p{padding}d{dilation}".format(**a))
 def test_im2col_col2im_match_numpy(attrs, transposed, dtype):
     rng = np.random.default_rng(1)
-    g = _graph("im2col", attrs, [IMAGE], dtype, transposed)
-    run_both(g, _args(rng, g), threads=(1, 2, 3))
-    cols = g.outputs[0].shape
-    g2 = _graph("col2im", dict(attrs, shape=IMAGE), [cols], dtype)
-    run_both(g2, _args(rng, g2), threads=(1, 2, 3))
+    from graphc.ir.ops.window import cols_shape
+    cols = cols_shape(attrs, IMAGE)
+    g = _graph([("im2col", attrs, [0]), ("col2im", dict(attrs, shape=IMAGE), [1])],
+               [IMAGE, cols], dtype, transposed)
+    run_both(g, [rng.standard_normal(v.shape).astype(dtype) for v in g.inputs],
+             threads=(1, 2, 3))
 
 
 def _lenet_like(rng, dtype, pool):
