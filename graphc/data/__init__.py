@@ -1,7 +1,7 @@
 """graphc.data -- datasets, splits, standardisation and mini-batches.
 
 ``load_dataset(spec)`` accepts a bundled name (``digits``, ``diabetes``,
-``breast_cancer``), a synthetic spec (``synth-cls:n=5000,d=20,classes=4,seed=1``,
+``breast_cancer``, ``digits28``: the digits resized to 28x28), ``mnist:DIR`` (IDX files), a synthetic spec (``synth-cls:n=5000,d=20,classes=4,seed=1``,
 ``synth-reg:n=1000,d=8,noise=0.5``) or a path to a ``.npz`` / ``.csv`` file.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .bundled import (BUNDLED, SYNTHETIC, breast_cancer, diabetes, digits,
                       synthetic_classification, synthetic_regression)
 from .dataset import Dataset
 from .files import load_csv, load_features, load_npz
+from .images import digits28, mnist
 from .split import Splits, Standardizer, split, standardize
 
 ALIASES = {"breast-cancer": "breast_cancer", "cancer": "breast_cancer"}
@@ -37,7 +38,14 @@ def load_dataset(spec: str, label_column=None) -> Dataset:
     name = ALIASES.get(spec, spec)
     if name in BUNDLED:
         return BUNDLED[name]()
+    if name == "digits28":
+        return digits28()
     kind, _, opts = name.partition(":")
+    if kind == "mnist":
+        if not opts:
+            raise GraphcError("mnist needs a directory: --dataset mnist:DIR (the IDX files "
+                              "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], ...)")
+        return mnist(os.path.expanduser(opts))
     if kind in SYNTHETIC:
         try:
             return SYNTHETIC[kind](**_parse_options(opts))
@@ -48,11 +56,13 @@ def load_dataset(spec: str, label_column=None) -> Dataset:
         if not os.path.exists(spec):
             raise GraphcError(f"dataset file {spec} does not exist")
         return load_npz(spec) if ext == ".npz" else load_csv(spec, label_column)
-    raise GraphcError(f"unknown dataset {spec!r}: use one of {sorted(BUNDLED)}, "
+    raise GraphcError(f"unknown dataset {spec!r}: use one of {sorted(BUNDLED) + ['digits28']}, "
+                      "mnist:DIR, "
                       f"{sorted(SYNTHETIC)} (e.g. synth-cls:n=5000,d=20,classes=4) or a "
                       ".npz/.csv file")
 
 
 __all__ = ["Dataset", "Splits", "Standardizer", "Batches", "load_dataset", "load_csv",
-           "load_features", "load_npz", "split", "standardize", "digits", "diabetes", "breast_cancer",
-           "synthetic_classification", "synthetic_regression"]
+           "load_features", "load_npz", "split", "standardize", "digits", "diabetes",
+           "breast_cancer", "synthetic_classification", "synthetic_regression", "digits28",
+           "mnist"]

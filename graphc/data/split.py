@@ -60,8 +60,14 @@ class Standardizer:
     def __init__(self, mean=None, std=None):
         self.mean, self.std = mean, std
 
-    def fit(self, X):
+    def fit(self, X, per_feature=True):
+        """``per_feature=False``: one mean and std over all features (images: every
+        pixel scaled alike, as MNIST's usual normalisation), kept per feature."""
         X = np.asarray(X, np.float64)
+        if not per_feature:
+            self.mean = np.full(X.shape[1], X.mean())
+            self.std = np.full(X.shape[1], X.std() if X.std() > 1e-12 else 1.0)
+            return self
         self.mean = X.mean(axis=0)
         std = X.std(axis=0)
         self.std = np.where(std > 1e-12, std, 1.0)
@@ -74,9 +80,10 @@ class Standardizer:
         return np.asarray(Z, np.float64) * self.std + self.mean
 
 
-def standardize(s: Splits, target: bool = False) -> tuple[Splits, Standardizer, Standardizer | None]:
+def standardize(s: Splits, target: bool = False, per_feature: bool = True
+                ) -> tuple[Splits, Standardizer, Standardizer | None]:
     """Standardise features (and, for regression, the target) with training statistics."""
-    fx = Standardizer().fit(s.train.X)
+    fx = Standardizer().fit(s.train.X, per_feature)
     fy = Standardizer().fit(s.train.y[:, None]) if target else None
 
     def apply(d: Dataset) -> Dataset:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir import GraphcError
-from .builtin import BUILTINS, linreg, logreg, mlp, svm
+from .builtin import BUILTINS, lenet, linreg, logreg, mlp, svm
 from .spec import BASE_HPARAMS, CRITERIA, Model, ModelSpec
 from .user import load_user_model
 
@@ -23,4 +23,4 @@ def get_model(name: str, **options) -> ModelSpec:
 
 
 __all__ = ["BUILTINS", "Model", "ModelSpec", "get_model", "load_user_model", "linreg",
-           "logreg", "mlp", "svm", "CRITERIA", "BASE_HPARAMS", "UnknownModel"]
+           "logreg", "mlp", "svm", "lenet", "CRITERIA", "BASE_HPARAMS", "UnknownModel"]

@@ -1,4 +1,4 @@
-"""The built-in models: linreg, logreg, svm, mlp -- each a ModelSpec with its default data.
+"""The built-in models: linreg, logreg, svm, mlp, lenet (``lenet.py``) -- each a ModelSpec with its default data.
 
 Defaults were chosen by measuring on the bundled data (see README "Built-in models"):
 small enough to train in seconds on two cores, tuned enough to reach sensible figures.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .. import functions as F
 from .. import nn
+from .lenet import lenet
 from .spec import ModelSpec
 
 
@@ -57,4 +58,4 @@ def mlp(widths=(256, 128), activation="relu") -> ModelSpec:
                     f"{activation}, cross-entropy (digits)")
 
 
-BUILTINS = {"linreg": linreg, "logreg": logreg, "svm": svm, "mlp": mlp}
+BUILTINS = {"linreg": linreg, "logreg": logreg, "svm": svm, "mlp": mlp, "lenet": lenet}

@@ -55,6 +55,9 @@ class ModelSpec:
     dataset: str = "digits"
     hparams: dict = field(default_factory=dict)
     description: str = ""
+    #: feature standardisation: "per_feature" (tabular data) or "global" (images: one
+    #: mean and std for every pixel, so the image keeps its shape)
+    scaling: str = "per_feature"
 
     def defaults(self) -> dict:
         return {**BASE_HPARAMS, **self.hparams}

@@ -57,7 +57,8 @@ def prepare(spec: ModelSpec, config: TrainConfig, dataset: gdata.Dataset | None 
         raise GraphcError(f"model {spec.name} is a {spec.task} model but has {out} outputs "
                           "(needs 1)")
     splits = gdata.split(ds, config.val, config.test, config.seed)
-    splits, fx, fy = gdata.standardize(splits, target=spec.task == "regression")
+    splits, fx, fy = gdata.standardize(splits, target=spec.task == "regression",
+                                       per_feature=spec.scaling != "global")
     params = model.init(config.seed)
     return Prepared(config, spec, model, splits, fx, fy, params)
 

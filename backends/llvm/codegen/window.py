@@ -3,14 +3,17 @@
 A window kernel reads its operands through strided views (so the NCHW transpose of a
 convolution's (out, n, oh, ow) product costs nothing) and writes its output view.  Its
 work is cut into *units* that never write the same bytes -- rows (c, i, j) times images
-n of ``im2col``; whole (n, c) planes of the ops producing an image or pooling one -- and a
-chunk (``plan``'s thread share) is a fixed range of units, so results do not depend on the
+n of ``im2col``; (n, c) planes of the pooling kernels and of ``col2im`` at stride 1; a
+channel times a block of images for the tap-by-tap scatter-adds -- and a chunk (``plan``'s thread share) is a fixed range of units, so results do not depend on the
 thread count.  Sums run in the numpy reference's order: window taps in row-major order,
 starting from zero (``col2im``, ``avg_pool2d``, ``avg_pool2d_grad``: the same bits).
 
 Borders: the valid output columns of a tap are a range computed once per tap, so the
-innermost loops carry no bounds checks (they vectorize; stride-1 walks are contiguous).
-Pooling taps in padding are loaded from a clamped index and masked out.
+innermost loops carry no bounds checks; those short rows are vectorized with the tail
+folded into masked operations (``row_loop``).  Pooling taps in padding are loaded from
+a clamped index and masked out.  ``col2im`` at stride 1 is a gather: each pixel sums
+its taps (masked loads), one store per pixel -- the tap-by-tap scatter re-reads and
+re-writes every pixel kh·kw times (measured 2x slower at LeNet's shapes on Zen 4).
 
 Max pooling follows PyTorch: a window's argmax starts at its first in-image element and
 moves on to a later one that is greater or NaN.  Its backward pass, when windows neither
@@ -62,9 +65,24 @@ def geometry(node):
 
 def window_op(node) -> WindowOp:
     n, c, h, w, kh, kw, *_, oh, ow = geometry(node)
+    work = n * c * max(h * w, oh * ow * kh * kw)
     if node.op == "im2col":
         return WindowOp(node, c * kh * kw * n, c * kh * kw * n * oh * ow)
-    return WindowOp(node, n * c, n * c * max(h * w, oh * ow * kh * kw))
+    if (node.op in ("col2im", "avg_pool2d_grad") and not gathers(node)) or (node.op == "max_pool2d_grad"
+                                                    and not disjoint(node)):
+        return WindowOp(node, c * -(-n // scatter_block(node)), work)
+    return WindowOp(node, n * c, work)
+
+
+def gathers(node) -> bool:
+    """col2im at stride 1 runs as a gather (``_col2im_gather``)."""
+    return node.op == "col2im" and tuple(node.attrs["stride"]) == (1, 1)
+
+
+def disjoint(node) -> bool:
+    """Pooling windows that neither overlap nor touch padding."""
+    (kh, kw), (sh, sw), (ph, pw) = (node.attrs[a] for a in ("kernel", "stride", "padding"))
+    return sh >= kh and sw >= kw and not (ph or pw)
 
 
 def patch_view(v: View, node) -> View:
@@ -112,6 +130,40 @@ def _split(b, u, *sizes):
     return list(reversed(out))
 
 
+def _row_md(cg):
+    """Loop metadata of a short innermost row loop: vectorized with the tail folded into
+    masked vector operations (rows of 5..28 elements would otherwise never reach the
+    16-lane vector body and run scalar)."""
+    m = cg.m
+
+    def prop(name, *val):
+        return m.add_metadata([ir.MetaDataString(m, name), *val])
+    cg._ids += 1
+    loop_id = m.add_metadata([ir.MetaDataString(m, f"graphc.wloop.{cg._ids}")])
+    loop_id.operands = (loop_id, prop("llvm.loop.unroll.disable"),
+                        prop("llvm.loop.vectorize.enable", I1(1)),
+                        prop("llvm.loop.vectorize.predicate.enable", I1(1)))
+    return loop_id
+
+
+def row_loop(cg, b, lo, hi, body, name="r"):
+    """``for i in [lo, hi): body(i)`` as a short vectorizable row (see ``_row_md``)."""
+    pre = b.block
+    head = b.append_basic_block(name + ".head")
+    bod = b.append_basic_block(name + ".body")
+    out = b.append_basic_block(name + ".out")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name)
+    i.add_incoming(lo, pre)
+    b.cbranch(b.icmp_signed("<", i, hi), bod, out)
+    b.position_at_end(bod)
+    body(i)
+    i.add_incoming(b.add(i, I64(1), flags=["nsw"]), b.block)
+    b.branch(head).set_metadata("llvm.loop", _row_md(cg))
+    b.position_at_end(out)
+
+
 def _zero_plane(cg, b, ptrs, v: View, n, c, h, w):
     t = reg_type(v.st.dtype)
     cg.loop(b, I64(0), I64(h), lambda y: cg.loop(
@@ -138,12 +190,12 @@ def _im2col(cg, b, k, ptrs, lo, hi):
             return [c, i, j, n, oh, ow]
 
         def zrow(oh, a, z):
-            cg.loop(b, a, z, lambda ow: cg.store(b, ptrs, out, idx(oh, ow), zero), "zc")
+            row_loop(cg, b, a, z, lambda ow: cg.store(b, ptrs, out, idx(oh, ow), zero), "zc")
 
         def row(oh):
             hh = b.add(b.mul(oh, I64(sh)), hoff)
             zrow(oh, I64(0), c0)
-            cg.loop(b, c0, c1, lambda ow: cg.store(
+            row_loop(cg, b, c0, c1, lambda ow: cg.store(
                 b, ptrs, out, idx(oh, ow),
                 cg.load(b, ptrs, x, [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)])), "cp")
             zrow(oh, c1, I64(OW))
@@ -153,16 +205,32 @@ def _im2col(cg, b, k, ptrs, lo, hi):
     cg.loop(b, lo, hi, unit, "unit", vectorize=False)
 
 
+#: a scatter unit covers this many elements of each patch row at least (contiguous reads)
+SCATTER_SEGMENT = 4096
+
+
+def scatter_block(node) -> int:
+    """Images per unit of the tap-scatter kernels: one unit is (channel c, a block of
+    images), so each of its taps reads one contiguous segment of patch row (c, i, j)."""
+    n, *_, oh, ow = geometry(node)
+    return max(1, min(n, -(-SCATTER_SEGMENT // max(1, oh * ow))))
+
+
 def _scatter_taps(cg, b, k, ptrs, lo, hi, value):
-    """Per (n, c) plane: zero it, then for each tap (i, j) in order add ``value(n, c, i,
-    j, oh, ow)`` at pixel (oh·s - p + i·d, ow·s - p + j·d) for every valid window."""
+    """Per unit (channel c, block of images): zero those planes, then for each tap (i, j)
+    in order and each image, add ``value(n, c, i, j, oh, ow)`` at pixel
+    (oh·s - p + i·d, ow·s - p + j·d) of every valid window."""
     node = k.window.node
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
+    nb = scatter_block(node)
     out = k.stores[0][1]
 
     def unit(u):
-        n, c = _split(b, u, N, C)
-        _zero_plane(cg, b, ptrs, out, n, c, H, W)
+        c, blk = _split(b, u, C, -(-N // nb))
+        n0 = b.mul(blk, I64(nb))
+        n1 = _smin(b, b.add(n0, I64(nb)), I64(N))
+        cg.loop(b, n0, n1, lambda n: _zero_plane(cg, b, ptrs, out, n, c, H, W), "zn",
+                vectorize=False)
 
         def tap(i, j):
             hoff = b.sub(b.mul(i, I64(dh)), I64(ph))
@@ -170,22 +238,79 @@ def _scatter_taps(cg, b, k, ptrs, lo, hi, value):
             r0, r1 = valid_range(b, hoff, sh, H, OH)
             c0, c1 = valid_range(b, woff, sw, W, OW)
 
-            def row(oh):
-                hh = b.add(b.mul(oh, I64(sh)), hoff)
+            def image(n):
+                def row(oh):
+                    hh = b.add(b.mul(oh, I64(sh)), hoff)
 
-                def col(ow):
-                    at = [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)]
-                    old = cg.load(b, ptrs, out, at)
-                    cg.store(b, ptrs, out, at, b.fadd(old, value(n, c, i, j, oh, ow)))
-                cg.loop(b, c0, c1, col, "col")
-            cg.loop(b, r0, r1, row, "row", vectorize=False)
+                    def col(ow):
+                        at = [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)]
+                        old = cg.load(b, ptrs, out, at)
+                        cg.store(b, ptrs, out, at, b.fadd(old, value(n, c, i, j, oh, ow)))
+                    row_loop(cg, b, c0, c1, col, "col")
+                cg.loop(b, r0, r1, row, "row", vectorize=False)
+            cg.loop(b, n0, n1, image, "img", vectorize=False)
         cg.loop(b, I64(0), I64(kh), lambda i: cg.loop(
             b, I64(0), I64(kw), lambda j: tap(i, j), "tj", vectorize=False), "ti",
             vectorize=False)
     cg.loop(b, lo, hi, unit, "unit", vectorize=False)
 
 
+def _guarded_load(cg, b, ptrs, view, idx, ok, zero):
+    """``view[idx] if ok else zero`` with the load only under ``ok`` (a diamond the loop
+    vectorizer turns into a masked load)."""
+    pre = b.block
+    then = b.append_basic_block("ld")
+    done = b.append_basic_block("ld.done")
+    b.cbranch(ok, then, done)
+    b.position_at_end(then)
+    v = cg.load(b, ptrs, view, idx)
+    b.branch(done)
+    b.position_at_end(done)
+    phi = b.phi(v.type)
+    phi.add_incoming(zero, pre)
+    phi.add_incoming(v, then)
+    return phi
+
+
+def _col2im_gather(cg, b, k, ptrs, lo, hi):
+    """Stride 1: each pixel sums its taps (row-major order, from zero) from the patch
+    matrix -- one store per pixel; the taps' loads are masked where out of range."""
+    node = k.window.node
+    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
+    cols = patch_view(k.loads[("in", 0)], node)
+    out = k.stores[0][1]
+    zero = ir.Constant(reg_type(out.st.dtype), 0.0)
+
+    def unit(u):
+        n, c = _split(b, u, N, C)
+
+        def row(h):
+            ohs, okh = [], []
+            for i in range(kh):
+                o = b.add(h, I64(ph - i * dh))
+                ohs.append(o)
+                okh.append(b.and_(b.icmp_signed(">=", o, I64(0)),
+                                  b.icmp_signed("<", o, I64(OH))))
+
+            def pixel(w):
+                acc = None
+                for i in range(kh):
+                    for j in range(kw):
+                        o = b.add(w, I64(pw - j * dw))
+                        ok = b.and_(okh[i], b.and_(b.icmp_signed(">=", o, I64(0)),
+                                                   b.icmp_signed("<", o, I64(OW))))
+                        v = _guarded_load(cg, b, ptrs, cols, [c, I64(i), I64(j), n, ohs[i], o],
+                                          ok, zero)
+                        acc = b.fadd(zero, v) if acc is None else b.fadd(acc, v)
+                cg.store(b, ptrs, out, [n, c, h, w], acc)
+            row_loop(cg, b, I64(0), I64(W), pixel, "w")
+        cg.loop(b, I64(0), I64(H), row, "h", vectorize=False)
+    cg.loop(b, lo, hi, unit, "unit", vectorize=False)
+
+
 def _col2im(cg, b, k, ptrs, lo, hi):
+    if gathers(k.window.node):
+        return _col2im_gather(cg, b, k, ptrs, lo, hi)
     cols = patch_view(k.loads[("in", 0)], k.window.node)
     _scatter_taps(cg, b, k, ptrs, lo, hi,
                   lambda n, c, i, j, oh, ow: cg.load(b, ptrs, cols, [c, i, j, n, oh, ow]))
@@ -249,8 +374,8 @@ def _pool_loop(cg, b, k, ptrs, lo, hi, body):
 
     def unit(u):
         n, c = _split(b, u, N, C)
-        cg.loop(b, I64(0), I64(OH), lambda oh: cg.loop(
-            b, I64(0), I64(OW), lambda ow: body(n, c, oh, ow), "ow"), "oh", vectorize=False)
+        cg.loop(b, I64(0), I64(OH), lambda oh: row_loop(
+            cg, b, I64(0), I64(OW), lambda ow: body(n, c, oh, ow), "ow"), "oh", vectorize=False)
     cg.loop(b, lo, hi, unit, "unit", vectorize=False)
 
 
@@ -287,7 +412,7 @@ def _max_grad(cg, b, k, ptrs, lo, hi):
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
     t = reg_type(out.st.dtype)
     zero = ir.Constant(t, 0.0)
-    if sh >= kh and sw >= kw and not (ph or pw):
+    if disjoint(node):
         # disjoint windows: every tap of every window written once (g or 0)
         covers = (sh, sw) == (kh, kw) and (OH * sh, OW * sw) == (H, W)
 
@@ -305,8 +430,8 @@ def _max_grad(cg, b, k, ptrs, lo, hi):
                               b.add(b.mul(ow, I64(sw)), I64(j))]
                         cg.store(b, ptrs, out, at, b.select(
                             b.icmp_signed("==", arg, I64(i * kw + j)), gv, zero))
-            cg.loop(b, I64(0), I64(OH), lambda oh: cg.loop(
-                b, I64(0), I64(OW), lambda ow: body(oh, ow), "ow"), "oh", vectorize=False)
+            cg.loop(b, I64(0), I64(OH), lambda oh: row_loop(
+                cg, b, I64(0), I64(OW), lambda ow: body(oh, ow), "ow"), "oh", vectorize=False)
         cg.loop(b, lo, hi, unit, "unit", vectorize=False)
         return
 
