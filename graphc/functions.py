@@ -85,6 +85,25 @@ def _eager(op, xs, dtype, floating):
     return out[()] if isinstance(out, np.ndarray) and out.ndim == 0 else out
 
 
+def apply(op, x, **attrs):
+    """One IR op ``op`` on one operand: recorded when ``x`` is traced, else computed by
+    the numpy backend's implementation, with ``attrs`` normalised by the op's own check
+    and the operand validated by its shape rule (the same errors as when tracing)."""
+    if isinstance(x, Tracer):
+        return x.ctx.emit(op, x.value, **attrs)
+    from .backends.numpy_backend import IMPLS     # imports only numpy and graphc.ir
+    from .ir import GraphcError, TensorType, get_op
+    x = np.asarray(x)
+    opdef = get_op(op)
+    try:
+        t = TensorType(x.shape, x.dtype)
+        attrs = opdef.check_attrs(attrs, [t])
+        opdef.infer(attrs, t)
+    except GraphcError as e:
+        raise type(e)(f"{e} (in op '{op}' at {user_source()})") from None
+    return IMPLS[op](attrs, x)
+
+
 def _wrap(v, ctx):
     return ctx.wrap(v)
 

@@ -17,26 +17,15 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functions as F
-from ..backends.numpy_window import IMPLS as _NUMPY
-from ..ir import DTypeError, GraphcError, ShapeError, TensorType, get_op
+from ..ir import DTypeError, ShapeError
 from ..ir.ops.window import out_hw, pair
 from ..source import user_source
 from ..tracing import Tracer, deepest_context
 
 
 def _window(op, x, **attrs):
-    """Apply window op ``op`` to ``x`` (recorded when tracing, computed otherwise)."""
-    if isinstance(x, Tracer):
-        return x.ctx.emit(op, x.value, **attrs)
-    x = np.asarray(x)
-    opdef = get_op(op)
-    try:
-        t = TensorType(x.shape, x.dtype)
-        attrs = opdef.check_attrs(attrs, [t])
-        opdef.infer(attrs, t)
-    except GraphcError as e:
-        raise type(e)(f"{e} (in op '{op}' at {user_source()})") from None
-    return _NUMPY[op](attrs, x)
+    """Window op ``op`` on ``x`` (recorded when tracing, computed eagerly otherwise)."""
+    return F.apply(op, x, **attrs)
 
 
 def _batched(op, x):
