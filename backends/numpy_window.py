@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphc.ir.ops.window import geometry
+
 
 def _geom(a, image):
-    (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
-    dh, dw = a.get("dilation", (1, 1))
-    h, w = image[2:]
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    return kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
+    g = geometry(a, image)
+    return g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.oh, g.ow
 
 
 def _taps(a, image):

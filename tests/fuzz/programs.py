@@ -9,7 +9,9 @@ construction: elementwise chains, broadcasting in every direction, reductions ov
 axes with and without keepdims, every view op, matmul in every transpose combination,
 concatenate/stack, where, comparisons, casts and constants of every shape; gathers
 (gc.take / t[idx] with int32, int64 and uint8 indices), layer_norm, attention (causal or
-not, broadcast batch dims), batched matmul, erf, gelu and dropout.
+not, broadcast batch dims), batched matmul, erf, gelu and dropout; conv2d (any kernel,
+stride, padding, dilation and groups, with or without bias), max/avg pooling (overlapping
+and padded windows or not) and flatten, on any value reshaped to NCHW.
 
 Kinks (relu, abs, max, where, comparisons) are allowed: both backends run the same graph,
 so they agree wherever the values they compare agree; random normal inputs do not sit on
@@ -177,6 +179,15 @@ def _apply(op, xs, p, consts):
     if op == "attention":
         return gc.nn.scaled_dot_product_attention(xs[0], xs[1], xs[2],
                                                   is_causal=p["causal"])
+    if op == "conv2d":
+        return gc.nn.conv2d(xs[0], xs[1], xs[2] if len(xs) > 2 else None,
+                            stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
+                            groups=p["groups"])
+    if op in ("max_pool2d", "avg_pool2d"):
+        pool = gc.nn.max_pool2d if op == "max_pool2d" else gc.nn.avg_pool2d
+        return pool(xs[0], p["kernel"], stride=p["stride"], padding=p["padding"])
+    if op == "flatten":
+        return gc.nn.flatten(xs[0])
     if op == "matmul":
         a, b = xs
         if p["ta"]:
@@ -237,7 +248,9 @@ class _Gen:
         shape, nd = va.shape, len(va.shape)
         kind = r.choice(["unary", "binary", "binary", "const", "reduce", "view", "view",
                          "matmul", "concat", "where", "mask", "cast", "take", "layer_norm",
-                         "attention"])
+                         "attention", "window"])
+        if kind == "window" and int(np.prod(shape, dtype=np.int64)) > 0:
+            return self.window(a, va)
         if kind == "take" and nd >= 1:
             ax = int(r.integers(0, nd))
             ishape = tuple(int(r.integers(1, 5)) for _ in range(int(r.integers(0, 3))))
@@ -266,7 +279,7 @@ class _Gen:
             v = self.new_input(batch + (S, dv), va.dtype)
             out = shape[:-1] + (dv,)
             return self.add("attention", [a, k, v], {"causal": causal}, Var(out, va.dtype))
-        if kind in ("take", "layer_norm", "attention"):
+        if kind in ("take", "layer_norm", "attention", "window"):
             kind = "unary"
         if kind == "unary":
             op = str(r.choice(sorted(UNARY)))
@@ -400,6 +413,75 @@ class _Gen:
                          else d for d in out)
             return self.add("reshape", [a], {"shape": tuple(out)}, Var(real, va.dtype))
         return self.add("reshape", [a], {"shape": out}, Var(out, va.dtype))
+
+    def window(self, a, va):
+        """A convolution or a pooling of ``a`` (reshaped to NCHW first when it is not
+        4-d), maybe flattened after: random kernel, stride, padding, dilation, groups."""
+        r = self.rng
+        if len(va.shape) != 4 and r.random() < 0.35:     # a fresh image, big enough
+            hw = (30, 50) if self.large else (3, 10)         # to be cut over threads
+            img = (int(r.integers(1, 4)), int(r.integers(1, 5)),
+                   int(r.integers(*hw)), int(r.integers(*hw)))
+            a = self.new_input(img, va.dtype)
+            va = self.prog.pool[a]
+        if len(va.shape) != 4:
+            rest = int(np.prod(va.shape, dtype=np.int64))
+            dims = []
+            for limit in (4, 6, None):          # n, c, h (w is the rest)
+                ds = [d for d in range(1, rest + 1) if rest % d == 0
+                      and (limit is None or d <= limit)]
+                dims.append(int(r.choice(ds)))
+                rest //= dims[-1]
+            shape4 = tuple(dims) + (rest,)
+            a = self.add("reshape", [a], {"shape": shape4}, Var(shape4, va.dtype))
+            va = self.prog.pool[a]
+        n, c, h, w = va.shape
+        op = str(r.choice(["conv2d", "conv2d", "max_pool2d", "avg_pool2d"]))
+        conv = op == "conv2d"
+        geo = [self._window_dim(size, conv) for size in (h, w)]
+        k, s, pad, dil, out = (tuple(g[i] for g in geo) for i in range(5))
+
+        def form(pair):          # an int when both are equal, sometimes
+            return pair[0] if pair[0] == pair[1] and r.random() < 0.5 else pair
+        if conv:
+            groups = int(r.choice([g for g in range(1, c + 1) if c % g == 0]))
+            groups = groups if r.random() < 0.4 else 1
+            cout = groups * int(r.integers(1, 4 if not self.large else 6))
+            wt = self.new_input((cout, c // groups) + k, va.dtype)
+            args = [a, wt]
+            if r.random() < 0.6:
+                args.append(self.new_input((cout,), va.dtype))
+            y = self.add("conv2d", args, {"stride": form(s), "padding": form(pad),
+                                          "dilation": form(dil), "groups": groups},
+                         Var((n, cout) + out, va.dtype))
+        else:
+            stride = None if s == k else form(s)
+            y = self.add(op, [a], {"kernel": form(k), "stride": stride, "padding": form(pad)},
+                         Var((n, c) + out, va.dtype))
+        if r.random() < 0.3:
+            vy = self.prog.pool[y]
+            y = self.add("flatten", [y], {}, Var((vy.shape[0], int(np.prod(vy.shape[1:]))),
+                                                 va.dtype))
+        return y
+
+    def _window_dim(self, size, conv):
+        """(kernel, stride, padding, dilation, output size) along a dim of ``size``: a
+        window that fits (pool padding at most half the kernel, as PyTorch requires)."""
+        r = self.rng
+        k = int(r.integers(1, 4))
+        s = int(r.choice([1, 1, 2])) if conv or r.random() < 0.5 else k
+        d = int(r.choice([1, 1, 2])) if conv else 1
+        p = int(r.integers(0, k // 2 + 1))
+
+        def out():
+            return (size + 2 * p - d * (k - 1) - 1) // s + 1
+        while out() < 1:
+            if d > 1:
+                d = 1
+            else:
+                k -= 1
+                p = min(p, k // 2)
+        return k, s, p, d, out()
 
     def matmul(self, a, va):
         """A 2-d product with ``a`` (made 2-d first) on either side, operands maybe

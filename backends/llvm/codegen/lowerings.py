@@ -10,7 +10,8 @@ Each entry says how the op is lowered:
   (folded into the GEMM transpose flags when it feeds a matmul).
 * ``reduce`` -- ``combine(b, dtype, acc, x)`` and the identity element.
 * ``custom`` -- a kernel of its own: ``emit(codegen, b, kernel, ptrs, chunk)`` writes
-  its loops (gathers, scatter-adds, random numbers; :mod:`.custom`).
+  its loops (gathers, scatter-adds, random numbers: :mod:`.custom`; patches and pooling:
+  :mod:`.window`).
 * ``matmul`` / ``copy`` / ``source`` -- handled by the planner (GEMM kernels, copies into
   strided destinations, buffers and module constants).
 
@@ -262,11 +263,13 @@ LOWERINGS: dict[str, Lowering] = {
 }
 
 
-# ops with a kernel of their own (gathers, random numbers): see custom.py
+# ops with a kernel of their own: gathers and random numbers (custom.py), patches and
+# pooling (window.py)
 from .custom import CUSTOM  # noqa: E402
+from .window import WINDOW  # noqa: E402
 
 LOWERINGS.update({name: Lowering("custom", emit, chunks=chunks) for name, (emit, chunks)
-                  in CUSTOM.items()})
+                  in {**CUSTOM, **WINDOW}.items()})
 
 
 def missing_lowerings() -> list[str]:

@@ -72,18 +72,24 @@ class Codegen(DynamicSchedule):
             self.globals[st] = g
         return g
 
-    def loop_md(self, vectorize):
-        key = (bool(vectorize), self._interleave)
+    def loop_md(self, vectorize, masked=False):
+        """Loop metadata: never unrolled; not vectorized, vectorized (interleaved when the
+        codegen is asked to), or ``masked`` -- vectorized with the tail folded into masked
+        vector operations, for short rows (5..28 elements would otherwise never reach a
+        16-lane vector body and run scalar)."""
+        key = (bool(vectorize), self._interleave, bool(masked))
         md = self._loop_md.get(key)
         if md is None:
+            def prop(name, val):
+                return self.m.add_metadata([ir.MetaDataString(self.m, name), val])
             props = [self.m.add_metadata([ir.MetaDataString(self.m, "llvm.loop.unroll.disable")])]
-            if not vectorize:
-                props.append(self.m.add_metadata([
-                    ir.MetaDataString(self.m, "llvm.loop.vectorize.enable"), ir.IntType(1)(0)]))
+            if masked:
+                props += [prop("llvm.loop.vectorize.enable", ir.IntType(1)(1)),
+                          prop("llvm.loop.vectorize.predicate.enable", ir.IntType(1)(1))]
+            elif not vectorize:
+                props.append(prop("llvm.loop.vectorize.enable", ir.IntType(1)(0)))
             elif self._interleave:
-                props.append(self.m.add_metadata([
-                    ir.MetaDataString(self.m, "llvm.loop.interleave.count"),
-                    ir.IntType(32)(self._interleave)]))
+                props.append(prop("llvm.loop.interleave.count", ir.IntType(32)(self._interleave)))
             md = props
             self._loop_md[key] = md
         self._ids += 1
@@ -91,7 +97,8 @@ class Codegen(DynamicSchedule):
         loop_id.operands = (loop_id, *md)
         return loop_id
 
-    def loop(self, b, lo, hi, body, name="i", vectorize=True):
+    def loop(self, b, lo, hi, body, name="i", vectorize=True, masked=False):
+        """``for i in [lo, hi): body(i)`` (an i64 phi); see :meth:`loop_md`."""
         pre = b.block
         head = b.append_basic_block(name + ".head")
         bod = b.append_basic_block(name + ".body")
@@ -106,7 +113,7 @@ class Codegen(DynamicSchedule):
         nxt = b.add(i, I64(1), flags=["nsw"])
         i.add_incoming(nxt, b.block)
         br = b.branch(head)
-        br.set_metadata("llvm.loop", self.loop_md(vectorize))
+        br.set_metadata("llvm.loop", self.loop_md(vectorize, masked))
         b.position_at_end(out)
 
     def nest(self, b, shape, ranges, body):

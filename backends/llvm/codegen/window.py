@@ -1,11 +1,13 @@
 """LLVM kernels of the sliding-window ops (``graphc.ir.ops.window``): one loop nest each.
 
-A window kernel reads its operands through strided views (so the NCHW transpose of a
-convolution's (out, n, oh, ow) product costs nothing) and writes its output view.  Its
-work is cut into *units* that never write the same bytes -- rows (c, i, j) times images
-n of ``im2col``; (n, c) planes of the pooling kernels and of ``col2im`` at stride 1; a
-channel times a block of images for the tap-by-tap scatter-adds -- and a chunk (``plan``'s thread share) is a fixed range of units, so results do not depend on the
-thread count.  Sums run in the numpy reference's order: window taps in row-major order,
+Each op is a ``custom`` entry of the lowering table (``WINDOW``: emit, chunks), so its
+kernel is the plan's ``CustomKernel``: the node, its operands' views as ``loads``, its
+output's view as the one store.  The kernel reads its operands through strided views (so
+the NCHW transpose of a convolution's (out, n, oh, ow) product costs nothing).  Its work
+is cut into *units* that never write the same bytes -- rows (c, i, j) times images n of
+``im2col``; (n, c) planes of the pooling kernels and of ``col2im`` at stride 1; a channel
+times a block of images for the tap-by-tap scatter-adds -- and a chunk is a fixed range
+of units, so results do not depend on the thread count.  Sums run in the numpy reference's order: window taps in row-major order,
 starting from zero (``col2im``, ``avg_pool2d``, ``avg_pool2d_grad``: the same bits).
 
 Borders: the valid output columns of a tap are a range computed once per tap, so the
@@ -24,54 +26,34 @@ in order, recomputing the argmax, and adds the gradient where the tap is the arg
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 from llvmlite import ir
 
+from graphc.ir.ops.window import node_geometry as geometry
+
 from ..plan.views import View
+from .custom import CHUNKS_PER_THREAD, SINGLE_ELEMS, reg_type
 
 I1, I64 = ir.IntType(1), ir.IntType(64)
 
 
-def reg_type(dtype) -> ir.Type:
-    """Register type of a float element (the window ops take float32/float64 only)."""
-    return ir.DoubleType() if np.dtype(dtype) == np.float64 else ir.FloatType()
-
-
-@dataclass(eq=False)
-class WindowOp:
-    """What a window kernel needs beyond its views: the node and its geometry."""
-    node: object
-    units: int              # independent pieces of work (see the module docstring)
-    work: int               # rough element-operations (to decide on threads)
-
-    @property
-    def op(self):
-        return self.node.op
-
-
-def geometry(node):
-    """(N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW) of a window node."""
-    a = node.attrs
-    image = a["shape"] if "shape" in a else node.inputs[0].shape
-    (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
-    dh, dw = a.get("dilation", (1, 1))
-    n, c, h, w = image
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    return n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
-
-
-def window_op(node) -> WindowOp:
-    n, c, h, w, kh, kw, *_, oh, ow = geometry(node)
-    work = n * c * max(h * w, oh * ow * kh * kw)
+def units(node) -> int:
+    """How many independent pieces of work the kernel of ``node`` has (see the module
+    docstring): the thread chunks are fixed ranges of them."""
+    g = geometry(node)
     if node.op == "im2col":
-        return WindowOp(node, c * kh * kw * n, c * kh * kw * n * oh * ow)
-    if (node.op in ("col2im", "avg_pool2d_grad") and not gathers(node)) or (node.op == "max_pool2d_grad"
-                                                    and not disjoint(node)):
-        return WindowOp(node, c * -(-n // scatter_block(node)), work)
-    return WindowOp(node, n * c, work)
+        return g.c * g.kh * g.kw * g.n
+    if (node.op in ("col2im", "avg_pool2d_grad") and not gathers(node)) or \
+            (node.op == "max_pool2d_grad" and not disjoint(node)):
+        return g.c * -(-g.n // scatter_block(node))
+    return g.n * g.c
+
+
+def work(node) -> int:
+    """Rough element-operations of the kernel (to decide whether threads pay)."""
+    g = geometry(node)
+    if node.op == "im2col":
+        return g.c * g.kh * g.kw * g.n * g.oh * g.ow
+    return g.n * g.c * max(g.h * g.w, g.oh * g.ow * g.kh * g.kw)
 
 
 def gathers(node) -> bool:
@@ -130,38 +112,9 @@ def _split(b, u, *sizes):
     return list(reversed(out))
 
 
-def _row_md(cg):
-    """Loop metadata of a short innermost row loop: vectorized with the tail folded into
-    masked vector operations (rows of 5..28 elements would otherwise never reach the
-    16-lane vector body and run scalar)."""
-    m = cg.m
-
-    def prop(name, *val):
-        return m.add_metadata([ir.MetaDataString(m, name), *val])
-    cg._ids += 1
-    loop_id = m.add_metadata([ir.MetaDataString(m, f"graphc.wloop.{cg._ids}")])
-    loop_id.operands = (loop_id, prop("llvm.loop.unroll.disable"),
-                        prop("llvm.loop.vectorize.enable", I1(1)),
-                        prop("llvm.loop.vectorize.predicate.enable", I1(1)))
-    return loop_id
-
-
 def row_loop(cg, b, lo, hi, body, name="r"):
-    """``for i in [lo, hi): body(i)`` as a short vectorizable row (see ``_row_md``)."""
-    pre = b.block
-    head = b.append_basic_block(name + ".head")
-    bod = b.append_basic_block(name + ".body")
-    out = b.append_basic_block(name + ".out")
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name)
-    i.add_incoming(lo, pre)
-    b.cbranch(b.icmp_signed("<", i, hi), bod, out)
-    b.position_at_end(bod)
-    body(i)
-    i.add_incoming(b.add(i, I64(1), flags=["nsw"]), b.block)
-    b.branch(head).set_metadata("llvm.loop", _row_md(cg))
-    b.position_at_end(out)
+    """``for i in [lo, hi): body(i)`` as a short row, vectorized with a masked tail."""
+    cg.loop(b, lo, hi, body, name, masked=True)
 
 
 def _zero_plane(cg, b, ptrs, v: View, n, c, h, w):
@@ -173,9 +126,9 @@ def _zero_plane(cg, b, ptrs, v: View, n, c, h, w):
 
 # ---- emitters: emit(cg, b, kernel, ptrs, lo, hi) runs units [lo, hi) ----------------------------
 def _im2col(cg, b, k, ptrs, lo, hi):
-    node = k.window.node
+    node = k.node
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
-    x = k.loads[("in", 0)]
+    x = _operand(k, 0)
     out = patch_view(k.stores[0][1], node)
     zero = ir.Constant(reg_type(out.st.dtype), 0.0)
 
@@ -220,7 +173,7 @@ def _scatter_taps(cg, b, k, ptrs, lo, hi, value):
     """Per unit (channel c, block of images): zero those planes, then for each tap (i, j)
     in order and each image, add ``value(n, c, i, j, oh, ow)`` at pixel
     (oh·s - p + i·d, ow·s - p + j·d) of every valid window."""
-    node = k.window.node
+    node = k.node
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
     nb = scatter_block(node)
     out = k.stores[0][1]
@@ -275,9 +228,9 @@ def _guarded_load(cg, b, ptrs, view, idx, ok, zero):
 def _col2im_gather(cg, b, k, ptrs, lo, hi):
     """Stride 1: each pixel sums its taps (row-major order, from zero) from the patch
     matrix -- one store per pixel; the taps' loads are masked where out of range."""
-    node = k.window.node
+    node = k.node
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
-    cols = patch_view(k.loads[("in", 0)], node)
+    cols = patch_view(_operand(k, 0), node)
     out = k.stores[0][1]
     zero = ir.Constant(reg_type(out.st.dtype), 0.0)
 
@@ -309,16 +262,16 @@ def _col2im_gather(cg, b, k, ptrs, lo, hi):
 
 
 def _col2im(cg, b, k, ptrs, lo, hi):
-    if gathers(k.window.node):
+    if gathers(k.node):
         return _col2im_gather(cg, b, k, ptrs, lo, hi)
-    cols = patch_view(k.loads[("in", 0)], k.window.node)
+    cols = patch_view(_operand(k, 0), k.node)
     _scatter_taps(cg, b, k, ptrs, lo, hi,
                   lambda n, c, i, j, oh, ow: cg.load(b, ptrs, cols, [c, i, j, n, oh, ow]))
 
 
 def _avg_grad(cg, b, k, ptrs, lo, hi):
-    g = k.loads[("in", 0)]
-    kh, kw = k.window.node.attrs["kernel"]
+    g = _operand(k, 0)
+    kh, kw = k.node.attrs["kernel"]
     div = ir.Constant(reg_type(g.st.dtype), float(kh * kw))
     _scatter_taps(cg, b, k, ptrs, lo, hi,
                   lambda n, c, i, j, oh, ow: b.fdiv(cg.load(b, ptrs, g, [n, c, oh, ow]), div))
@@ -370,7 +323,7 @@ def _argmax(cg, b, ptrs, x, node, n, c, oh, ow, carry=None):
 
 def _pool_loop(cg, b, k, ptrs, lo, hi, body):
     """For each (n, c) plane in [lo, hi), each output (oh, ow): body(n, c, oh, ow)."""
-    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(k.window.node)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(k.node)
 
     def unit(u):
         n, c = _split(b, u, N, C)
@@ -380,8 +333,8 @@ def _pool_loop(cg, b, k, ptrs, lo, hi, body):
 
 
 def _max_pool(cg, b, k, ptrs, lo, hi):
-    node, x, out = k.window.node, k.loads[("in", 0)], k.stores[0][1]
-    carry = [k.loads[("in", 1)]] if node.op == "max_pool2d_select" else None
+    node, x, out = k.node, _operand(k, 0), k.stores[0][1]
+    carry = [_operand(k, 1)] if node.op == "max_pool2d_select" else None
 
     def body(n, c, oh, ow):
         best, picked, _ = _argmax(cg, b, ptrs, x, node, n, c, oh, ow, carry)
@@ -390,7 +343,7 @@ def _max_pool(cg, b, k, ptrs, lo, hi):
 
 
 def _avg_pool(cg, b, k, ptrs, lo, hi):
-    node, x, out = k.window.node, k.loads[("in", 0)], k.stores[0][1]
+    node, x, out = k.node, _operand(k, 0), k.stores[0][1]
     kh, kw = node.attrs["kernel"]
     t = reg_type(x.st.dtype)
 
@@ -408,7 +361,7 @@ def _avg_pool(cg, b, k, ptrs, lo, hi):
 
 
 def _max_grad(cg, b, k, ptrs, lo, hi):
-    node, x, g, out = k.window.node, k.loads[("in", 0)], k.loads[("in", 1)], k.stores[0][1]
+    node, x, g, out = k.node, _operand(k, 0), _operand(k, 1), k.stores[0][1]
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
     t = reg_type(out.st.dtype)
     zero = ir.Constant(t, 0.0)
@@ -443,26 +396,36 @@ def _max_grad(cg, b, k, ptrs, lo, hi):
     _scatter_taps(cg, b, k, ptrs, lo, hi, value)
 
 
-EMITTERS = {"im2col": _im2col, "col2im": _col2im, "avg_pool2d": _avg_pool,
-            "avg_pool2d_grad": _avg_grad, "max_pool2d": _max_pool,
-            "max_pool2d_select": _max_pool, "max_pool2d_grad": _max_grad}
+_EMITTERS = {"im2col": _im2col, "col2im": _col2im, "avg_pool2d": _avg_pool,
+             "avg_pool2d_grad": _avg_grad, "max_pool2d": _max_pool,
+             "max_pool2d_select": _max_pool, "max_pool2d_grad": _max_grad}
 
 
-def emit(cg, b, k, ptrs, tid):
-    """The body of window kernel ``k`` for chunk ``tid`` (of ``k.nchunks``)."""
-    units, parts = k.window.units, k.nchunks
+def _operand(k, i) -> View:
+    """The view of operand ``i`` of the kernel's node."""
+    return k.loads[k.node.inputs[i]]
+
+
+def emit(cg, b, k, ptrs, chunk):
+    """The body of window kernel ``k`` (a ``CustomKernel``) for piece ``chunk`` of
+    ``k.nchunks``: a fixed range of its units."""
+    n_units, parts = units(k.node), k.nchunks
     if parts == 1:
-        lo, hi = I64(0), I64(units)
+        lo, hi = I64(0), I64(n_units)
     else:
-        lo = b.sdiv(b.mul(I64(units), tid), I64(parts))
-        hi = b.sdiv(b.mul(I64(units), b.add(tid, I64(1))), I64(parts))
-    EMITTERS[k.window.op](cg, b, k, ptrs, lo, hi)
+        lo = b.sdiv(b.mul(I64(n_units), chunk), I64(parts))
+        hi = b.sdiv(b.mul(I64(n_units), b.add(chunk, I64(1))), I64(parts))
+    _EMITTERS[k.node.op](cg, b, k, ptrs, lo, hi)
 
 
-def finish(k, threads, chunks_per_thread, single_elems):
-    """Thread partition of a window kernel: fixed unit ranges, or thread 0 alone."""
-    w = k.window
-    k.chunks = 1
-    if threads > 1 and w.work >= single_elems and w.units >= 2:
-        k.chunks = max(1, min(threads * chunks_per_thread, w.units))
-    k.single = threads > 1 and k.nchunks == 1
+def chunks(k, threads) -> int:
+    """Pieces of a window kernel: up to CHUNKS_PER_THREAD unit ranges per thread, or one
+    when the kernel is small (from shapes only: the same bits for any thread count)."""
+    n_units = units(k.node)
+    if threads > 1 and work(k.node) >= SINGLE_ELEMS and n_units >= 2:
+        return max(1, min(threads * CHUNKS_PER_THREAD, n_units))
+    return 1
+
+
+#: the window ops' entries of the lowering table (kind ``custom``): op -> (emit, chunks)
+WINDOW = {op: (emit, chunks) for op in _EMITTERS}

@@ -34,6 +34,8 @@ on the ops that produce an image from a smaller operand (``col2im``,
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..errors import ShapeError
 from ..graph import TensorType
 from ..registry import register
@@ -56,6 +58,42 @@ def pair(op, name, v, minimum):
 def out_size(n, k, s, p, d=1):
     """PyTorch's output length of a window walk (floor mode)."""
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+class Geometry(NamedTuple):
+    """Every size of one window walk over an NCHW image: the image (n, c, h, w), the
+    kernel, stride, padding and dilation pairs, and the output size (oh, ow).  The one
+    place both backends read a window op's geometry from."""
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    oh: int
+    ow: int
+
+
+def geometry(attrs, image) -> Geometry:
+    """The :class:`Geometry` of a window op with (normalised) ``attrs`` over ``image``."""
+    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["padding"]
+    dh, dw = attrs.get("dilation", (1, 1))
+    n, c, h, w = (int(d) for d in image)
+    return Geometry(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                    out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw))
+
+
+def node_geometry(node) -> Geometry:
+    """The geometry of window node ``node``: its image is the ``shape`` attribute (ops
+    that produce an image from a smaller operand) or its first operand."""
+    a = node.attrs
+    return geometry(a, a["shape"] if "shape" in a else node.inputs[0].shape)
 
 
 def _need_image(op, t):
