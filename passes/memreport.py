@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphc.ir import Graph, GraphcError, saved_activations
+from graphc.ir import Graph, GraphcError, saved_activations, saved_bytes
 
 from .memory import lower_bound, plan_memory
 
@@ -65,7 +65,7 @@ class MemoryReport:
         bufs = [b for b in plan.buffers if not b.persistent]
         _, prof = lower_bound(bufs, max([len(graph.nodes)] + [b.end for b in bufs]))
         return cls(plan.naive_bytes, plan.arena_bytes, plan.lower_bound_bytes,
-                   sum(v.nbytes for v in saved), persistent, len(saved), plan.strategy,
+                   saved_bytes(saved), persistent, len(saved), plan.strategy,
                    dict(plan.strategies), rows, prof, plan, graph.name)
 
     @property

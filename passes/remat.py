@@ -17,9 +17,11 @@ partitioner), solved with networkx's max-flow/min-cut:
 
 The cut's source side is computed only in the forward pass; values whose ``v_in`` falls on
 the sink side are recomputed.  ``lam = 0`` minimises saved bytes; with a ``budget`` (bytes
-of saved activations), ``lam`` is searched (bisection on a log scale) for the cut with the
-fewest recomputed FLOPs whose saved bytes fit -- cheap elementwise ops go first, matmuls
-only when the budget needs them.
+of saved activations), a greedy search from that cut saves more values while the budget
+holds, each time the one removing the most recomputed FLOPs per extra byte, ties going to
+the one leaving the smallest activation peak (``_greedy``).  Bytes are buffers: a view
+(reshape, transpose, broadcast, window) owns none and is never saved -- its base is
+(``graphc.ir.saved_bytes``), so a value and its views count once.
 
 Rewriting: each recomputed value gets a copy (same op and attrs, role ``backward``,
 ``attrs["remat"] = True``, name ``<name>.remat``) placed right before its first backward
@@ -34,7 +36,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from graphc.ir import Graph, GraphcError, Value, get_op, saved_activations, verify
+from graphc.ir import (Graph, GraphcError, Value, get_op, identity_ops, saved_activations,
+                       saved_bytes, verify, view_ops)
 
 __all__ = ["remat", "RematReport", "graph_flops", "node_flops", "plan_remat"]
 
@@ -95,9 +98,13 @@ def _cut(graph, fwd, fset, needed, lam, banned, keep):
     G = nx.DiGraph()
     G.add_node(SOURCE)
     G.add_node(SINK)
+    views = view_ops() | identity_ops()
     for v in fwd:
         n = v.node
-        G.add_edge((v, 0), (v, 1), capacity=float(v.nbytes))
+        if n.op in views and v not in keep:
+            G.add_edge((v, 0), (v, 1))      # a view owns no bytes: keep its base instead
+        else:
+            G.add_edge((v, 0), (v, 1), capacity=float(v.nbytes))
         if n.op in banned or v in keep:
             G.add_edge(SOURCE, (v, 0))                    # no capacity: infinite
         else:
@@ -145,24 +152,53 @@ def _closure(needed, fwd_ops, S):
     return saved, rec
 
 
+def _largest_segment(rec, fwd_ops) -> int:
+    """Bytes of the largest connected group of recomputed values.  Remat's copies are
+    made just before their first backward reader, so a group is recomputed at once and
+    lives until its last reader: the activation peak is about the saved bytes plus the
+    largest group (one long recomputed chain is as bad as saving it)."""
+    parent = {v: v for v in rec}
+
+    def root(v):
+        while parent[v] is not v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for v in rec:
+        for x in fwd_ops[v]:
+            if x in parent:
+                parent[root(x)] = root(v)
+    size: dict = {}
+    for v in rec:
+        size[root(v)] = size.get(root(v), 0) + saved_bytes([v])
+    return max(size.values(), default=0)
+
+
 def _greedy(needed, fwd_ops, S, budget):
     """From a cut that fits ``budget``, keep (save) more values while it still fits, each
-    time the one saving the most recomputed FLOPs per extra byte (Chen et al.'s segments
-    arise from this: save every k-th layer, recompute the rest from it)."""
+    time the one saving the most recomputed FLOPs per extra byte; among equal ones, the
+    one that leaves the smallest activation peak (saved bytes + the largest recomputed
+    group, :func:`_largest_segment`), then the latest.  On a chain of equal layers this
+    is Chen et al.'s segments: save every k-th layer, recompute the rest from it, one
+    segment at a time.  Candidates are visited in graph order (not set order), so the
+    choice is the same in every process."""
     def cost(vals):
         return sum(_FLOPS[v] for v in vals)
 
+    pos = {v: i for i, v in enumerate(fwd_ops)}
     saved, rec = _closure(needed, fwd_ops, S)
-    B, F = sum(v.nbytes for v in saved), cost(rec)
+    B, F = saved_bytes(saved), cost(rec)
     while rec:
         best = None
-        for c in rec:
+        for c in sorted(rec, key=pos.__getitem__):
             s2, r2 = _closure(needed, fwd_ops, S | {c})
-            B2, F2 = sum(v.nbytes for v in s2), cost(r2)
+            B2, F2 = saved_bytes(s2), cost(r2)
             if B2 <= budget and F2 < F:
-                score = (F - F2) / max(B2 - B, 1)
-                if best is None or score > best[0]:
-                    best = (score, c, s2, r2, B2, F2)
+                score = float(f"{(F - F2) / max(B2 - B, 1):.9g}")
+                key = (score, -(B2 + _largest_segment(r2, fwd_ops)), pos[c])
+                if best is None or key > best[0]:
+                    best = (key, c, s2, r2, B2, F2)
         if best is None:
             break
         _, c, saved, rec, B, F = best
@@ -183,8 +219,7 @@ def plan_remat(graph: Graph, budget: int | None = None, banned=None):
         return s_auto, r_auto, 1e-6, 1
     banned = set() if banned is None else set(banned)
 
-    def nbytes(vals):
-        return sum(v.nbytes for v in vals)
+    nbytes = saved_bytes
 
     if nbytes(needed) <= budget:                       # everything fits: recompute nothing
         return set(needed), set(), math.inf, 1
@@ -215,7 +250,7 @@ def remat(graph: Graph, memory_budget: int | float | None = None, banned=None,
     matmul.  ``banned``: ops never recomputed.  ``report``: a list that receives the
     ``RematReport``.
     """
-    before = sum(v.nbytes for v in saved_activations(graph))
+    before = saved_bytes(saved_activations(graph))
     budget = memory_budget
     if isinstance(budget, float) and 0 < budget <= 1:
         budget = int(budget * before)
@@ -267,7 +302,7 @@ def remat(graph: Graph, memory_budget: int | float | None = None, banned=None,
     verify(g)
     extra = sum(node_flops(n) for n in created)
     after = saved_activations(g)
-    rep = RematReport(budget, before, sum(v.nbytes for v in after),
+    rep = RematReport(budget, before, saved_bytes(after),
                       [v.name for v in rec], [v.name for v in after], flops0, extra, lam, cuts)
     if report is not None:
         report.append(rep)

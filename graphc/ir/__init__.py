@@ -3,7 +3,7 @@
 Layer 1: imports nothing of graphc above it.
 """
 from . import ops  # noqa: F401  (registers every op)
-from .analysis import saved_activations, to_networkx
+from .analysis import saved_activations, saved_bytes, storage_base, to_networkx
 from .dot import to_dot
 from .dtypes import as_dtype, bool_, float32, float64, int32, int64
 from .emitter import Emitter
@@ -16,7 +16,7 @@ from .registry import all_ops, get_op, identity_ops, register, view_ops
 from .verify import verify
 
 __all__ = ["Graph", "Node", "Value", "TensorType", "Emitter", "verify", "format_graph",
-           "to_dot", "to_networkx", "saved_activations", "all_ops", "get_op", "register",
+           "to_dot", "to_networkx", "saved_activations", "saved_bytes", "storage_base", "all_ops", "get_op", "register",
            "view_ops", "identity_ops",
            "GraphcError", "RangeError", "ShapeError", "DTypeError", "TraceError",
            "ArgumentError", "VerifyError", "GradCheckError", "fingerprint", "as_dtype",

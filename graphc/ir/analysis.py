@@ -24,6 +24,24 @@ def saved_activations(graph: Graph) -> list[Value]:
     return out
 
 
+def storage_base(v: Value) -> Value:
+    """The value whose buffer ``v`` lives in: through view ops (reshape, permute,
+    broadcast, window) and identity ops (``stop_gradient``) to the value that owns
+    bytes.  A saved view keeps its base's bytes alive, and no more."""
+    from .registry import identity_ops, view_ops
+    through = view_ops() | identity_ops()
+    while v.node.op in through and v.node.inputs:
+        v = v.node.inputs[0]
+    return v
+
+
+def saved_bytes(values) -> int:
+    """Bytes that keeping ``values`` alive costs: each distinct buffer once (views count
+    as their base), persistent inputs and constants nothing."""
+    bases = {storage_base(v) for v in values}
+    return sum(b.nbytes for b in bases if b.node.op not in ("input", "constant"))
+
+
 def to_networkx(graph: Graph) -> nx.MultiDiGraph:
     """Nodes keyed by value name (op, role, shape, dtype as attributes); one edge per operand."""
     g = nx.MultiDiGraph(name=graph.name)

@@ -14,28 +14,61 @@ from .views import Storage, View
 ALIGN = 64
 
 
-def schedule(kernels):
-    """Reorder kernels into *phases* so that dependent kernels on different threads are
-    one barrier apart and independent ones share a phase: a kernel's phase is one more
-    than the latest phase it depends on (the same, if both run on thread 0 only).
+def schedule(kernels, threads: int = 2):
+    """Reorder kernels into *phases*: dependent kernels on different threads one barrier
+    apart, independent ones sharing a phase.  Returns (kernels in phase order, phase of
+    each); one thread runs them in that order too.
+
+    A kernel's phase is one more than the latest phase it depends on (the same, if both
+    run on thread 0 only): as soon as possible, which keeps phases few and wide.  Except
+    for *floating* kernels -- backward or update work that reads forward values only
+    (remat's recomputations, masks and transposes made from saved values): as soon as
+    possible would run them in the forward pass and hold their outputs across the whole
+    step (undoing remat), so they go as late as their readers allow.
     Dependencies are on storages (read-after-write, write-after-read/write), before
-    the arena is laid out.  Returns (kernels in phase order, phase of each)."""
+    the arena is laid out.
+    """
     acc = []
     for k in kernels:
         r, w = k.reads(), k.writes()
         acc.append(({v.st for v in r if v.st.kind != "global"},
                     {v.st for v in w if v.st.kind != "global"}))
+
+    def gap(i, j):
+        return 0 if (kernels[i].single and kernels[j].single) else 1
+
+    n = len(kernels)
+    deps = [[j for j in range(i) if (acc[j][1] & (acc[i][0] | acc[i][1])) or
+             (acc[j][0] & acc[i][1])] for i in range(n)]
     phase = []
-    for i, k in enumerate(kernels):
-        ri, wi = acc[i]
-        ph = 0
-        for j in range(i):
-            rj, wj = acc[j]
-            if (wj & (ri | wi)) or (rj & wi):
-                ph = max(ph, phase[j] + (0 if (k.single and kernels[j].single) else 1))
-        phase.append(ph)
-    order = sorted(range(len(kernels)), key=lambda i: (phase[i], i))
+    for i in range(n):
+        phase.append(max((phase[j] + gap(j, i) for j in deps[i]), default=0))
+    floating = _floating(kernels, acc, deps)
+    if any(floating):
+        later = [[] for _ in kernels]
+        for i, ds in enumerate(deps):
+            for j in ds:
+                later[j].append(i)
+        for i in reversed(range(n)):
+            if floating[i] and later[i]:
+                phase[i] = max(phase[i], min(phase[r] - gap(i, r) for r in later[i]))
+    order = sorted(range(n), key=lambda i: (phase[i], i))
     return [kernels[i] for i in order], [phase[i] for i in order]
+
+
+def _floating(kernels, acc, deps):
+    """Per kernel: does it compute backward/update values from forward values only?"""
+    roles = [{nd.role for nd in k.graph_nodes()} for k in kernels]
+    floating = []
+    for i, k in enumerate(kernels):
+        ok = bool(roles[i]) and "forward" not in roles[i]
+        for j in deps[i]:
+            if not ok:
+                break
+            if acc[j][1] & acc[i][0]:           # j produces something i reads
+                ok = floating[j] or roles[j] == {"forward"}
+        floating.append(ok)
+    return floating
 
 
 def naive_layout(storages) -> int:

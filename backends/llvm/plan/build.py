@@ -433,7 +433,7 @@ class PlanBuilder:
             threads = 1     # nothing to share: no thread pool, no barriers
             for k in kernels:
                 finish_kernel(k, threads)
-        kernels, phase = schedule(kernels)
+        kernels, phase = schedule(kernels, threads)
         # The steps the arena is planned over: kernels of one dependency level may run at
         # the same time on different threads; one thread runs them one after the other.
         steps = phase if threads > 1 else list(range(len(kernels)))

@@ -123,6 +123,10 @@ class Kernel:
     def writes(self) -> list:
         raise NotImplementedError
 
+    def graph_nodes(self) -> list:
+        """The graph nodes this kernel computes (none for a copy)."""
+        return []
+
     def views(self) -> list:
         """Every view the kernel touches (reads first, then writes)."""
         raise NotImplementedError
@@ -148,6 +152,9 @@ class LoopKernel(Kernel):
     @property
     def nchunks(self) -> int:
         return self.part.nchunks if self.part is not None else 1
+
+    def graph_nodes(self):
+        return list(self.nodes) + [r.node for r in self.reductions]
 
     def views(self):
         out = list(self.loads.values()) + [v for _, v in self.stores]
@@ -182,6 +189,9 @@ class GemmKernel(LoopKernel):
     @property
     def nchunks(self) -> int:
         return self.gpart.parts if self.gpart is not None else 1
+
+    def graph_nodes(self):
+        return [self.gemm.node] + super().graph_nodes()
 
     def views(self):
         g = self.gemm
@@ -246,6 +256,9 @@ class CustomKernel(Kernel):
     @property
     def nchunks(self) -> int:
         return self.chunks
+
+    def graph_nodes(self):
+        return [self.node]
 
     def views(self):
         return list(self.loads.values()) + [v for _, v in self.stores]
