@@ -74,6 +74,8 @@ IMPLS = {
     "mul": lambda a, x, y: x * y,
     "div": lambda a, x, y: x / y if x.dtype.kind == "f" else x // y,
     "pow": lambda a, x, y: np.power(x, y),
+    "floor_divide": lambda a, x, y: np.floor_divide(x, y),
+    "remainder": lambda a, x, y: np.remainder(x, y),
     "maximum": lambda a, x, y: np.maximum(x, y),
     "minimum": lambda a, x, y: np.minimum(x, y),
     "neg": lambda a, x: -x,

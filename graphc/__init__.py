@@ -18,16 +18,18 @@ if (not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "passes"))
 from . import ir, nn, optim  # noqa: E402
 from .api import grad, jit, jvp, trace, value_and_grad
 from .checking import check_grads
-from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concatenate,
-                        divide, dot, equal, erf, exp, expand_dims, expm1, full, getitem,
-                        greater, greater_equal, less, less_equal, log, log1p, logical_and,
-                        logical_not, logical_or, logsumexp, matmul, max, maximum, mean, min,
-                        minimum, multiply, negative, not_equal, one_hot, ones_like, power,
-                        reciprocal, relu, reshape, sigmoid, sign, sqrt, square, squeeze,
-                        stack, stop_gradient, subtract, sum, swapaxes, take, tanh, transpose, var,
-                        where, zeros_like)
-from .ir import (ArgumentError, DTypeError, GradCheckError, Graph, GraphcError, RangeError,
-                 ShapeError, TraceError, VerifyError, bool_, float32, float64, int32, int64)
+from .functions import (abs, add, amax, amin, broadcast_to, cast, clip, concatenate, divide,
+                        dot, equal, erf, exp, expand_dims, expm1, floor_divide, full,
+                        getitem, greater, greater_equal, less, less_equal, log, log1p,
+                        logical_and, logical_not, logical_or, logsumexp, matmul, max,
+                        maximum, mean, min, minimum, mod, multiply, negative, not_equal,
+                        one_hot, ones_like, power, reciprocal, relu, remainder, reshape,
+                        sigmoid, sign, sqrt, square, squeeze, stack, stop_gradient,
+                        subtract, sum, swapaxes, take, tanh, transpose, var, where,
+                        zeros_like)
+from .ir import (ArgumentError, ConfigError, DTypeError, GradCheckError, Graph, GraphcError,
+                 RangeError, ShapeError, TraceError, VerifyError, bool_, float32, float64,
+                 int32, int64)
 from .step import CompiledStep, compile_step
 from .tracing import Tracer
 

@@ -126,6 +126,13 @@ def logical_or(x, y): return _elementwise("logical_or", x, y, dtype=dt.bool_)
 def logical_not(x): return _elementwise("logical_not", x, dtype=dt.bool_)
 
 
+def floor_divide(x, y): return _elementwise("floor_divide", np.floor_divide, x, y)
+def remainder(x, y): return _elementwise("remainder", np.remainder, x, y)
+
+
+mod = remainder
+
+
 def power(x, y):
     if isinstance(x, Tracer) and _is_weak(y) and not isinstance(y, bool):
         if y == 1:
@@ -248,10 +255,15 @@ amin = min
 def mean(x, axis=None, keepdims=False, dtype=None):
     if not isinstance(x, Tracer):
         return np.mean(x, axis=axis, keepdims=keepdims, dtype=dtype)
+    axes = range(x.ndim) if axis is None else \
+        [a % builtins.max(x.ndim, 1) for a in ((axis,) if isinstance(axis, int) else axis)]
+    n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if x.ndim else 1
+    if n == 0:
+        raise ShapeError(f"mean over an empty axis (axis {axis} of shape {x.shape}) is "
+                         f"undefined (numpy gives nan) (at {describe(user_source())})")
     s = sum(x, axis, keepdims)
     if not isinstance(s, Tracer):
         return s
-    n = x.size // builtins.max(s.size, 1) if x.size else 1
     s = cast(s, dtype) if dtype is not None else s
     if s.dtype.kind != "f":
         s = cast(s, dt.float32)
@@ -534,7 +546,8 @@ def one_hot(labels, num_classes, dtype=dt.float32, what="one_hot"):
 # ---- numpy's own functions on tracers -------------------------------------------------------------
 UFUNCS = {
     np.add: add, np.subtract: subtract, np.multiply: multiply, np.true_divide: divide,
-    np.divide: divide, np.power: power, np.negative: negative, np.positive: lambda x: x,
+    np.divide: divide, np.power: power, np.floor_divide: floor_divide,
+    np.remainder: remainder, np.negative: negative, np.positive: lambda x: x,
     np.exp: exp, np.log: log, np.tanh: tanh, np.sqrt: sqrt, np.absolute: abs, np.sign: sign,
     np.maximum: maximum, np.minimum: minimum, np.less: less, np.less_equal: less_equal,
     np.greater: greater, np.greater_equal: greater_equal, np.equal: equal,

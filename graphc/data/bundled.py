@@ -45,6 +45,7 @@ def synthetic_classification(n=2000, d=20, classes=3, seed=0, informative=None) 
     if classes < 2 or d < 1 or n < classes:
         raise GraphcError(f"synthetic classification needs classes >= 2, d >= 1, n >= classes; "
                           f"got n={n}, d={d}, classes={classes}")
+    _check_size("synth-cls", n, d)
     if classes * 2 > 2 ** informative:
         informative = min(d, int(np.ceil(np.log2(classes * 2))))
     X, y = make_classification(n_samples=n, n_features=d, n_informative=informative,
@@ -54,9 +55,20 @@ def synthetic_classification(n=2000, d=20, classes=3, seed=0, informative=None) 
                    "synthetic (sklearn.datasets.make_classification)")
 
 
+def _check_size(kind, n, d):
+    from ..ir.limits import too_big
+    why = too_big(8 * n * d)
+    if why:
+        raise GraphcError(f"{kind}: n={n} samples of d={d} features {why}")
+
+
 def synthetic_regression(n=1000, d=10, noise=0.1, seed=0) -> Dataset:
     """y = X·w + noise with a seeded random w."""
-    n, d = int(n), int(d)
+    n, d, noise = int(n), int(d), float(noise)
+    if n < 1 or d < 1 or not (np.isfinite(noise) and noise >= 0):
+        raise GraphcError(f"synth-reg needs n >= 1, d >= 1 and a finite noise >= 0; got "
+                          f"n={n}, d={d}, noise={noise}")
+    _check_size("synth-reg", n, d)
     rng = np.random.default_rng(int(seed))
     X = rng.standard_normal((n, d))
     w = rng.standard_normal(d)

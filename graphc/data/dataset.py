@@ -14,6 +14,8 @@ import numpy as np
 from ..ir import GraphcError
 
 TASKS = ("classification", "binary", "regression")
+#: labels are class indices; one of 1e9 is a data error, not a billion-class model
+MAX_CLASSES = 100_000
 
 
 @dataclass
@@ -94,6 +96,12 @@ class Dataset:
             r = int(neg[0])
             raise GraphcError(f"dataset {self.name}: label {yi[r]} at row {r} is out of range "
                               "(class labels must be 0..K-1)")
+        r = int(np.argmax(yi))
+        if yi[r] >= MAX_CLASSES:
+            raise GraphcError(f"dataset {self.name}: label {yi[r]} at row {r} would make "
+                              f"{yi[r] + 1} classes (more than {MAX_CLASSES}, "
+                              f"{len(np.unique(yi))} distinct labels); class labels must be "
+                              "0..K-1: re-index them, e.g. np.unique(y, return_inverse=True)")
         return replace(self, y=yi.astype(np.int32), task=task)
 
     def check_classes(self, n_outputs: int, model: str):

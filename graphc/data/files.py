@@ -7,6 +7,7 @@ to float" with no position is useless on a 10,000-line file.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import zipfile
 
@@ -47,8 +48,17 @@ def read_csv_table(path: str) -> tuple[list | None, np.ndarray]:
     The first row is a header when none of its cells is a number; a first row mixing
     numbers and text is reported as a bad cell, not silently dropped.
     """
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise GraphcError(f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at offset "
+                          f"{e.start} (line {line}); save the CSV as UTF-8 (e.g. iconv -f "
+                          "latin1 -t utf-8)") from None
+    rows = [r for r in csv.reader(io.StringIO(text, newline=""))
+            if r and any(c.strip() for c in r)]
     if not rows:
         raise GraphcError(f"{path}: the CSV file is empty")
     header = None

@@ -7,8 +7,8 @@ from .analysis import saved_activations, saved_bytes, storage_base, to_networkx
 from .dot import to_dot
 from .dtypes import as_dtype, bool_, float32, float64, int32, int64
 from .emitter import Emitter
-from .errors import (ArgumentError, DTypeError, GradCheckError, GraphcError, RangeError,
-                     ShapeError, TraceError, VerifyError)
+from .errors import (ArgumentError, ConfigError, DTypeError, GradCheckError, GraphcError,
+                     RangeError, ShapeError, TraceError, VerifyError)
 from .fingerprint import fingerprint
 from .graph import Graph, Node, TensorType, Value
 from .printer import format_graph
@@ -18,6 +18,7 @@ from .verify import verify
 __all__ = ["Graph", "Node", "Value", "TensorType", "Emitter", "verify", "format_graph",
            "to_dot", "to_networkx", "saved_activations", "saved_bytes", "storage_base", "all_ops", "get_op", "register",
            "view_ops", "identity_ops",
-           "GraphcError", "RangeError", "ShapeError", "DTypeError", "TraceError",
+           "GraphcError", "ConfigError", "RangeError", "ShapeError", "DTypeError",
+           "TraceError",
            "ArgumentError", "VerifyError", "GradCheckError", "fingerprint", "as_dtype",
            "float32", "float64", "int32", "int64", "bool_"]

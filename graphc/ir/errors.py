@@ -30,6 +30,10 @@ class GradCheckError(GraphcError, AssertionError):
     """``gc.check_grads``: a derivative disagrees with finite differences."""
 
 
+class ConfigError(GraphcError, ValueError):
+    """A bad setting: an environment variable or an option value (GRAPHC_NUM_THREADS=0)."""
+
+
 class RangeError(GraphcError, IndexError):
     """A value outside the range an op accepts (a class label, an index), found at run time."""
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .errors import DTypeError, GraphcError, ShapeError, where_
+from .limits import too_big
 
 ROLES = ("forward", "backward", "tangent", "update")
 INPUT_KINDS = ("data", "param", "state", "tangent", "cotangent")
@@ -134,6 +135,12 @@ class Graph:
         except (ShapeError, DTypeError) as e:
             shapes = [str(x.type) for x in inputs]
             raise type(e)(f"{e} ({where_(op, shapes, source)})") from None
+        # broadcast_to is a view (stride 0): only what is stored needs memory
+        why = too_big(out_type.nbytes) if out_type.size > 1 << 24 and op != "broadcast_to"             else None
+        if why:
+            shapes = [str(x.type) for x in inputs]
+            raise ShapeError(f"{op}: its result {out_type} {why} "
+                             f"({where_(op, shapes, source)})")
         node = Node(op, inputs, attrs, role, source)
         v = self._new_value(node, out_type, name)
         for x in inputs:

@@ -87,4 +87,4 @@ def all_ops() -> dict[str, OpDef]:
 # Ops whose derivative is zero/undefined by nature: the coverage test exempts them.
 NON_DIFFERENTIABLE = {"input", "constant", "lt", "le", "gt", "ge", "eq", "ne", "sign",
                       "stop_gradient", "logical_and", "logical_or", "logical_not",
-                      "check_index", "philox_uniform"}
+                      "check_index", "philox_uniform", "floor_divide"}

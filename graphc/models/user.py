@@ -34,8 +34,29 @@ def import_file(path: str):
         raise GraphcError(f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)      # errors inside the user's file propagate as-is
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        sys.modules.pop(name, None)
+        text = f": {e.text.strip()}" if e.text and e.text.strip() else ""
+        raise GraphcError(f"{path}:{e.lineno}: syntax error in the model file: "
+                          f"{e.msg}{text}") from None
+    except Exception as e:               # noqa: BLE001 -- any failure of the user's code
+        sys.modules.pop(name, None)
+        raise GraphcError(f"{path}:{_failing_line(e, path)}: importing the model file "
+                          f"failed: {type(e).__name__}: {e}") from None
     return module
+
+
+def _failing_line(e: BaseException, path: str):
+    """The line of ``path`` that the exception passed through last (the import, the raise)."""
+    import traceback
+    want = os.path.realpath(path)
+    line = "?"
+    for fr in traceback.extract_tb(e.__traceback__):
+        if os.path.realpath(fr.filename) == want:
+            line = fr.lineno
+    return line
 
 
 def load_user_model(ref: str) -> ModelSpec:

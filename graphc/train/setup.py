@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import data as gdata
 from .. import step as gstep
-from ..ir import GraphcError
+from ..ir import ConfigError, GraphcError
 from ..models import Model, ModelSpec, get_model
 from .config import TrainConfig, from_model_defaults
 
@@ -80,8 +80,8 @@ def compile_step(p: Prepared, backend: str, threads=None, notice=None, batch_siz
                                   passes=passes, **mem,
                                   **backend_options(backend, threads)), backend
     except Exception as e:              # noqa: BLE001  (any llvm failure -> reference path)
-        if backend != "llvm":
-            raise
+        if backend != "llvm" or isinstance(e, ConfigError):
+            raise                       # a bad setting is the user's to fix, not a fallback
         llvm_error = e
     # If numpy fails too, the problem is the model or data: that error propagates.
     step = gstep.compile_step(p.model.loss, p.params, opt, example, backend="numpy",

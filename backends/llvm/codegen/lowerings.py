@@ -109,6 +109,48 @@ def _div(b, n, x, y):
     return b.select(y0, zero, q)
 
 
+def _npy_divmod(b, x, y):
+    """numpy's float floor_divide and remainder (npy_divmod): fmod, the remainder moved to
+    the divisor's sign, the quotient snapped to an integer; y == 0 gives x / y and
+    fmod(x, 0) (inf or nan), as numpy."""
+    t = x.type
+    zero, one = _zero(t), _const(t, 1.0)
+    mod = b.frem(x, y)
+    div = b.fdiv(b.fsub(x, mod), y)
+    mod_nz = b.fcmp_unordered("!=", mod, zero)                  # C's `if (mod)`: nan is true
+    adj = b.and_(mod_nz, b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
+    mod = b.select(adj, b.fadd(mod, y), mod)
+    div = b.select(adj, b.fsub(div, one), div)
+    mod = b.select(mod_nz, mod, mathfn.intrinsic(b, "copysign", t, zero, y))
+    fl = mathfn.intrinsic(b, "floor", t, div)
+    fl = b.select(b.fcmp_ordered(">", b.fsub(div, fl), _const(t, 0.5)), b.fadd(fl, one), fl)
+    q = b.fdiv(x, y)
+    fl = b.select(b.fcmp_unordered("!=", div, zero), fl,
+                  mathfn.intrinsic(b, "copysign", t, zero, q))
+    y0 = b.fcmp_ordered("==", y, zero)
+    return b.select(y0, q, fl), b.select(y0, b.frem(x, y), mod)
+
+
+def _floor_divide(b, n, x, y):
+    if is_float(n.output.dtype):
+        return _npy_divmod(b, x, y)[0]
+    return _div(b, n, x, y)
+
+
+def _remainder(b, n, x, y):
+    if is_float(n.output.dtype):
+        return _npy_divmod(b, x, y)[1]
+    # the sign of y; x % 0 == 0 and x % -1 == 0 (no SIGFPE, no undefined srem)
+    t = x.type
+    zero, one, m1 = _const(t, 0), _const(t, 1), _const(t, -1)
+    y0 = b.icmp_signed("==", y, zero)
+    ys = b.select(b.or_(y0, b.icmp_signed("==", y, m1)), one, y)
+    r = b.srem(x, ys)
+    adj = b.and_(b.icmp_signed("!=", r, zero), b.icmp_signed("<", b.xor(r, ys), zero))
+    r = b.select(adj, b.add(r, ys), r)
+    return b.select(y0, zero, r)
+
+
 def _maxmin(which):
     def emit(b, n, x, y):
         if is_float(n.output.dtype):     # NaN-propagating, as numpy
@@ -196,6 +238,8 @@ ELEMENTWISE = {
     "sub": Lowering("elementwise", _arith("fsub", "sub"), vector=True),
     "mul": Lowering("elementwise", _arith("fmul", "mul"), vector=True),
     "div": Lowering("elementwise", _div, vector=_float_only),
+    "floor_divide": Lowering("elementwise", _floor_divide, vector=False),
+    "remainder": Lowering("elementwise", _remainder, vector=False),
     "pow": Lowering("elementwise", lambda b, n, x, y: mathfn.pow_(b, x, y), vector=False),
     "maximum": Lowering("elementwise", _maxmin("max"), vector=_float_only,
                         intrinsic="maximum"),

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.ir import ArgumentError
+from graphc.ir import ArgumentError, ShapeError
+from graphc.ir.limits import too_big
 from graphc.ir import dtypes as dt
 
 from . import parallel
@@ -180,6 +181,11 @@ class CompiledGraph:
         targets = {a for a, _ in graph.updates}
         self._inplace = [v in targets for v in graph.inputs]
         nslots = len(plan.slots)
+        why = too_big(plan.arena_bytes + sum(st.nbytes for st in plan.slots
+                                             if st.kind == "out"))
+        if why:
+            raise ShapeError(f"{graph.name}: the compiled function's arena and outputs "
+                             f"{why}; use smaller batches or shapes")
         # argv: slots..., arena, profile buffer, segment counters
         self.argv = np.zeros(nslots + 4, dtype=np.int64)
         self._prof = np.zeros(len(plan.kernels) + 1, np.int64) if profile else None

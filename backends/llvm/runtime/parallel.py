@@ -60,15 +60,37 @@ _POOL_BYTES = 384
 _SYS_FUTEX, _FUTEX_WAIT_PRIVATE, _FUTEX_WAKE_PRIVATE = 202, 128, 129
 
 
+#: more threads than this is a typo, not a machine (each thread has a stack and a slot)
+MAX_THREADS = 1024
+
+
 def num_threads(threads=None) -> int:
-    """``threads`` if given, else GRAPHC_NUM_THREADS, else the number of cores."""
+    """``threads`` if given, else GRAPHC_NUM_THREADS, else the number of cores.
+
+    A bad value -- 0, negative, not a whole number, more than :data:`MAX_THREADS` -- is
+    a ``ConfigError`` naming where it came from (never a silent default)."""
+    from graphc.ir import ConfigError
+    cores = os.cpu_count() or 1
     if threads is None:
         env = os.environ.get("GRAPHC_NUM_THREADS", "")
-        threads = int(env) if env.strip() else (os.cpu_count() or 1)
-    threads = int(threads)
-    if threads < 1:
-        raise ValueError(f"thread count must be >= 1, got {threads}")
-    return threads
+        if not env.strip():
+            return cores
+        where, text = f"GRAPHC_NUM_THREADS={env}", env.strip()
+    else:
+        where, text = f"threads={threads!r}", threads
+    try:
+        if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+            raise ValueError
+        n = int(text)
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n < 1:
+        raise ConfigError(f"{where}: the thread count must be a whole number >= 1 (unset "
+                          f"GRAPHC_NUM_THREADS to use every core: {cores} here)")
+    if n > MAX_THREADS:
+        raise ConfigError(f"{where}: more than {MAX_THREADS} threads (this machine has "
+                          f"{cores} cores)")
+    return n
 
 
 def _is_x86(module) -> bool:

@@ -64,6 +64,27 @@ def _div_jvp(E, n, t):
 _binary("div", _div_vjp, _div_jvp, doc="x / y (true division; floats)")
 
 
+# numpy's floor_divide and remainder (Python's // and %): piecewise constant / linear, so
+# x // y has a zero derivative and d(x % y) = dx - dy * (x // y).
+register("floor_divide", "elementwise",
+         lambda attrs, x, y: (need_numeric("floor_divide", same_type("floor_divide", x, y)),
+                              x)[1],
+         None, None, flops=_flops, doc="x // y (numpy floor_divide; int x // 0 == 0)")
+
+
+def _rem_vjp(E, n, g):
+    x, y = n.inputs
+    return [g, E.neg(E.mul(g, E.floor_divide(x, y)))]
+
+
+def _rem_jvp(E, n, t):
+    x, y = n.inputs
+    return E.add_maybe(t[0], t[1] and E.neg(E.mul(t[1], E.floor_divide(x, y))))
+
+
+_binary("remainder", _rem_vjp, _rem_jvp, doc="x % y (numpy remainder: the sign of y)")
+
+
 def _pow_partials(E, n, which):
     """d(x**y)/dx = y*x**(y-1); d(x**y)/dy = x**y*log(x) (0 where x <= 0)."""
     x, y = n.inputs

@@ -1,4 +1,5 @@
 """Reductions over ``axes`` (a sorted tuple) with ``keepdims``."""
+from ..errors import ShapeError
 from ..graph import TensorType
 from ..registry import register
 from ._rules import need_numeric, norm_axes, size
@@ -15,6 +16,9 @@ def _infer(name):
     def infer(attrs, x):
         need_numeric(name, x)
         axes, keep = attrs["axes"], attrs["keepdims"]
+        if name == "max" and any(x.shape[a] == 0 for a in axes):
+            raise ShapeError(f"max over an empty axis (axes {axes} of shape {x.shape}) has "
+                             "no value (numpy raises too)")
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)
                       if keep or i not in axes)
         return TensorType(shape, x.dtype)
