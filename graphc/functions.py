@@ -126,8 +126,8 @@ def logical_or(x, y): return _elementwise("logical_or", x, y, dtype=dt.bool_)
 def logical_not(x): return _elementwise("logical_not", x, dtype=dt.bool_)
 
 
-def floor_divide(x, y): return _elementwise("floor_divide", np.floor_divide, x, y)
-def remainder(x, y): return _elementwise("remainder", np.remainder, x, y)
+def floor_divide(x, y): return _elementwise("floor_divide", x, y)
+def remainder(x, y): return _elementwise("remainder", x, y)
 
 
 mod = remainder
