@@ -120,6 +120,8 @@ class Tracer(SymbolicArray):
     def __rfloordiv__(self, o): return F.floor_divide(o, self)
     def __mod__(self, o): return F.remainder(self, o)
     def __rmod__(self, o): return F.remainder(o, self)
+    def __divmod__(self, o): return F.floor_divide(self, o), F.remainder(self, o)
+    def __rdivmod__(self, o): return F.floor_divide(o, self), F.remainder(o, self)
     def __pow__(self, o): return F.power(self, o)
     def __rpow__(self, o): return F.power(o, self)
     def __matmul__(self, o): return F.matmul(self, o)

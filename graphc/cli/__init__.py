@@ -48,6 +48,12 @@ def main(argv=None) -> int:
         msg = str(e).strip().replace("\n", " | ")
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 1
+    except MemoryError as e:               # a safety net: graphc refuses what it can foresee
+        if debug:
+            raise
+        print(f"{prog}: error: out of memory: {e or 'an allocation failed'} (use smaller "
+              "shapes, batches or layers)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         hint = ""
         if getattr(args, "checkpoint_dir", None):

@@ -135,8 +135,9 @@ class Graph:
         except (ShapeError, DTypeError) as e:
             shapes = [str(x.type) for x in inputs]
             raise type(e)(f"{e} ({where_(op, shapes, source)})") from None
-        # broadcast_to is a view (stride 0): only what is stored needs memory
-        why = too_big(out_type.nbytes) if out_type.size > 1 << 24 and op != "broadcast_to"             else None
+        # a broadcast is a view (stride 0): only what is stored needs memory
+        why = (too_big(out_type.nbytes)
+               if out_type.size > 1 << 24 and opdef.view != "broadcast" else None)
         if why:
             shapes = [str(x.type) for x in inputs]
             raise ShapeError(f"{op}: its result {out_type} {why} "

@@ -25,6 +25,14 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
+def refuse_too_big(nbytes: int, what: str, source: str | None = None):
+    """Raise ShapeError ``"{what} needs N bytes ..."`` when ``nbytes`` cannot fit here."""
+    why = too_big(nbytes)
+    if why:
+        from .errors import ShapeError
+        raise ShapeError(f"{what} {why}" + (f" (at {source})" if source else ""))
+
+
 def too_big(nbytes: int) -> str | None:
     """Why ``nbytes`` cannot be allocated here, or None when it can."""
     mem = physical_memory()

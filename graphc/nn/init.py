@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.limits import refuse_too_big
+
+
+def _room(shape):
+    """Refuse a parameter the machine cannot hold, before drawing it (the draws are
+    float64: 8 bytes an element, whatever the parameter's dtype)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    refuse_too_big(8 * n, f"initialising a parameter of shape {tuple(shape)}")
+
 
 def _fans(shape) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight laid out (in, out) as graphc's Linear uses it."""
@@ -20,29 +31,34 @@ def _fans(shape) -> tuple[int, int]:
 
 def glorot_uniform(rng, shape, dtype=np.float32):
     """U(-a, a), a = sqrt(6 / (fan_in + fan_out)): keeps activation variance for tanh/sigmoid."""
+    _room(shape)
     fan_in, fan_out = _fans(shape)
     a = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-a, a, shape).astype(dtype)
 
 
 def glorot_normal(rng, shape, dtype=np.float32):
+    _room(shape)
     fan_in, fan_out = _fans(shape)
     return (rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
 
 
 def he_normal(rng, shape, dtype=np.float32):
     """N(0, 2 / fan_in): keeps activation variance through ReLU layers."""
+    _room(shape)
     fan_in, _ = _fans(shape)
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
 def he_uniform(rng, shape, dtype=np.float32):
+    _room(shape)
     fan_in, _ = _fans(shape)
     a = np.sqrt(6.0 / fan_in)
     return rng.uniform(-a, a, shape).astype(dtype)
 
 
 def zeros(rng, shape, dtype=np.float32):
+    _room(shape)
     return np.zeros(shape, dtype)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import pytree
+from ..ir import ShapeError
 from .init import as_rng
 
 
@@ -39,7 +40,10 @@ class Module:
     def init(self, seed=0) -> dict:
         """Fresh parameters: an int seed or a shared ``numpy.random.Generator``."""
         rng = as_rng(seed)
-        params = dict(self.init_own(rng))
+        try:
+            params = dict(self.init_own(rng))
+        except ShapeError as e:         # say which layer asked for it
+            raise ShapeError(f"{type(self).__name__}: {e}") from None
         for name, m in self.named_children():
             sub = m.init(rng)
             if sub:

@@ -7,8 +7,8 @@ graphc's public array functions, so the same program traces on tracers (inside
 generator tracks each value's shape and dtype, so every program is well typed by
 construction: elementwise chains, broadcasting in every direction, reductions over any
 axes with and without keepdims, every view op, matmul in every transpose combination,
-concatenate/stack, where, comparisons, casts and constants of every shape; gathers
-(gc.take / t[idx] with int32, int64 and uint8 indices), layer_norm, attention (causal or
+concatenate/stack, where, comparisons, casts and constants of every shape, // and %;
+gathers (gc.take / t[idx] with int32, int64 and uint8 indices), layer_norm, attention (causal or
 not, broadcast batch dims), batched matmul, erf, gelu and dropout; conv2d (any kernel,
 stride, padding, dilation and groups, with or without bias), max/avg pooling (overlapping
 and padded windows or not) and flatten, on any value reshaped to NCHW.
@@ -58,6 +58,16 @@ BINARY = {
     "pow": lambda a, b: (a * a + 1.0) ** gc.tanh(b),
     "maximum": gc.maximum,
     "minimum": gc.minimum,
+}
+
+# numpy's // and % (floor_divide, remainder), divisors kept away from zero, one of each
+# sign.  They jump where the quotient is whole: a dividend or divisor that the backends
+# round differently (a long matmul, a reduction) would jump on one backend only, so the
+# generator feeds them values that are bit-identical on both in large programs.
+DIVMOD = {
+    "floor_divide": lambda a, b: (3.0 * a) // (1.5 + b * b),
+    "remainder": lambda a, b: (3.0 * a) % (1.5 + b * b),
+    "remainder_neg": lambda a, b: a % -(0.75 + b * b),
 }
 
 COMPARE = {"lt": gc.less, "le": gc.less_equal, "gt": gc.greater, "ge": gc.greater_equal,
@@ -136,6 +146,8 @@ def _apply(op, xs, p, consts):
         return UNARY[op](xs[0])
     if op in BINARY:
         return BINARY[op](xs[0], xs[1])
+    if op in DIVMOD:
+        return DIVMOD[op](xs[0], xs[1])
     if op in COMPARE:
         return COMPARE[op](xs[0], xs[1])
     if op in REDUCE:
@@ -248,7 +260,7 @@ class _Gen:
         shape, nd = va.shape, len(va.shape)
         kind = r.choice(["unary", "binary", "binary", "const", "reduce", "view", "view",
                          "matmul", "concat", "where", "mask", "cast", "take", "layer_norm",
-                         "attention", "window"])
+                         "attention", "window", "divmod"])
         if kind == "window" and int(np.prod(shape, dtype=np.int64)) > 0:
             return self.window(a, va)
         if kind == "take" and nd >= 1:
@@ -279,6 +291,8 @@ class _Gen:
             v = self.new_input(batch + (S, dv), va.dtype)
             out = shape[:-1] + (dv,)
             return self.add("attention", [a, k, v], {"causal": causal}, Var(out, va.dtype))
+        if kind == "divmod":
+            return self.divmod(a, va)
         if kind in ("take", "layer_norm", "attention", "window"):
             kind = "unary"
         if kind == "unary":
@@ -346,6 +360,23 @@ class _Gen:
         c = self.add("cast", [a], {"dtype": np.dtype(other).name}, Var(shape, other))
         return self.add("cast", [c], {"dtype": np.dtype(va.dtype).name}, Var(shape, va.dtype)) \
             if r.random() < 0.5 else c
+
+    def divmod(self, a, va):
+        """``a // b`` or ``a % b`` with a broadcast partner b; in a large program, of two
+        new inputs (exact on both backends: see DIVMOD), added to ``a``."""
+        r, pool, shape = self.rng, self.prog.pool, va.shape
+        op = str(r.choice(sorted(DIVMOD)))
+        if self.large:
+            x = self.new_input(shape, va.dtype)
+            y = self.new_input(self.broadcast_partner(shape), va.dtype)
+            q = self.add(op, [x, y], {}, Var(shape, va.dtype))
+            return self.add("add", [a, q], {}, Var(shape, va.dtype))
+        cands = [i for i in self.floats() if _bcast(pool[i].shape, shape) is not None]
+        b = self.new_input(self.broadcast_partner(shape)) if r.random() < 0.3 or \
+            len(cands) < 2 else self.pick(cands)
+        args = [a, b] if r.random() < 0.5 else [b, a]
+        out = _bcast(pool[args[0]].shape, pool[args[1]].shape)
+        return self.add(op, args, {}, Var(out, _promote(pool[a].dtype, pool[b].dtype)))
 
     def mask(self, shape):
         """A bool mask broadcasting with ``shape``: a comparison of values, maybe combined."""

@@ -109,13 +109,59 @@ def test_reducing_an_empty_axis_is_an_error_on_both_backends(backend, fn):
         gc.jit(fn, backend=backend)(x)
 
 
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("llvm", marks=pytest.mark.xfail(
-    strict=True, reason="LLVM plan: zero-size values overlap in the arena check "
-    "(KeyError in plan/arena.py check_layout); reported to the lead"))])
-def test_reducing_a_nonempty_axis_of_an_empty_array(backend):
+@pytest.mark.parametrize("backend,options", [("numpy", {}), ("llvm", {}),
+                                             ("llvm", {"fuse": False}),
+                                             ("llvm", {"threads": 1})])
+def test_reducing_a_nonempty_axis_of_an_empty_array(backend, options):
+    """Zero-size values hold no arena bytes (the LLVM layout check once raised KeyError)."""
     x = np.ones((0, 4), np.float32)
-    f = gc.jit(lambda x: (gc.max(x, axis=1), gc.mean(x, axis=1), gc.sum(x, axis=0)),
-               backend=backend)
-    m, mu, s = f(x)
-    assert m.shape == (0,) and mu.shape == (0,)
-    np.testing.assert_array_equal(s, np.zeros(4, np.float32))
+    f = gc.jit(lambda x: (gc.max(x, axis=1), gc.mean(x, axis=1), gc.sum(x, axis=0),
+                          gc.exp(x) * 2.0), backend=backend, **options)
+    for _ in range(3):
+        m, mu, s, e = f(x)
+        assert m.shape == (0,) and mu.shape == (0,) and e.shape == (0, 4)
+        np.testing.assert_array_equal(s, np.zeros(4, np.float32))
+    g = gc.jit(gc.value_and_grad(lambda x: gc.sum(gc.exp(x) * 2.0)), backend=backend,
+               **options)
+    for _ in range(3):
+        v, dx = g(x)
+        assert float(v) == 0.0 and dx.shape == (0, 4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divmod_on_tracers(backend):
+    a = np.array([7.5, -7.5, 2.0, -0.25])
+    f = gc.jit(lambda a: (divmod(a, 2.0), divmod(3.0, a + 10.0)), backend=backend)
+    for _ in range(3):
+        (q, r), (q2, r2) = f(a)
+        np.testing.assert_array_equal(q, a // 2.0)
+        np.testing.assert_array_equal(r, a % 2.0)
+        np.testing.assert_array_equal(q2, 3.0 // (a + 10.0))
+        np.testing.assert_array_equal(r2, 3.0 % (a + 10.0))
+
+
+# ---- allocations a user asks for outside a graph -------------------------------------------
+def test_eager_full_bigger_than_memory():
+    with pytest.raises(gc.ShapeError, match=r"full\(1000000, 100000\) needs 400000000000 "
+                       r"bytes.*memory.*test_bad_values.py"):
+        gc.full((10**6, 10**5), 1.0)
+    assert gc.full(3, 2.0).tolist() == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_one_hot_over_too_many_classes(traced):
+    """The result and its arange of classes are checked before either is allocated."""
+    labels = np.array([0, 1])
+    f = gc.jit(lambda l: gc.one_hot(l, 10**10)) if traced else \
+        (lambda l: gc.one_hot(l, 10**10))
+    with pytest.raises(gc.ShapeError, match=r"one_hot of labels \(2,\) over 10000000000 "
+                       r"classes needs 240000000000 bytes.*test_bad_values.py"):
+        f(labels)
+
+
+def test_parameters_bigger_than_memory_name_the_layer():
+    model = gc.nn.Sequential(gc.nn.Linear(3, 4), gc.nn.Linear(4, 10**11))
+    with pytest.raises(gc.ShapeError, match=r"Linear: initialising a parameter of shape "
+                       r"\(4, 100000000000\) needs 3200000000000 bytes"):
+        model.init(0)
+    assert gc.nn.Linear(3, 4).init(0)["w"].shape == (3, 4)

@@ -181,15 +181,19 @@ def check_layout(kernels, phase):
     level in one kernel only (in place, element for element); else raise."""
     users: dict = {}
     span = _touch_phases(kernels, phase, users)
-    sts = sorted((st for st in span if st.kind == "arena"), key=lambda s: s.offset)
+    # a zero-size storage (a value of shape (0, 4)) holds no bytes: it overlaps nothing
+    sts = sorted((st for st in span if st.kind == "arena" and st.nbytes > 0),
+                 key=lambda s: s.offset)
     for i, a in enumerate(sts):
-        a_end = a.offset + max(a.nbytes, 1)
+        a_end = a.offset + a.nbytes
         for b in sts[i + 1:]:
             if b.offset >= a_end:
                 break
             (fa, la), (fb, lb) = span[a], span[b]
             lo, hi = max(fa, fb), min(la, lb)
-            if lo > hi or (lo == hi and len(users[a][lo] | users[b][lo]) == 1):
+            # one shared level is safe only when both are touched there, by one kernel
+            ua, ub = users[a].get(lo), users[b].get(lo)
+            if lo > hi or (lo == hi and ua and ub and len(ua | ub) == 1):
                 continue
             raise GraphcError(f"internal: arena storages {a.name} (levels {fa}-{la}) and "
                                   f"{b.name} (levels {fb}-{lb}) share bytes at "

@@ -61,3 +61,23 @@ def test_bad_thread_count(graphc, value):
     line = one_line(r)
     assert f"GRAPHC_NUM_THREADS={value}" in line
     assert "numpy" not in r.stdout + r.stderr      # no silent fallback
+
+
+def test_layer_bigger_than_memory(graphc):
+    line = one_line(graphc("train", "mlp", "--widths", "100000000", *SMALL))
+    assert "Linear: initialising a parameter of shape (64, 100000000)" in line
+    assert "51200000000 bytes" in line
+
+
+def test_memory_error_is_one_line(monkeypatch, capsys):
+    """The safety net under what graphc foresees: numpy's MemoryError is one line too."""
+    from graphc import cli
+    from graphc.cli import train_cmd
+
+    def oom(args):
+        raise MemoryError("Unable to allocate 37.3 GiB for an array with shape (10, 10)")
+    monkeypatch.setattr(train_cmd, "run", oom)
+    assert cli.main(["train", "logreg"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("graphc train: error: out of memory: Unable to allocate 37.3 GiB")

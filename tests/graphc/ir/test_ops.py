@@ -56,6 +56,16 @@ def index(limit, dtype, *shape):
     return lambda rng, f: rng.integers(0, limit, shape).astype(dtype)
 
 
+def between_multiples(sign, *shape):
+    """(x, y) with x / y at least 0.1 from an integer (no jump of x % y or x // y within
+    the finite-difference step); ``sign`` is the sign of the divisor y."""
+    def make(rng, f):
+        y = sign * rng.uniform(0.5, 2.0, shape)
+        q = rng.integers(-3, 4, shape) + rng.uniform(0.1, 0.9, shape)
+        return [(q * y).astype(f), y.astype(f)]
+    return make
+
+
 def apart_pair(*shape):
     """(x, y) with |x - y| >= 0.2 everywhere: no ties for maximum/minimum."""
     def make(rng, f):
@@ -130,11 +140,13 @@ CASES = [
     Case("div", [normal(*S), positive(*S)]),
     Case("div", [normal(*S), lambda rng, f: -positive(*S)(rng, f)], id="negative-divisor"),
     Case("pow", [positive(*S), normal(*S)]),
-    Case("remainder", [normal(*S), positive(*S)]),
-    Case("remainder", [normal(*S), lambda rng, f: -positive(*S)(rng, f)], id="negative"),
+    Case("remainder", between_multiples(1.0, *S)),
+    Case("remainder", between_multiples(-1.0, *S), id="negative-divisor"),
     Case("remainder", [integer(np.int64, *S), integer(np.int64, *S)], id="int",
          differentiable=False),
-    Case("floor_divide", [normal(*S), positive(*S)], differentiable=False),
+    Case("floor_divide", between_multiples(1.0, *S), differentiable=False),
+    Case("floor_divide", between_multiples(-1.0, *S), id="negative-divisor",
+         differentiable=False),
     Case("floor_divide", [integer(np.int32, *S), integer(np.int32, *S)], id="int",
          differentiable=False),
     Case("maximum", apart_pair(*S)),
