@@ -8,8 +8,8 @@ generator tracks each value's shape and dtype, so every program is well typed by
 construction: elementwise chains, broadcasting in every direction, reductions over any
 axes with and without keepdims, every view op, matmul in every transpose combination,
 concatenate/stack, where, comparisons, casts and constants of every shape, // and %;
-gathers (gc.take / t[idx] with int32, int64 and uint8 indices), layer_norm, attention (causal or
-not, broadcast batch dims), batched matmul, erf, gelu and dropout; conv2d (any kernel,
+gathers (gc.take / t[idx] with int32, int64 and uint8 indices), layer_norm, attention
+(causal or not, broadcast batch dims), batched matmul, erf, gelu and dropout; conv2d (any kernel,
 stride, padding, dilation and groups, with or without bias), max/avg pooling (overlapping
 and padded windows or not) and flatten, on any value reshaped to NCHW.
 
