@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from graphc.ir import Graph, Node, Value, get_op, view_ops
 
+from .duplicate import duplicate_cheap_producers
+
 #: ops that only re-index a buffer (no loop of their own in a backend): ``OpDef.view``
 VIEW_OPS = view_ops()
 
@@ -89,10 +91,15 @@ class _Group:
         return f"<group {self.gid} {[n.output.name for n in self.members]}>"
 
 
-def fuse(graph: Graph, epilogue: bool = True, reductions: bool = True) -> Graph:
-    """A copy of ``graph`` whose fusable nodes carry ``attrs['group']``."""
+def fuse(graph: Graph, epilogue: bool = True, reductions: bool = True,
+         duplicate: bool = True) -> Graph:
+    """A copy of ``graph`` whose fusable nodes carry ``attrs['group']``; with
+    ``duplicate``, cheap producers read by several loops are first copied into each
+    (``passes/duplicate.py``)."""
     g, _ = graph.clone()
     g.remove_dead()     # a dead node has no readers to store for: never group or run it
+    if duplicate:
+        duplicate_cheap_producers(g)
     for n in g.nodes:
         if "group" in n.attrs:
             n.attrs = {k: v for k, v in n.attrs.items() if k != "group"}
