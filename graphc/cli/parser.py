@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--memory-budget", type=budget, metavar="BYTES|FRACTION",
                    help="rematerialise activations to keep saved bytes under this budget "
                         "(bytes, or a fraction in (0, 1] of the saved activations)")
+    t.add_argument("--augment", metavar="none|shift:N",
+                   help="training-batch augmentation: shift:N moves each training image by "
+                        "up to N pixels (edge-filled); lenet's default is shift:2, others' none")
     t.add_argument("--patience", type=nonneg_int,
                    help="early stopping: epochs without val-loss improvement (0 = off)")
     t.add_argument("--tol", type=float, help="minimum val-loss improvement (1e-4)")

@@ -11,7 +11,7 @@ from .common import MODEL_KEYS, overrides
 
 TRAIN_KEYS = MODEL_KEYS + ("epochs", "momentum", "weight_decay", "patience", "tol",
                            "nesterov", "lr_schedule", "warmup", "lr_step", "lr_gamma",
-                           "min_lr", "clip_grad_norm", "val", "test", "memory_budget",
+                           "min_lr", "clip_grad_norm", "val", "test", "memory_budget", "augment",
                            "checkpoint_dir", "checkpoint_every", "checkpoint_steps",
                            "resume", "json_log", "plot", "progress", "backend", "threads")
 
@@ -44,6 +44,8 @@ def describe(p, backend) -> str:
         sched += f", grad-norm clip {cfg.clip_grad_norm}"
     if cfg.memory_budget:
         sched += f", remat budget {cfg.memory_budget:g}"
+    if cfg.augment != "none":
+        sched += f", augment {cfg.augment}"
     return (f"graphc train {p.spec.name} -- {p.spec.description}\n"
             f"  data   {ds}\n"
             f"  model  {architecture(p.model.module)} ({num_params_of(p.params):,} "

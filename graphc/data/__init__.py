@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from ..ir import GraphcError
+from . import augment
 from .batches import Batches
 from .bundled import (BUNDLED, SYNTHETIC, breast_cancer, diabetes, digits,
                       synthetic_classification, synthetic_regression)

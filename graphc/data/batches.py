@@ -7,7 +7,9 @@ not in every epoch.  Evaluation uses the whole split at once, so nothing is drop
 
 Determinism for resume: an epoch's order is one ``rng.permutation`` drawn at the start of
 the epoch; a checkpoint stores the Generator's state *before* that draw plus the index of
-the next batch, so a resumed run replays exactly the same batches.
+the next batch, so a resumed run replays exactly the same batches.  With a ``transform`` (training-data
+augmentation, ``augment.py``) one key is drawn right after the permutation and batch k is
+transformed with a Generator seeded by (key, k): replayed on resume too.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from ..ir import GraphcError
 
 
 class Batches:
-    def __init__(self, X, y, batch_size: int, seed: int = 0):
+    def __init__(self, X, y, batch_size: int, seed: int = 0, transform=None):
         batch_size = int(batch_size)
         if batch_size <= 0:
             raise GraphcError(f"batch size must be positive, got {batch_size}")
@@ -28,6 +30,7 @@ class Batches:
                               f"samples; use --batch-size {len(X)} or less")
         self.X, self.y, self.batch_size = X, y, batch_size
         self.rng = np.random.default_rng(seed)
+        self.transform = transform          # (X_batch, Generator) -> X_batch, or None
 
     @property
     def per_epoch(self) -> int:
@@ -48,7 +51,11 @@ class Batches:
     def epoch(self, start: int = 0):
         """Yield ``(X_batch, y_batch)`` for one epoch, beginning at batch ``start``."""
         order = self.rng.permutation(len(self.X))
+        key = int(self.rng.integers(2 ** 63)) if self.transform is not None else None
         bs = self.batch_size
         for k in range(start, self.per_epoch):
             idx = order[k * bs:(k + 1) * bs]
-            yield np.ascontiguousarray(self.X[idx]), np.ascontiguousarray(self.y[idx])
+            x = np.ascontiguousarray(self.X[idx])
+            if self.transform is not None:
+                x = self.transform(x, np.random.default_rng([key, k]))
+            yield x, np.ascontiguousarray(self.y[idx])

@@ -17,6 +17,10 @@ def run_train(args, overrides: dict) -> int:
     if cfg.lr_schedule != "constant" or cfg.warmup:
         raise GraphcError("--lr-schedule and --warmup are not supported with --distributed yet "
                           "(its step keeps a constant learning rate); drop them")
+    if cfg.augment != "none":
+        raise GraphcError(f"--augment {cfg.augment} is not supported with --distributed yet "
+                          "(its sharded sampler feeds the batches as they are); add "
+                          "--augment none")
     if args.save:                       # before any work: a run must not end unsaveable
         from ..train.modelfile import check_save_path
         check_save_path(args.save, avoid=[cfg.dataset, cfg.json_log, cfg.plot])

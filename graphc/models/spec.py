@@ -58,6 +58,9 @@ class ModelSpec:
     #: feature standardisation: "per_feature" (tabular data) or "global" (images: one
     #: mean and std for every pixel, so the image keeps its shape)
     scaling: str = "per_feature"
+    #: (channels, height, width) of one row of features, for image models (None: not an
+    #: image model; ``--augment shift`` then assumes a square one-channel image)
+    image: tuple | None = None
 
     def defaults(self) -> dict:
         return {**BASE_HPARAMS, **self.hparams}

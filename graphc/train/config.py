@@ -17,7 +17,8 @@ from ..schedules import SCHEDULES, make_schedule
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 RESUME_KEYS = ("model", "dataset", "batch_size", "lr", "optimizer", "momentum",
                "weight_decay", "seed", "val", "test", "widths", "label_column", "nesterov",
-               "lr_schedule", "warmup", "lr_step", "lr_gamma", "min_lr", "clip_grad_norm")
+               "lr_schedule", "warmup", "lr_step", "lr_gamma", "min_lr", "clip_grad_norm",
+               "augment")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainConfig:
     min_lr: float = 0.0                   # cosine schedule: final learning rate
     clip_grad_norm: float | None = None   # global gradient-norm clipping (None: off)
     memory_budget: float | None = None    # remat budget: bytes, or a fraction in (0, 1]
+    augment: str = "none"                 # training-batch augmentation: none | shift:N
     seed: int = 0
     patience: int = 10                    # early stopping: epochs without improvement
     tol: float = 1e-4                     # ... by at least this much (val loss)
@@ -90,6 +92,8 @@ class TrainConfig:
         if self.memory_budget is not None and not self.memory_budget > 0:
             raise GraphcError(f"--memory-budget must be positive (bytes, or a fraction in "
                               f"(0, 1]), got {self.memory_budget}")
+        from ..data import augment
+        augment.parse(self.augment)
         if self.resume and not self.checkpoint_dir and self.resume is True:
             raise GraphcError("--resume needs --checkpoint-dir (or a checkpoint file path)")
         return self
@@ -127,7 +131,7 @@ def from_model_defaults(spec, **overrides) -> TrainConfig:
     """A config with the model's default hyper-parameters, then ``overrides`` (not None)."""
     h = spec.defaults()
     base = {k: h[k] for k in ("epochs", "batch_size", "lr", "optimizer", "patience", "tol",
-                              "val", "test") if k in h}
+                              "val", "test", "augment", "lr_schedule") if k in h}
     if "widths" in h:
         base["widths"] = tuple(h["widths"])
     base["dataset"] = spec.dataset

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import data as gdata
+from ..data import augment
 from ..ir import GraphcError
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -70,7 +71,9 @@ class Trainer:
                                   notice=self.progress.line,
                                   **backend_options(self.backend, self.cfg.threads))
         tr = prepared.splits.train
-        self.batches = gdata.Batches(tr.X, tr.y, self.cfg.batch_size, self.cfg.seed)
+        transform = augment.make(self.cfg.augment, tr.X.shape[1], prepared.spec.image)
+        self.batches = gdata.Batches(tr.X, tr.y, self.cfg.batch_size, self.cfg.seed,
+                                     transform)
         self.live_params = param_arrays(self.step.params)
         self.best = copy_arrays(self.live_params)
         self.state = RunState()

@@ -43,3 +43,15 @@ def test_lenet_graph_commands(graphc):
 def test_lenet_rejects_non_image_data(graphc):
     r = graphc("train", "lenet", "--dataset", "digits")
     assert r.returncode != 0 and "lenet expects 28x28 images" in r.stderr
+
+
+def test_lenet_defaults_augment_and_the_cli_overrides(graphc):
+    from graphc.train import resolve
+    _, cfg = resolve("lenet")
+    assert cfg.augment == "shift:2" and cfg.lr_schedule == "cosine"
+    _, cfg = resolve("lenet", augment="none")
+    assert cfg.augment == "none"
+    _, cfg = resolve("mlp")
+    assert cfg.augment == "none"
+    r = graphc("train", "mlp", "--augment", "rot:2", "--epochs", "1")
+    assert r.returncode != 0 and "unknown augmentation" in r.stderr
