@@ -460,8 +460,8 @@ class _Gen:
             dims = []
             for limit in (4, 6, None):          # n, c, h (w is the rest)
                 ds = [d for d in range(1, rest + 1) if rest % d == 0
-                      and (limit is None or d <= limit)]
-                dims.append(int(r.choice(ds)))
+                      and (d <= limit if limit else 16 * d * d >= rest and d * d <= 16 * rest)]
+                dims.append(int(r.choice(ds or [1])))   # h and w within 4x of each other
                 rest //= dims[-1]
             shape4 = tuple(dims) + (rest,)
             a = self.add("reshape", [a], {"shape": shape4}, Var(shape4, va.dtype))
@@ -489,8 +489,10 @@ class _Gen:
             stride = None if s == k else form(s)
             y = self.add(op, [a], {"kernel": form(k), "stride": stride, "padding": form(pad)},
                          Var((n, c) + out, va.dtype))
-        if r.random() < 0.3:
-            vy = self.prog.pool[y]
+        vy = self.prog.pool[y]
+        # flatten only to rows other ops can take whole (attention on a row of 16k
+        # features would make a 16k x 16k score matrix)
+        if r.random() < 0.3 and int(np.prod(vy.shape[1:])) <= 2048:
             y = self.add("flatten", [y], {}, Var((vy.shape[0], int(np.prod(vy.shape[1:]))),
                                                  va.dtype))
         return y
