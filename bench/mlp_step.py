@@ -39,12 +39,15 @@ SIZES = (784, 512, 256, 10)
 LR = 0.01
 
 
-def _init(batch, seed=0):
+def _init(batch, seed=0, layout="native"):
+    """Parameters, inputs and labels; ``layout="torch"`` stores each weight as
+    (out, in) -- PyTorch's layout, used as ``x @ W.T`` -- with the same values."""
     import numpy as np
     rng = np.random.default_rng(seed)
     params = {}
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        params[f"w{i}"] = (rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32)
+        w = (rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32)
+        params[f"w{i}"] = np.ascontiguousarray(w.T) if layout == "torch" else w
         params[f"b{i}"] = np.zeros(b, np.float32)
     x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], batch).astype(np.int64)
@@ -52,14 +55,24 @@ def _init(batch, seed=0):
 
 
 # ---- contenders: each returns a zero-argument step function --------------------------------
-def make_graphc(batch, threads, adaptive=False):
+def mlp_loss(layout="native"):
+    """The graphc loss of the benchmark MLP in either weight layout."""
     import graphc as gc
-    params, x, y = _init(batch)
+
+    def lin(h, w, b):
+        return (h @ w.T if layout == "torch" else h @ w) + b
 
     def loss(p, x, y):
-        h = gc.relu(x @ p["w0"] + p["b0"])
-        h = gc.relu(h @ p["w1"] + p["b1"])
-        return gc.nn.cross_entropy(h @ p["w2"] + p["b2"], y)
+        h = gc.relu(lin(x, p["w0"], p["b0"]))
+        h = gc.relu(lin(h, p["w1"], p["b1"]))
+        return gc.nn.cross_entropy(lin(h, p["w2"], p["b2"]), y)
+    return loss
+
+
+def make_graphc(batch, threads, adaptive=False, layout="native"):
+    import graphc as gc
+    params, x, y = _init(batch, layout=layout)
+    loss = mlp_loss(layout)
     t0 = time.perf_counter()
     step = gc.compile_step(loss, params, gc.optim.SGD(LR), (x, y), backend="llvm",
                            threads=threads, adaptive=adaptive)
@@ -69,6 +82,11 @@ def make_graphc(batch, threads, adaptive=False):
         return step(x, y)
     run.step = step
     return run, compile_s
+
+
+def make_graphc_torch_layout(batch, threads):
+    """The same model written the PyTorch way: W (out, in), ``x @ W.T``."""
+    return make_graphc(batch, threads, layout="torch")
 
 
 def make_graphc_adaptive(batch, threads):
@@ -171,7 +189,8 @@ def make_jax(batch, threads):
     return step, time.perf_counter() - t0
 
 
-CONTENDERS = {"graphc": make_graphc, "graphc-adaptive": make_graphc_adaptive,
+CONTENDERS = {"graphc": make_graphc, "graphc-W.T": make_graphc_torch_layout,
+              "graphc-adaptive": make_graphc_adaptive,
               "numpy": make_numpy, "torch": make_torch,
               "torch.compile": make_torch_compile, "jax": make_jax}
 
@@ -265,7 +284,7 @@ def _env_for(threads):
 
 #: contenders sharing a process: PyTorch's OpenMP threads keep spinning long after a
 #: call and would steal the cores of whoever runs next, so torch gets its own process
-GROUPS = [("graphc", "graphc-adaptive", "numpy", "jax"), ("torch", "torch.compile")]
+GROUPS = [("graphc", "graphc-W.T", "graphc-adaptive", "numpy", "jax"), ("torch", "torch.compile")]
 
 
 def run_all(thread_counts, batches, rounds, per_round, names):
@@ -377,19 +396,15 @@ def update_docs(text):
     path.write_text(doc)
 
 
-def profile(batches, calls=200):
+def profile(batches, calls=200, layouts=("native",)):
     """Per-kernel cycles of the graphc step on one thread (minimum over calls)."""
     import numpy as np
 
     import graphc as gc
     import graphc.backends.llvm as L
-    for batch in batches:
-        params, x, y = _init(batch)
-
-        def loss(p, x, y):
-            h = gc.relu(x @ p["w0"] + p["b0"])
-            h = gc.relu(h @ p["w1"] + p["b1"])
-            return gc.nn.cross_entropy(h @ p["w2"] + p["b2"], y)
+    for batch, layout in ((b, lay) for b in batches for lay in layouts):
+        params, x, y = _init(batch, layout=layout)
+        loss = mlp_loss(layout)
         step = gc.compile_step(loss, params, gc.optim.SGD(LR), (x, y), backend="numpy")
         fn = L.compile(step.graph, threads=1, profile=True)
         args = [*step._p_leaves, x, y, *step.opt_state.values()]
@@ -403,11 +418,16 @@ def profile(batches, calls=200):
         cyc = np.min(np.array(rows), axis=0)
         tot = cyc.sum()
         ghz = np.min(np.array(rows).sum(axis=1)) / min(walls) / 1e9   # rdtsc ticks per ns
-        flops = {k.name: 2 * k.gemm.m * k.gemm.n * k.gemm.k for k in fn.plan.kernels if k.gemm}
-        print(f"batch {batch}: {len(cyc)} kernels, {tot:.0f} rdtsc ticks (min over calls; "
-              f"~{ghz:.2f} GHz from the fastest call, {min(walls) * 1e3:.3f} ms)")
-        for (name, _, _), c in sorted(zip(fn.profile(), cyc), key=lambda t: -t[1])[:8]:
-            extra = (f"  GEMM {flops[name] / 1e6:.1f} MFLOP, "
+        k_of = {k.name: k for k in fn.plan.kernels}
+        gemms = {k.name: k.gemm for k in fn.plan.kernels if getattr(k, "gemm", None)}
+        flops = {n: 2 * g.m * g.n * g.k for n, g in gemms.items()}
+        print(f"batch {batch}, {layout} layout: {len(cyc)} kernels, {tot:.0f} rdtsc ticks "
+              f"(min over calls; ~{ghz:.2f} GHz from the fastest call, "
+              f"{min(walls) * 1e3:.3f} ms)")
+        for (name, _, _), c in sorted(zip(fn.profile(), cyc), key=lambda t: -t[1])[:10]:
+            g = gemms.get(name)
+            extra = (f"  GEMM {g.m}x{g.k}x{g.n} {'nt'[g.trans_a]}{'nt'[g.trans_b]} "
+                     f"{type(k_of[name]).__name__} {flops[name] / 1e6:.1f} MFLOP, "
                      f"{flops[name] / (c / ghz):.0f} GFLOP/s with its epilogue"
                      if name in flops else "")
             print(f"  {name:24s} {c:10.0f} {100 * c / tot:5.1f}%{extra}")
@@ -424,9 +444,11 @@ def main():
     ap.add_argument("--update-docs", action="store_true")
     ap.add_argument("--profile", action="store_true",
                     help="per-kernel cycles of graphc's step on one thread, then exit")
+    ap.add_argument("--layouts", nargs="+", default=["native", "torch"],
+                    choices=["native", "torch"], help="weight layouts --profile shows")
     args = ap.parse_args()
     if args.profile:
-        profile(args.batches)
+        profile(args.batches, layouts=args.layouts)
         return
     if args.worker:
         worker(args.threads[0], args.batches, args.rounds, args.per_round, args.only)
