@@ -7,12 +7,13 @@ the parameters and whose only output is the loss:
   optimizer  append the update (state inputs, ``graph.updates``); outputs ``[loss]``
              (with ``check_finite``: ``[loss, all finite]`` and every update guarded)
   simplify   CSE, identities, dead code
+  layout     products read only transposed computed as Bᵀ @ Aᵀ (LLVM backend)
   remat      recompute forward values in the backward pass (only with a memory budget
              or ``remat=``)
   schedule   reorder nodes for the lowest peak of live bytes (``schedule=False`` drops it)
   fusion     mark loop-fusion groups (LLVM backend; ``fuse=False`` drops it)
 
-``gc.jit`` runs ``jit_pipeline`` (just ``fusion`` on the LLVM backend) on the traced
+``gc.jit`` runs ``jit_pipeline`` (``layout`` and ``fusion`` on the LLVM backend) on the traced
 function.  Every pass reads its options from ``ctx.options`` (``optimizer``,
 ``memory_budget``, ``remat``, ``epilogue``) and leaves its report in ``ctx.reports``.
 """
@@ -70,6 +71,11 @@ def _simplify(graph, ctx):
     return simplify(graph)
 
 
+def _layout(graph, ctx):
+    from .layout import transposed_products
+    return transposed_products(graph)
+
+
 def _remat(graph, ctx):
     from .remat import remat
     rep: list = []
@@ -95,6 +101,7 @@ PASSES = {
     "autodiff": Pass("autodiff", _autodiff, "append the backward pass (reverse-mode AD)"),
     "optimizer": Pass("optimizer", _optimizer, "append the optimizer update"),
     "simplify": Pass("simplify", _simplify, "CSE, identities, dead code"),
+    "layout": Pass("layout", _layout, "compute products read only transposed as Bᵀ @ Aᵀ"),
     "remat": Pass("remat", _remat, "recompute forward values in the backward pass"),
     "schedule": Pass("schedule", _schedule, "reorder for the lowest peak of live bytes"),
     "fusion": Pass("fusion", _fusion, "mark loop-fusion groups (LLVM backend)"),
@@ -115,6 +122,8 @@ def step_pipeline(backend: str = "llvm", memory_budget=None, remat=None, schedul
                   fuse=True) -> Pipeline:
     """The training-step pipeline ``compile_step`` runs for these options."""
     names = ["autodiff", "optimizer", "simplify"]
+    if backend == "llvm":
+        names.append("layout")
     if check_remat_options(memory_budget, remat):
         names.append("remat")
     if schedule:
@@ -133,7 +142,9 @@ def memory_pipeline(memory_budget=None, remat=None, schedule=True) -> Pipeline:
 
 def jit_pipeline(backend: str = "llvm", fuse=True) -> Pipeline:
     """What ``gc.jit`` runs on a traced function before the backend."""
-    return Pipeline([PASSES["fusion"]] if backend == "llvm" and fuse else [])
+    if backend != "llvm":
+        return Pipeline([])
+    return Pipeline([PASSES["layout"]] + ([PASSES["fusion"]] if fuse else []))
 
 
 def describe(pipeline: Pipeline) -> str:

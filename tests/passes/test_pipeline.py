@@ -24,17 +24,18 @@ def _identity(graph):
 
 
 def test_default_step_pipeline_order_follows_the_options():
-    assert step_pipeline().names() == ["autodiff", "optimizer", "simplify", "schedule",
-                                       "fusion"]
+    assert step_pipeline().names() == ["autodiff", "optimizer", "simplify", "layout",
+                                       "schedule", "fusion"]
     assert step_pipeline("numpy", memory_budget=0.5, schedule=False).names() == [
         "autodiff", "optimizer", "simplify", "remat"]
-    assert jit_pipeline("llvm").names() == ["fusion"] and not jit_pipeline("numpy").names()
+    assert jit_pipeline("llvm").names() == ["layout", "fusion"]
+    assert not jit_pipeline("numpy").names()
 
 
 def test_edits_return_new_pipelines():
     p = step_pipeline()
     q = p.insert_after("simplify", Pass.wrap(_identity, "mine")).without("schedule")
-    assert q.names() == ["autodiff", "optimizer", "simplify", "mine", "fusion"]
+    assert q.names() == ["autodiff", "optimizer", "simplify", "mine", "layout", "fusion"]
     assert "mine" not in p.names()
     assert p.insert_before("autodiff", _identity).names()[0] == "_identity"
     assert p.replace("fusion", _identity).names()[-1] == "fusion"

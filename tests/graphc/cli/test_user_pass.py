@@ -22,7 +22,7 @@ def test_list_passes_shows_the_users_pass_where_asked(graphc, tmp_path):
     r = graphc("ir", "mlp", "--list-passes")
     assert r.returncode == 0, r.stderr
     assert [ln.split()[0] for ln in r.stdout.splitlines()] == [
-        "autodiff", "optimizer", "simplify", "schedule", "fusion"]
+        "autodiff", "optimizer", "simplify", "layout", "schedule", "fusion"]
     r = graphc("ir", "mlp", "--pass", f"{f}:mark_update:optimizer", "--list-passes")
     names = [ln.split()[0] for ln in r.stdout.splitlines()]
     assert names[:4] == ["autodiff", "optimizer", "mark_update", "simplify"]
