@@ -405,7 +405,7 @@ def profile(batches, calls=200, layouts=("native",)):
     for batch, layout in ((b, lay) for b in batches for lay in layouts):
         params, x, y = _init(batch, layout=layout)
         loss = mlp_loss(layout)
-        step = gc.compile_step(loss, params, gc.optim.SGD(LR), (x, y), backend="numpy")
+        step = gc.compile_step(loss, params, gc.optim.SGD(LR), (x, y), backend="llvm", threads=1)
         fn = L.compile(step.graph, threads=1, profile=True)
         args = [*step._p_leaves, x, y, *step.opt_state.values()]
         rows, walls = [], []

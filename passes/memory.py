@@ -136,7 +136,8 @@ class MemoryPlan:
 
 # ---- 1. buffers -------------------------------------------------------------------------------
 def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace=True,
-                   alignment=ALIGNMENT, concurrent=False, updates_in_place=None):
+                   alignment=ALIGNMENT, concurrent=False, updates_in_place=None,
+                   reordered=()):
     """Group values into buffers (views, in-place, updates); returns (buffers, kinds, aliases).
 
     ``concurrent``: nodes at the same step that are not in one fusion group may run at the
@@ -241,7 +242,7 @@ def assign_buffers(graph: Graph, live: Liveness, views=CONTIGUOUS_VIEWS, inplace
     for n in sorted(graph.nodes, key=lambda n: live.start[n.output]):
         v = n.output
         i = live.start[v]
-        contig[v] = True
+        contig[v] = v.name not in reordered
         pk = live.persistent.get(v)
         if pk:
             kinds[v.name] = pk
@@ -370,7 +371,7 @@ def lower_bound(bufs: list[Buffer], steps: int) -> tuple[int, list[int]]:
 def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fused=None,
                 inplace: bool = True, alignment: int = ALIGNMENT, exec_positions=None,
                 concurrent=None, updates_in_place=None, scratch=None,
-                end_step=None) -> MemoryPlan:
+                end_step=None, reordered=()) -> MemoryPlan:
     """Plan one arena for ``graph`` in its current schedule.
 
     ``strategy``: a name in ``STRATEGIES`` or ``"best"`` (try all, keep the smallest arena);
@@ -388,7 +389,9 @@ def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fu
     bytes; ``updates_in_place``: ``{value: input}`` updates the backend writes into their
     input (default: the planner decides); ``scratch``: ``{name: (nbytes, start, end)}``
     workspace the backend needs over steps ``[start, end]`` (kind ``"scratch"``: an
-    offset and an interval, no graph value).
+    offset and an interval, no graph value); ``reordered``: names of values the backend
+    stores in another element order than row-major (a product kept transposed): their
+    element ``i`` is not at byte ``i``, so nothing is computed into them in place.
     """
     t0 = time.perf_counter()
     if alignment <= 0 or alignment & (alignment - 1):
@@ -397,7 +400,7 @@ def plan_memory(graph: Graph, strategy: str = "best", views=CONTIGUOUS_VIEWS, fu
         concurrent = exec_positions is not None
     live = liveness(graph, fused, exec_positions, end_step)
     buffers, kinds, aliases = assign_buffers(graph, live, views, inplace, alignment,
-                                             concurrent, updates_in_place)
+                                             concurrent, updates_in_place, set(reordered))
     extra = {}
     for name, (nbytes, s, e) in (scratch or {}).items():
         if name in kinds:

@@ -188,12 +188,13 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
 
     from .native import jit
     from .native import kernellib
+    from .plan import layout
     t = jit.host_target()
     h = hashlib.sha256()
     for part in ("graphc-llvm-graph", str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__,
                  t.triple, t.cpu, t.features, source_digest(), fingerprint(graph),
                  repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
-                       kernellib.enabled()))):
+                       kernellib.enabled(), layout.FORCE, layout.COSTS))):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

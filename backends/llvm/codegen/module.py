@@ -304,16 +304,19 @@ class Codegen(DynamicSchedule):
         # transposed B is re-packed per call)
         cols = N if by_cols is False else min(N, -(-units // parts) * width)
         rb = max(spec.mr, (96 * 1024 // max(1, cols * dtype.itemsize)) // spec.mr * spec.mr)
+        def epilogue(rows, cols):     # over the node's value: C's coordinates
+            self.loop_body(b, k, ptrs, {0: cols, 1: rows} if g.transposed else
+                           {0: rows, 1: cols})
         if rb >= M or K * cols * dtype.itemsize > 256 * 1024 or g.trans_b:
             call([])
-            self.loop_body(b, k, ptrs, {0: (i0, i1), 1: (j0, j1)})
+            epilogue((i0, i1), (j0, j1))
             return
 
         def block(r0):
             r1 = b.add(r0, I64(rb))
             r1 = b.select(b.icmp_signed("<", r1, i1), r1, i1)
             call([], r0, r1)
-            self.loop_body(b, k, ptrs, {0: (r0, r1), 1: (j0, j1)})
+            epilogue((r0, r1), (j0, j1))
         nblk = b.sdiv(b.add(b.sub(i1, i0), I64(rb - 1)), I64(rb))
         self.loop(b, I64(0), nblk, lambda bi: block(b.add(i0, b.mul(bi, I64(rb)))),
                   "rblk", vectorize=False)

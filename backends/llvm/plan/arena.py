@@ -137,9 +137,13 @@ def shared_layout(graph, kernels, phase, node_kernel, value_storage, scratch,
             name += "'"
         names[name] = st
     scr = {name: (st.nbytes, *span.get(st, (0, 0))) for name, st in names.items()}
+    # products computed transposed (plan/layout.py) are not in their readers' order
+    reordered = {k.gemm.node.output.name for k in kernels
+                 if getattr(k, "gemm", None) is not None and k.gemm.transposed}
     mplan = plan_memory(graph, views=PLANNER_VIEWS, fused=fused, exec_positions=positions,
                         updates_in_place={b.name: a.name for b, a in direct.items()},
-                        scratch=scr, end_step=max(phase, default=0) + 1)
+                        scratch=scr, end_step=max(phase, default=0) + 1,
+                        reordered=reordered)
     # one Storage per (plan buffer, dtype)
     buf_id = {name: b.id for b in mplan.buffers if not b.persistent for name in b.values}
     canon: dict[Storage, Storage] = {}

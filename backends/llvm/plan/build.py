@@ -25,9 +25,11 @@ from graphc.passes.fusion import reaches, view_readers
 from ..codegen.lowerings import LOWERINGS
 from .arena import (check_barriers, check_layout, naive_layout, place_barriers, schedule,
                     shared_layout)
+from . import layout as lay
 from .kernels import (Copy, CopyKernel, CustomKernel, Gemm, GemmKernel, Kernel, LoopKernel, Order, Plan,
                       Reduction, SmallKKernel, Slot, Stage)
 from .partition import finish as finish_kernel
+from .partition import gemm_spec
 from .views import (Storage, View, broadcast_view, reshape_view, slice_view,
                     transpose_view)
 
@@ -301,7 +303,7 @@ class PlanBuilder:
         if len(members) == 1 and members[0].op == "matmul":
             n = members[0]
             gemm = self.gemm_of(n, at)
-            return GemmKernel(name=f"matmul_{n.output.name}", shape=gemm.c.shape,
+            return GemmKernel(name=f"matmul_{n.output.name}", shape=n.output.shape,
                               order=Order.at(at), gemm=gemm)
         if len(members) == 1 and kind_of(members[0]) == "copy":
             return self.copy_op_kernel(members[0], at)
@@ -315,11 +317,11 @@ class PlanBuilder:
                                 stores=[(n.output, self.ref(n.output))])
         return self.loop_kernel(members, at)
 
-    def gemm_of(self, n: Node, at: int) -> Gemm:
+    def gemm_of(self, n: Node, at: int, members=()) -> Gemm:
         """The GEMM of matmul ``n``: operands that are neither row- nor column-major are
-        copied first."""
+        copied first; the product is computed transposed when that costs less
+        (:mod:`.layout`)."""
         a, b = n.inputs
-        out = self.ref(n.output)
         va, vb = self.ref(a), self.ref(b)
         if gemm_operand(va) is None:
             va = self.materialize(va, f"{n.output.name}.a", at)
@@ -327,7 +329,36 @@ class PlanBuilder:
             vb = self.materialize(vb, f"{n.output.name}.b", at)
         ta, lda = gemm_operand(va)
         tb, ldb = gemm_operand(vb)
-        return Gemm(n, va, vb, out, ta, tb, lda, ldb, a.shape[-2], b.shape[-1], a.shape[-1])
+        m, nn, k = a.shape[-2], b.shape[-1], a.shape[-1]
+        if tb and n.output not in self.refs and self.may_transpose(n):
+            g = Gemm(n, va, vb, None, ta, tb, lda, ldb, m, nn, k)
+            readers = len([u for u in view_readers(n.output, self.is_view)
+                           if u not in members]) + (1 if len(members) > 1 else 0)
+            gt = self.transposed_gemm(g, self.home[n.output])
+            if lay.choose_transposed(g, gt, gemm_spec(g), gemm_spec(gt), readers):
+                self.refs[n.output] = self.home[n.output] = transpose_view(gt.c, (1, 0))
+                return gt
+        out = self.ref(n.output)
+        return Gemm(n, va, vb, out, ta, tb, lda, ldb, m, nn, k)
+
+    def may_transpose(self, n: Node) -> bool:
+        """Whether matmul ``n``'s product may be stored transposed: a 2-d product with a
+        transposed B (the only case where the swap saves packing) in an arena buffer of
+        its own (outputs and arguments keep the caller's layout)."""
+        v = n.output
+        if v.ndim != 2 or min(v.shape) < 2 or v.dtype.kind != "f":
+            return False
+        home = self.home.get(v)
+        return (home is not None and self.value_storage.get(v.name) is home.st
+                and home.is_contiguous())
+
+    def transposed_gemm(self, g: Gemm, home: View) -> Gemm:
+        """``Cᵀ = op(B)ᵀ·op(A)ᵀ`` into ``home``'s storage, stored row-major (N×M)."""
+        c = View(home.st, home.offset, (g.n, g.m), (g.m, 1))
+        at, bt = transpose_view(g.b, (1, 0)), transpose_view(g.a, (1, 0))
+        ta, lda = gemm_operand(at)
+        tb, ldb = gemm_operand(bt)
+        return Gemm(g.node, at, bt, c, ta, tb, lda, ldb, g.n, g.m, g.k, transposed=True)
 
     def loop_kernel(self, members, at: int) -> LoopKernel:
         """A loop over the group's elementwise shape; with a matmul member, the GEMM and
@@ -341,8 +372,8 @@ class PlanBuilder:
         shape = ew[0].output.shape if ew else reds[0].inputs[0].shape
         gemm, smallk = None, False
         if mm is not None:
-            gemm = self.gemm_of(mm, at)
-            smallk = (gemm.k <= SMALLK_MAX and not gemm.trans_b and gemm.c.shape == shape
+            gemm = self.gemm_of(mm, at, members)
+            smallk = (gemm.k <= SMALLK_MAX and not gemm.trans_b and not gemm.transposed and gemm.c.shape == shape
                       and gemm.c.st.dtype.kind == "f")
             if smallk and not self.needs_store_outside(mm.output, set(members)):
                 gemm.c = None

@@ -80,6 +80,9 @@ class Gemm:
     m: int
     n: int
     k: int
+    #: computes the node's product transposed (``c`` is Cᵀ; the node's value is read
+    #: through a transposed view of it, and an epilogue's rows are ``c``'s columns)
+    transposed: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.backends.llvm.plan import layout as layout_mod
 from graphc.backends.llvm.plan.kernels import GemmKernel
 
 SIZES = (13, 37, 9, 5)
@@ -66,10 +67,19 @@ CASES = [("x@W", False), ("x@W.T", False), ("W@x", False), ("W.T@x", False),
          ("x@W.T", True)]
 
 
+@pytest.fixture(params=["by-cost", "always-transposed"])
+def product_layout(request, monkeypatch):
+    """The backend's choice of computing products transposed: by its cost model, or
+    forced on every eligible product (so both code paths are checked at every size)."""
+    if request.param == "always-transposed":
+        monkeypatch.setattr(layout_mod, "FORCE", True)
+    return request.param
+
+
 @pytest.mark.parametrize("batch", [6, 33])
 @pytest.mark.parametrize("layout,batched", CASES,
                          ids=[f"{lay}{'-batched' if b else ''}" for lay, b in CASES])
-def test_every_layout_trains_like_the_oracle(layout, batched, batch):
+def test_every_layout_trains_like_the_oracle(layout, batched, batch, product_layout):
     dt = np.float32
     rng = np.random.default_rng(0)
     params, loss = _model(layout, rng, dt, batched)
@@ -119,3 +129,25 @@ def test_weight_updates_run_in_their_gradients_gemm(layout):
             (dst,) = [v for _, v in k.stores if v.st.name == f"p.w{i}"]
             for v in k.loads.values():
                 assert v.strides in (dst.strides, (0,) * len(dst.strides)), (layout, k.name)
+
+
+def test_x_at_w_t_at_small_batch_packs_the_activations_not_the_weight():
+    """The forward product of ``x @ W.T`` at batch 16 is computed transposed
+    (``W·xᵀ``: the 16×K activations are packed instead of the 512×K weight) -- the cost
+    model's choice -- and the step still matches the oracle."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((512, 96)) / 10).astype(np.float32)
+    x = rng.standard_normal((16, 96)).astype(np.float32)
+    y = rng.integers(0, 512, 16)
+
+    def loss(p, x, y):
+        return gc.nn.cross_entropy(gc.relu(x @ p["w"].T), y)
+    ref = gc.compile_step(loss, {"w": w.copy()}, gc.optim.SGD(0.1), (x, y), backend="numpy")
+    step = gc.compile_step(loss, {"w": w.copy()}, gc.optim.SGD(0.1), (x, y), backend="llvm",
+                           threads=2)
+    for _ in range(3):
+        np.testing.assert_allclose(step(x, y), ref(x, y), rtol=1e-5)
+    np.testing.assert_allclose(step.params["w"], ref.params["w"], rtol=1e-5, atol=1e-6)
+    (fwd,) = [k for k in step._run.plan.kernels if isinstance(k, GemmKernel)
+              and k.gemm.node.output.shape == (16, 512) and k.gemm.k == 96]
+    assert fwd.gemm.transposed and (fwd.gemm.m, fwd.gemm.n) == (512, 16)
