@@ -103,7 +103,9 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
         return jit.WithMeta(module, runtime.PlanSummary.of(p).to_meta({"libs": libs}))
 
     summary = None
-    cm = jit.compile_keyed(key, build, pre_timings={"key": t1 - t0}, before_load=_libraries)
+    # a disk entry without the entry point (codegen.module.ENTRY) is another program's
+    cm = jit.compile_keyed(key, build, pre_timings={"key": t1 - t0}, before_load=_libraries,
+                           require=("graphc_main",))
     if "plan" in built:
         summary = runtime.PlanSummary.of(built["plan"])
     elif cm.meta is not None:
@@ -130,9 +132,12 @@ def _libraries(meta: bytes | None) -> None:
         return
     try:
         libs = json.loads(meta).get("libs", [])
-    except ValueError:
+        fams = [(str(d), int(mr), int(nv), int(vw), int(kc)) for d, mr, nv, vw, kc in libs]
+    except (ValueError, TypeError, AttributeError):
+        # a summary that does not parse: the objects' library calls then stay
+        # unresolved and the loader refuses them (a cache miss)
         return
-    for fam in libs:
+    for fam in fams:
         kernellib.load_family(fam)
 
 

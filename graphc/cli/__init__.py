@@ -1,4 +1,5 @@
-"""The graphc command line: ``graphc train|predict|eval|dot|ir|memplan|bench|launch|sample``
+"""The graphc command line:
+``graphc train|predict|eval|dot|ir|memplan|bench|launch|sample|cache``
 (see docs/cli.md).
 
 Errors a user can cause -- a bad model file, a corrupt checkpoint, a CSV with a text cell,
@@ -16,11 +17,30 @@ def _command(name):
     if name == "launch":
         from ..distributed.cli import run_launch
         return run_launch
+    if name == "cache":
+        from .cache_cmd import run
+        return run
     from . import bench_cmd, graph_cmds, lm_cmd, memplan_cmd, model_cmds, train_cmd
     return {"train": train_cmd.run, "predict": model_cmds.run_predict,
             "eval": model_cmds.run_eval, "dot": graph_cmds.run_dot, "ir": graph_cmds.run_ir,
             "memplan": memplan_cmd.run, "bench": bench_cmd.run,
             "sample": lm_cmd.run_sample}[name]
+
+
+def _one_line_warnings() -> None:
+    """graphc's own warnings (an untrusted cache directory) as one ``graphc: ...`` line
+    on stderr, not Python's file:line + source-line format."""
+    import warnings
+    plain = warnings.formatwarning
+    if getattr(plain, "graphc", False):
+        return
+
+    def fmt(message, category, filename, lineno, line=None):
+        if str(message).startswith("graphc: "):
+            return f"{message}\n"
+        return plain(message, category, filename, lineno, line)
+    fmt.graphc = True
+    warnings.formatwarning = fmt
 
 
 def main(argv=None) -> int:
@@ -31,6 +51,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or "--debug" in argv
     prog = f"graphc {args.command}"
+    _one_line_warnings()
     try:
         return _command(args.command)(args)
     except BrokenPipeError:                 # `graphc ir ... | head`: not an error

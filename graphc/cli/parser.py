@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _distributed(t)
 
+    c = sub.add_parser("cache", help="the disk compile cache: where it is, its entries, size "
+                       "and cap (info), or empty it (clear)")
+    c.add_argument("action", choices=("info", "clear"))
+    c.add_argument("--json", action="store_true", help="info: print the figures as JSON")
+    c.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
     la = sub.add_parser("launch", help="run a command under mpiexec, restarting it from its "
                         "last checkpoint when a rank dies")
     la.add_argument("-n", "--np", type=positive_int, default=2, help="ranks (default 2)")

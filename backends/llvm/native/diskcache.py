@@ -4,8 +4,8 @@ An entry is a header (magic, format version, the key's digest, the payload's sha
 size) and a payload: a list of length-prefixed object files (a program compiled in
 parts) and optionally the caller's metadata.  Anything that does not match exactly --
 another key, version or checksum, a truncated list -- reads as a miss, never as code.
-Entries are written atomically (temp file + ``os.replace``) into a directory created
-with mode 0700 (``GRAPHC_CACHE_DIR``, default ``~/.cache/graphc``; ``off`` disables it).
+Entries are written atomically (temp file + ``os.replace``, mode 0600); which directory,
+whether it and each entry can be trusted, and the size cap are :mod:`.cachedir`'s.
 """
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import os
 import struct
 import tempfile
 
+from . import cachedir
+from .cachedir import cache_dir  # noqa: F401  (the cache's directory, re-exported)
+
 #: bump when the meaning of a cached object changes (pipeline, header layout...)
 #: 2: a payload is a list of objects (a module compiled in parts), each length-prefixed
 CACHE_FORMAT_VERSION = 2
@@ -21,37 +24,15 @@ _MAGIC = b"GRAPHCOBJ\0"
 _HEADER = struct.Struct("<10sI32s32sQ")  # magic, version, key digest, sha256(payload), size
 
 
-def cache_dir() -> str | None:
-    """The per-user disk cache directory (created 0700), or None if disabled/unusable."""
-    path = os.environ.get("GRAPHC_CACHE_DIR")
-    if path is None:
-        path = os.path.join(os.path.expanduser("~"), ".cache", "graphc")
-    if path in ("", "0", "off", "none"):
-        return None
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-        if hasattr(os, "getuid") and st.st_uid != os.getuid():
-            return None  # someone else's directory: do not trust or write it
-        if st.st_mode & 0o077:
-            os.chmod(path, 0o700)
-    except OSError:
-        return None
-    return path
-
-
 def entry_path(directory: str, key: str) -> str:
     return os.path.join(directory, f"{key[:40]}.gco")
 
 
 def read_entry(path: str, key: str) -> bytes | None:
-    """The object code in ``path`` if its header matches ``key`` exactly, else None."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError:
-        return None
-    if len(blob) < _HEADER.size:
+    """The object code in ``path`` if its header matches ``key`` exactly, else None
+    (also when the file is not the user's alone: :func:`.cachedir.read_trusted`)."""
+    blob = cachedir.read_trusted(path)
+    if blob is None or len(blob) < _HEADER.size:
         return None
     magic, version, digest, checksum, size = _HEADER.unpack_from(blob)
     payload = blob[_HEADER.size:]
@@ -59,6 +40,7 @@ def read_entry(path: str, key: str) -> bytes | None:
             or digest != bytes.fromhex(key) or size != len(payload)
             or hashlib.sha256(payload).digest() != checksum):
         return None
+    cachedir.touch(path)                     # its last use, for LRU eviction
     return payload
 
 
@@ -66,10 +48,22 @@ def write_entry(path: str, key: str, payload: bytes) -> None:
     """Atomically write a cache entry (never leaves a half-written file at ``path``)."""
     header = _HEADER.pack(_MAGIC, CACHE_FORMAT_VERSION, bytes.fromhex(key),
                           hashlib.sha256(payload).digest(), len(payload))
-    write_atomic(path, header + payload)
+    try:
+        before = cachedir.disk_bytes(os.lstat(path))      # an entry being replaced
+    except OSError:
+        before = 0
+    if write_atomic(path, header + payload):
+        try:
+            added = cachedir.disk_bytes(os.lstat(path)) - before
+        except OSError:                                     # evicted by another process
+            return
+        cachedir.after_write(os.path.dirname(path), path, added)
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> bool:
+    """Write ``data`` to a private temporary file beside ``path`` and rename it over
+    ``path`` (readers and concurrent writers see one whole file or the other); False
+    when the directory cannot be written."""
     directory = os.path.dirname(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
@@ -77,6 +71,7 @@ def write_atomic(path: str, data: bytes) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
+            return True
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -85,6 +80,7 @@ def write_atomic(path: str, data: bytes) -> None:
             raise
     except OSError:
         pass  # a cache that cannot be written is only slower, never wrong
+    return False
 
 
 _META_TAG = b"GRAPHCMETA\0"

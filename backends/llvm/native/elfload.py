@@ -19,6 +19,11 @@ debuggers, profilers and backtraces can walk through graphc's code.
 Anything unexpected -- another machine type, a relocation type not listed in
 :data:`RELOCATIONS`, an undefined symbol, a 32-bit field that does not fit -- raises
 :class:`Unsupported` before any code can run, and the caller falls back to MCJIT.
+
+An object whose own tables lie -- a section, string, symbol or relocation outside the
+file or its section, an index past the section table, an absurd alignment or size, an
+unwind record running past its table, another machine's object read from disk -- raises :class:`Malformed` (a subclass): a disk-cache entry like that is a miss, never
+handed to MCJIT and never a segfault.  :func:`validate` checks objects without loading.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ SHT_X86_64_UNWIND = 0x70000001      # the type LLVM gives .eh_frame on x86-64
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
 STB_LOCAL, STB_WEAK = 0, 2
-EM_X86_64 = 62
+EM_X86_64, EM_AARCH64 = 62, 183
 PAGE = mmap.PAGESIZE
 
 # x86-64 psABI relocation types the loader applies
@@ -73,6 +78,14 @@ class Unsupported(Exception):
     """The object uses something this loader does not handle (use MCJIT instead)."""
 
 
+class Malformed(Unsupported):
+    """The object is not well formed (its tables point outside it): do not run it."""
+
+
+#: no graphc object comes near this; a bigger layout is a corrupt size field
+_MAX_IMAGE = 1 << 30
+
+
 class _Section:
     __slots__ = ("index", "name", "type", "flags", "offset", "size", "align", "link",
                  "info", "entsize", "addr")
@@ -87,34 +100,96 @@ class _Section:
 
 
 class _Object:
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, machine: int = EM_X86_64):
         if len(data) < _EHDR.size or data[:4] != b"\x7fELF":
-            raise Unsupported("not an ELF object")
+            raise Malformed("not an ELF object")
+        want = machine
         ident, etype, machine, _v, _e, _ph, shoff, _f, _eh, _phs, _phn, shentsize, shnum, \
             shstrndx = _EHDR.unpack_from(data)
-        if ident[4] != 2 or ident[5] != 1 or etype != 1 or machine != EM_X86_64:
-            raise Unsupported("not a little-endian x86-64 relocatable object")
-        if shentsize != _SHDR.size or shoff + shnum * shentsize > len(data):
-            raise Unsupported("malformed section table")
+        if ident[4] != 2 or ident[5] != 1 or etype != 1:
+            raise Malformed("not a little-endian 64-bit relocatable object")
+        if machine != want:
+            raise Unsupported(f"an object for ELF machine {machine}, not {want}")
+        if shentsize != _SHDR.size or shnum == 0 or shoff + shnum * shentsize > len(data):
+            raise Malformed("malformed section table")
+        if shstrndx >= shnum:
+            raise Malformed(f"section-name table index {shstrndx} of {shnum} sections")
         self.data = data
         self.sections = [_Section(i, *_SHDR.unpack_from(data, shoff + i * shentsize))
                          for i in range(shnum)]
+        for s in self.sections:
+            if s.type != SHT_NOBITS and s.offset + s.size > len(data):
+                raise Malformed(f"section {s.index} lies outside the object")
+            if s.align & (s.align - 1) or s.size > _MAX_IMAGE:
+                raise Malformed(f"section {s.index}: alignment {s.align}, size {s.size}")
+            if s.type in (SHT_SYMTAB, SHT_RELA) and s.link >= shnum:
+                raise Malformed(f"section {s.index} links to section {s.link}")
+            if s.type == SHT_RELA and s.info >= shnum:
+                raise Malformed(f"relocations of section {s.info} of {shnum}")
         strtab = self.sections[shstrndx]
         for s in self.sections:
             s.name = self._str(strtab, s.name)
+        if sum(s.type == SHT_SYMTAB for s in self.sections) > 1:
+            raise Malformed("more than one symbol table")
+        for s in self.sections:
+            if _is_eh_frame(s) and s.type != SHT_NOBITS:
+                self._check_unwind_table(s)
         self.symbols = []
         for s in self.sections:
             if s.type == SHT_SYMTAB:
+                if (s.entsize and s.entsize != _SYM.size) or s.size % _SYM.size:
+                    raise Malformed("malformed symbol table")
                 names = self.sections[s.link]
                 for off in range(s.offset, s.offset + s.size, _SYM.size):
                     name, info, _other, shndx, value, _size = _SYM.unpack_from(data, off)
+                    if shndx not in (SHN_UNDEF, SHN_ABS, SHN_COMMON) and shndx < 0xFF00:
+                        if shndx >= shnum or value > self.sections[shndx].size:
+                            raise Malformed(f"symbol at {off} outside its section")
                     self.symbols.append((self._str(names, name), info >> 4, info & 15,
                                          shndx, value))
+            elif s.type == SHT_RELA:
+                if (s.entsize and s.entsize != _RELA.size) or s.size % _RELA.size:
+                    raise Malformed("malformed relocation table")
+
+    def _check_unwind_table(self, s: _Section) -> None:
+        """The records of an ``.eh_frame`` stay inside it and every FDE names a CIE
+        before it (the unwinder walks the table by these lengths and pointers)."""
+        pos, cies, data = 0, set(), self.data
+        while pos + 4 <= s.size:
+            (length,) = struct.unpack_from("<I", data, s.offset + pos)
+            if length == 0:
+                return                                  # a terminator
+            head = 4
+            if length == 0xFFFFFFFF:
+                if pos + 12 > s.size:
+                    break
+                (length,) = struct.unpack_from("<Q", data, s.offset + pos + 4)
+                head = 12
+            end = pos + head + length
+            if length < 4 or end > s.size:
+                break
+            (cie_id,) = struct.unpack_from("<I", data, s.offset + pos + head)
+            if cie_id == 0:
+                cies.add(pos)
+            elif pos + head - cie_id not in cies:
+                raise Malformed(f"unwind record at {pos} names no CIE")
+            pos = end
+        if pos != s.size:
+            raise Malformed(f"unwind table record at {pos} runs past its {s.size} bytes")
 
     def _str(self, sec, off) -> str:
+        if off and (sec.type == SHT_NOBITS or off >= sec.size):
+            raise Malformed(f"string {off} outside its table")
         start = sec.offset + off
-        end = self.data.index(b"\0", start)
-        return self.data[start:end].decode()
+        end = self.data.find(b"\0", start, sec.offset + sec.size)
+        if end < 0:
+            if off == 0:
+                return ""
+            raise Malformed(f"string {off} is not terminated inside its table")
+        try:
+            return self.data[start:end].decode()
+        except UnicodeDecodeError:
+            raise Malformed(f"string {off} is not text") from None
 
     def loaded(self, s: _Section) -> bool:
         return (s.flags & SHF_ALLOC and s.type in _LOADED_TYPES and s.size
@@ -122,6 +197,64 @@ class _Object:
 
 
 _LOADED_TYPES = (SHT_PROGBITS, SHT_NOBITS, SHT_X86_64_UNWIND)
+
+
+def validate(objects: list, resolve=None) -> None:
+    """Raise :class:`Malformed` unless every object is a relocatable object for this
+    machine whose tables are all within bounds (what :class:`LoadedCode` checks, and
+    the relocations of sections it would skip, without mapping anything) and every
+    symbol it uses is defined by the objects, by ``resolve`` (the kernel library's
+    registered drivers), by the C library or by this process: what must hold before
+    MCJIT is handed objects read from disk (MCJIT binds an unknown symbol to address 0,
+    and a call there is a segfault)."""
+    try:
+        objs = [_validate_one(bytes(data)) for data in objects]
+    except Malformed:
+        raise
+    except Unsupported as e:                        # another machine's object: foreign
+        raise Malformed(str(e)) from None
+    except (struct.error, IndexError, ValueError, OverflowError) as e:
+        raise Malformed(f"malformed object ({type(e).__name__}: {e})") from None
+    defined = {name for o in objs for name, bind, _t, shndx, _v in o.symbols
+               if bind != STB_LOCAL and shndx != SHN_UNDEF and name}
+    for o in objs:
+        for name, _bind, _t, shndx, _v in o.symbols:
+            if shndx == SHN_UNDEF and name and name not in defined and not (
+                    (resolve and resolve(name)) or c_function(name) or _in_process(name)):
+                raise Malformed(f"undefined symbol {name}")
+
+
+def _in_process(name: str) -> bool:
+    """Whether MCJIT would find ``name`` among the process's symbols."""
+    try:
+        return bool(getattr(ctypes.CDLL(None), name, None))
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+def _host_machine() -> int | None:
+    import platform
+    return {"x86_64": EM_X86_64, "amd64": EM_X86_64, "aarch64": EM_AARCH64,
+            "arm64": EM_AARCH64}.get(platform.machine().lower())
+
+
+def _validate_one(data: bytes) -> "_Object":
+    machine = _host_machine()
+    if machine is None and len(data) >= _EHDR.size:
+        machine = _EHDR.unpack_from(data)[2]        # an unknown host: no machine check
+    o = _Object(data, machine or EM_X86_64)
+    nsym = len(o.symbols)
+    for rs in o.sections:
+        if rs.type != SHT_RELA:
+            continue
+        target = o.sections[rs.info]
+        for off in range(rs.offset, rs.offset + rs.size, _RELA.size):
+            r_off, r_info, _ = _RELA.unpack_from(o.data, off)
+            typ, sym = r_info & 0xFFFFFFFF, r_info >> 32
+            width = RELOCATIONS.get(typ, ("", 8, False))[1] if machine == EM_X86_64 else 1
+            if typ != R_X86_64_NONE and (r_off + width > target.size or sym >= nsym):
+                raise Malformed(f"relocation at {off} outside {target.name}")
+    return o
 
 
 def _is_eh_frame(s: _Section) -> bool:
@@ -182,6 +315,12 @@ class LoadedCode:
     """Objects laid out, linked and protected in one mapping; keeps it alive."""
 
     def __init__(self, objects: list, resolve=None):
+        try:
+            self._load(objects, resolve)
+        except (struct.error, IndexError, ValueError, OverflowError) as e:
+            raise Malformed(f"malformed object ({type(e).__name__}: {e})") from None
+
+    def _load(self, objects, resolve):
         objs = [_Object(bytes(o)) for o in objects]
         for o in objs:
             for s in o.sections:
@@ -202,6 +341,10 @@ class LoadedCode:
             for name, bind, typ, shndx, value in o.symbols:
                 if shndx == SHN_COMMON:
                     raise Unsupported(f"common symbol {name}")
+        for group in groups:
+            for o, s in group:
+                if s.align > PAGE:
+                    raise Unsupported(f"section {s.name} aligned to {s.align} bytes")
         pos, bounds = 0, []
         placed = []
         for group in groups:
@@ -215,6 +358,8 @@ class LoadedCode:
             bounds.append((start, pos))
             pos = -(-pos // PAGE) * PAGE
         size = max(pos, PAGE)
+        if size > _MAX_IMAGE:
+            raise Malformed(f"a {size}-byte image")
         self._map = mmap.mmap(-1, size, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         base = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
         self.base, self.size = base, size
@@ -309,7 +454,9 @@ class LoadedCode:
                 if typ not in RELOCATIONS:
                     raise Unsupported(f"relocation type {typ} in {target.name}")
                 _name, width, pcrel = RELOCATIONS[typ]
-                if r_off + width > target.size or sym >= len(addrs) or addrs[sym] is None:
+                if r_off + width > target.size or sym >= len(addrs):
+                    raise Malformed(f"relocation at {off} outside {target.name}")
+                if addrs[sym] is None:
                     raise Unsupported(f"relocation of {target.name} to an unloaded symbol")
                 place = target.addr + r_off
                 val = addrs[sym] + addend - (place if pcrel else 0)

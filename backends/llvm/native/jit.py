@@ -19,7 +19,9 @@ Why it looks like this:
   for the two heavy calls only -- and linked together.
 * Disk entries (:mod:`.diskcache`) carry a header with the key's digest and a payload
   checksum; anything that does not match exactly is ignored and rebuilt, never loaded
-  blindly.
+  blindly -- nor is a file that is not the user's alone, nor objects whose tables do
+  not hold together or that lack the functions the caller needs (:mod:`.cachedir`,
+  :mod:`.elfload`).
 * ``GRAPHC_DUMP_LLVM=dir`` writes the IR before and after optimisation and the
   assembly of every freshly compiled module into ``dir`` (debugging aid; a cache hit
   compiles nothing: use ``GRAPHC_CACHE_DIR=off`` in a new process to see them).
@@ -214,15 +216,23 @@ def elf_loader_enabled() -> bool:
     return os.environ.get("GRAPHC_ELF_LOADER", "1") not in ("0", "off", "no")
 
 
-def _load_objects(objs: list, target: TargetInfo):
+def _load_objects(objs: list, target: TargetInfo, from_disk: bool = False):
     """Code holding only ``objs`` (linked to each other and to :data:`SYMBOLS`): no
     optimisation and no code generation happen.  :mod:`.elfload` when it can, else an
-    MCJIT engine."""
+    MCJIT engine.  Objects read from disk (``from_disk``) that are malformed or foreign
+    raise :class:`.elfload.Malformed` -- the caller's cache miss -- and never reach
+    MCJIT, whose object reader trusts the tables it is given."""
     if elf_loader_enabled():
         try:
             return elfload.LoadedCode(objs, SYMBOLS.get)
+        except elfload.Malformed:
+            if from_disk:
+                raise
+            STATS["elf_fallbacks"] += 1
         except (elfload.Unsupported, OSError):    # OSError: mmap/mprotect refused
             STATS["elf_fallbacks"] += 1
+    if from_disk:
+        elfload.validate(objs, SYMBOLS.get)
     for name, address in list(SYMBOLS.items()):
         if name not in _MCJIT_SYMBOLS:
             llvm.add_symbol(name, address)
@@ -281,12 +291,14 @@ def _as_parts(ir_or_parts, opt: str) -> list:
 
 
 def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str = "O3",
-                  pre_timings: dict | None = None, before_load=None) -> CompiledModule:
+                  pre_timings: dict | None = None, before_load=None,
+                  require: tuple = ()) -> CompiledModule:
     """Like :func:`compile_module` for a caller-computed ``key`` (64 hex digits; it must
     cover everything the object code depends on, the target included): the IR (a
     module or text, or a list of parts) is built by ``build_ir()`` only when neither
     cache holds the key.  ``before_load(meta)`` runs before a disk entry's objects are
-    linked (e.g. to load what they call)."""
+    linked (e.g. to load what they call); ``require``: functions the code must define --
+    a disk entry without them (another program's objects) is a miss."""
     target = host_target()
     timings = dict(pre_timings or {})
     with _LOCK:
@@ -307,9 +319,16 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
             else:
                 try:
                     if before_load is not None:
-                        before_load(entry[1])
-                    engine = _load_objects(entry[0], target)
-                except (RuntimeError, OSError):
+                        try:
+                            before_load(entry[1])
+                        except Exception:       # noqa: BLE001 -- a meta it cannot use:
+                            raise RuntimeError("unusable metadata") from None  # a miss
+                    engine = _load_objects(entry[0], target, from_disk=True)
+                    if not all(engine.get_function_address(f) for f in require):
+                        engine = None           # well formed, but not this program's
+                except (RuntimeError, OSError, elfload.Malformed):
+                    engine = None
+                if engine is None:
                     STATS["disk_rejects"] += 1
                 else:
                     STATS["disk_hits"] += 1

@@ -129,7 +129,8 @@ def load(spec: gemm_mod.GemmSpec):
             return hit
         t0 = time.perf_counter()
         key = library_key(fam, target)
-        cm = jit.compile_keyed(key, lambda: build_parts(fam, target, jit.compile_threads()))
+        cm = jit.compile_keyed(key, lambda: build_parts(fam, target, jit.compile_threads()),
+                               require=tuple(s.name for s in _specs(fam)))
         _KEEP.append(cm)
         symbols = {}
         for s in _specs(fam):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import llvmlite
 
+from .cachedir import read_trusted, touch
 from .diskcache import cache_dir, write_atomic
 
 _INIT_LOCK = threading.Lock()
@@ -103,11 +104,16 @@ def host_target() -> TargetInfo:
     memo = _target_memo_path(generic)
     if memo is not None:
         try:
-            with open(memo) as f:
-                d = json.load(f)
-            _TARGET = TargetInfo(str(d["triple"]), str(d["cpu"]), str(d["features"]),
-                                 bool(d["generic"]))
-            return _TARGET
+            raw = read_trusted(memo)
+            if raw is None:
+                raise OSError("no trusted target memo")
+            d = json.loads(raw)
+            t = TargetInfo(str(d["triple"]), str(d["cpu"]), str(d["features"]),
+                           bool(d["generic"]))
+            if t.generic == generic or t.generic:   # (a non-generic CPU may detect
+                _TARGET = t                          # as generic, never the reverse)
+                touch(memo)
+                return _TARGET
         except (OSError, ValueError, KeyError, TypeError):
             pass
     _TARGET = _detect_target(generic)
