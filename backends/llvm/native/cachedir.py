@@ -26,6 +26,7 @@ import json
 import math
 import os
 import stat
+import tempfile
 import time
 import warnings
 
@@ -206,6 +207,29 @@ def scan(directory: str) -> list:
     return out
 
 
+def write_atomic(path: str, data: bytes) -> bool:
+    """Write ``data`` to a private temporary file beside ``path`` and rename it over
+    ``path`` (readers and concurrent writers see one whole file or the other); False
+    when the directory cannot be written."""
+    directory = os.path.dirname(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            return True
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError:
+        pass  # a cache that cannot be written is only slower, never wrong
+    return False
+
+
 def _read_usage(directory: str) -> dict | None:
     raw = read_trusted(os.path.join(directory, USAGE_FILE))
     try:
@@ -219,7 +243,6 @@ def _read_usage(directory: str) -> dict | None:
 
 
 def _write_usage(directory: str, total: int, writes: int) -> None:
-    from .diskcache import write_atomic
     write_atomic(os.path.join(directory, USAGE_FILE),
                  json.dumps({"bytes": int(total), "writes": int(writes)}).encode())
 

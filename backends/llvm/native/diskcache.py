@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 
 from . import cachedir
-from .cachedir import cache_dir  # noqa: F401  (the cache's directory, re-exported)
+# the cache's directory and its atomic writer, re-exported for jit and target
+from .cachedir import cache_dir, write_atomic  # noqa: F401
 
 #: bump when the meaning of a cached object changes (pipeline, header layout...)
 #: 2: a payload is a list of objects (a module compiled in parts), each length-prefixed
@@ -58,29 +58,6 @@ def write_entry(path: str, key: str, payload: bytes) -> None:
         except OSError:                                     # evicted by another process
             return
         cachedir.after_write(os.path.dirname(path), path, added)
-
-
-def write_atomic(path: str, data: bytes) -> bool:
-    """Write ``data`` to a private temporary file beside ``path`` and rename it over
-    ``path`` (readers and concurrent writers see one whole file or the other); False
-    when the directory cannot be written."""
-    directory = os.path.dirname(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-            return True
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError:
-        pass  # a cache that cannot be written is only slower, never wrong
-    return False
 
 
 _META_TAG = b"GRAPHCMETA\0"
