@@ -22,8 +22,9 @@ def mark_no_unroll(module: ir.Module, br, tag: str, no_vectorize: bool = False) 
     br.set_metadata("llvm.loop", loop_id)
 
 
-def counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectorize=False):
-    """Emit ``for i in range(start, stop, step): body(b, i)`` (i64, step > 0)."""
+def emit_loop(b, start, stop, step, body, name, nsw=False):
+    """``for i = start; i < stop; i += step: body(i)`` (i64 phi, step > 0); returns the
+    back-edge branch (for loop metadata) with ``b`` positioned after the loop."""
     pre = b.block
     head = b.append_basic_block(name + ".head")
     bod = b.append_basic_block(name + ".body")
@@ -34,11 +35,17 @@ def counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectorize
     i.add_incoming(start, pre)
     b.cbranch(b.icmp_signed("<", i, stop), bod, out)
     b.position_at_end(bod)
-    body(b, i)
-    nxt = b.add(i, I64(step))
+    body(i)
+    nxt = b.add(i, I64(step), flags=["nsw"] if nsw else [])
     i.add_incoming(nxt, b.block)
     br = b.branch(head)
+    b.position_at_end(out)
+    return br
+
+
+def counted_loop(b, start, stop, step, body, name, no_unroll=False, no_vectorize=False):
+    """Emit ``for i in range(start, stop, step): body(b, i)`` (i64, step > 0)."""
+    br = emit_loop(b, start, stop, step, lambda i: body(b, i), name)
     if no_unroll:
         fn = b.function
         mark_no_unroll(fn.module, br, f"{fn.name}.{name}.{len(fn.blocks)}", no_vectorize)
-    b.position_at_end(out)

@@ -22,6 +22,7 @@ from ..native import kernellib
 from . import smallk
 from ..runtime import parallel
 from .dynamic import DynamicSchedule
+from .loops import emit_loop
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
 from ..plan.kernels import CopyKernel, CustomKernel, GemmKernel, Plan, SmallKKernel
 from ..plan.views import View
@@ -99,22 +100,8 @@ class Codegen(DynamicSchedule):
 
     def loop(self, b, lo, hi, body, name="i", vectorize=True, masked=False):
         """``for i in [lo, hi): body(i)`` (an i64 phi); see :meth:`loop_md`."""
-        pre = b.block
-        head = b.append_basic_block(name + ".head")
-        bod = b.append_basic_block(name + ".body")
-        out = b.append_basic_block(name + ".out")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name)
-        i.add_incoming(lo, pre)
-        b.cbranch(b.icmp_signed("<", i, hi), bod, out)
-        b.position_at_end(bod)
-        body(i)
-        nxt = b.add(i, I64(1), flags=["nsw"])
-        i.add_incoming(nxt, b.block)
-        br = b.branch(head)
+        br = emit_loop(b, lo, hi, 1, body, name, nsw=True)
         br.set_metadata("llvm.loop", self.loop_md(vectorize, masked))
-        b.position_at_end(out)
 
     def nest(self, b, shape, ranges, body):
         """Loops over ``shape`` (dims in ``ranges`` over [lo, hi)); only the innermost
