@@ -191,6 +191,7 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
 
     from graphc.ir import fingerprint
 
+    from .codegen import window_rows
     from .native import jit
     from .native import kernellib
     from .plan import layout
@@ -199,7 +200,8 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
     for part in ("graphc-llvm-graph", str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__,
                  t.triple, t.cpu, t.features, source_digest(), fingerprint(graph),
                  repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
-                       kernellib.enabled(), layout.FORCE, layout.COSTS))):
+                       kernellib.enabled(), layout.FORCE, layout.COSTS,
+                       window_rows.ENABLED))):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

@@ -31,6 +31,7 @@ from llvmlite import ir
 from graphc.ir.ops.window import node_geometry as geometry
 
 from ..plan.views import View
+from . import window_rows
 from .custom import CHUNKS_PER_THREAD, SINGLE_ELEMS, reg_type
 
 I1, I64 = ir.IntType(1), ir.IntType(64)
@@ -130,6 +131,8 @@ def _im2col(cg, b, k, ptrs, lo, hi):
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
     x = _operand(k, 0)
     out = patch_view(k.stores[0][1], node)
+    if window_rows.im2col_fits(node, x, k.stores[0][1]):
+        return window_rows.im2col(cg, b, k, ptrs, lo, hi, x, out, _split, valid_range)
     zero = ir.Constant(reg_type(out.st.dtype), 0.0)
 
     def unit(u):
@@ -232,6 +235,8 @@ def _col2im_gather(cg, b, k, ptrs, lo, hi):
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
     cols = patch_view(_operand(k, 0), node)
     out = k.stores[0][1]
+    if window_rows.col2im_fits(node, _operand(k, 0), out):
+        return window_rows.col2im(cg, b, k, ptrs, lo, hi, cols, _split)
     zero = ir.Constant(reg_type(out.st.dtype), 0.0)
 
     def unit(u):

@@ -122,3 +122,26 @@ def test_conv_training_steps_match_numpy(dtype, pool):
     for other in leaves[1:]:
         for a, b in zip(leaves[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("rows", [True, False], ids=["vector-rows", "loop-nests"])
+@pytest.mark.parametrize("image,attrs", [
+    ((3, 2, 4, 3), {"kernel": (3, 2), "stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}),
+    ((2, 3, 6, 5), {"kernel": (2, 3), "stride": (2, 1), "padding": (0, 2), "dilation": (1, 2)}),
+    ((2, 2, 5, 9), {"kernel": (5, 5), "stride": (1, 1), "padding": (2, 2), "dilation": (1, 1)}),
+    ((2, 2, 3, 70), {"kernel": (3, 3), "stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}),
+], ids=["w3", "w5-stride-rows", "w9", "w70-wide"])
+def test_im2col_col2im_vector_rows(image, attrs, rows, monkeypatch):
+    """Rows narrower than a vector (their whole last vector spills into the next rows,
+    the block's last rows mask it), rows of more vectors than the kernel unrolls (the
+    loop nests), and the loop nests themselves: the same values as numpy."""
+    from graphc.backends.llvm.codegen import window_rows
+    from graphc.ir.ops.window import cols_shape
+    monkeypatch.setattr(window_rows, "ENABLED", rows)
+    rng = np.random.default_rng(3)
+    cols = cols_shape(attrs, image)
+    for dtype in (np.float32, np.float64):
+        g = _graph([("im2col", attrs, [0]), ("col2im", dict(attrs, shape=image), [1])],
+                   [image, cols], dtype)
+        run_both(g, [rng.standard_normal(v.shape).astype(dtype) for v in g.inputs],
+                 threads=(1, 2))
