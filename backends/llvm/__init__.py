@@ -191,7 +191,7 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
 
     from graphc.ir import fingerprint
 
-    from .codegen import window_rows
+    from .codegen import window_pool, window_rows
     from .native import jit
     from .native import kernellib
     from .plan import layout
@@ -201,7 +201,7 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
                  t.triple, t.cpu, t.features, source_digest(), fingerprint(graph),
                  repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
                        kernellib.enabled(), layout.FORCE, layout.COSTS,
-                       window_rows.ENABLED))):
+                       window_rows.ENABLED, window_pool.ENABLED))):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

@@ -31,7 +31,7 @@ from llvmlite import ir
 from graphc.ir.ops.window import node_geometry as geometry
 
 from ..plan.views import View
-from . import window_rows
+from . import window_pool, window_rows
 from .custom import CHUNKS_PER_THREAD, SINGLE_ELEMS, reg_type
 
 I1, I64 = ir.IntType(1), ir.IntType(64)
@@ -337,7 +337,18 @@ def _pool_loop(cg, b, k, ptrs, lo, hi, body):
     cg.loop(b, lo, hi, unit, "unit", vectorize=False)
 
 
+def _vector_pool(cg, b, k, ptrs, lo, hi) -> bool:
+    """Unpadded pooling as explicit vector rows (``window_pool``), when it fits."""
+    ops = [_operand(k, i) for i in range(len(k.node.inputs))]
+    if not window_pool.pool_fits(k.node, ops + [k.stores[0][1]]):
+        return False
+    window_pool.pool(cg, b, k, ptrs, lo, hi, ops, _split)
+    return True
+
+
 def _max_pool(cg, b, k, ptrs, lo, hi):
+    if _vector_pool(cg, b, k, ptrs, lo, hi):
+        return
     node, x, out = k.node, _operand(k, 0), k.stores[0][1]
     carry = [_operand(k, 1)] if node.op == "max_pool2d_select" else None
 
@@ -348,6 +359,8 @@ def _max_pool(cg, b, k, ptrs, lo, hi):
 
 
 def _avg_pool(cg, b, k, ptrs, lo, hi):
+    if _vector_pool(cg, b, k, ptrs, lo, hi):
+        return
     node, x, out = k.node, _operand(k, 0), k.stores[0][1]
     kh, kw = node.attrs["kernel"]
     t = reg_type(x.st.dtype)
@@ -367,6 +380,8 @@ def _avg_pool(cg, b, k, ptrs, lo, hi):
 
 def _max_grad(cg, b, k, ptrs, lo, hi):
     node, x, g, out = k.node, _operand(k, 0), _operand(k, 1), k.stores[0][1]
+    if window_pool.grad_fits(node, [x, g, out]):
+        return window_pool.max_grad(cg, b, k, ptrs, lo, hi, x, g, _split, _zero_plane)
     N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW = geometry(node)
     t = reg_type(out.st.dtype)
     zero = ir.Constant(t, 0.0)

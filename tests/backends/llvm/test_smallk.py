@@ -166,3 +166,21 @@ def test_tile_shape_and_order_do_not_change_bits(monkeypatch, tile, reverse):
     _variant(monkeypatch, f"{tile}/{reverse}")
     for t in (1, 2):
         _same(llvm_backend.compile(graph, threads=t)(x, g, w), ref)
+
+
+@pytest.mark.parametrize("trans_a", [True, False], ids=["xT@g", "x@g"])
+@pytest.mark.parametrize("m,n,k", [(150, 640, 16), (7, 13, 5), (33, 65, 2)])
+def test_standalone_small_k_product(monkeypatch, trans_a, m, n, k):
+    """A product with small K and no epilogue (a conv layer's patch-matrix gradient
+    ``wᵀ @ g``) runs on the register tiles too: the same bits as the GEMM kernel."""
+    rng = np.random.default_rng(m + n + k)
+    x = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    g = rng.standard_normal((k, n)).astype(np.float32)
+    graph = gc.trace((lambda x, g: x.T @ g) if trans_a else (lambda x, g: x @ g), x, g)
+    assert _tiled(graph, 1) == 1
+    tiled, elementwise, gemm = _forms(monkeypatch, graph, (x, g), threads=(1, 2, 3))
+    for res in tiled.values():
+        _same(res, elementwise)
+        _same(res, gemm)
+    ref = numpy_backend.run(graph, [x, g])[0]
+    np.testing.assert_allclose(tiled[1][0], ref, rtol=1e-5, atol=1e-5 * (1 + k))

@@ -145,3 +145,28 @@ def test_im2col_col2im_vector_rows(image, attrs, rows, monkeypatch):
                    [image, cols], dtype)
         run_both(g, [rng.standard_normal(v.shape).astype(dtype) for v in g.inputs],
                  threads=(1, 2))
+
+
+@pytest.mark.parametrize("rows", [True, False], ids=["vector-rows", "loop-nests"])
+@pytest.mark.parametrize("image", [(3, 2, 28, 28), (2, 3, 7, 9), (2, 2, 4, 3), (2, 2, 6, 40)],
+                         ids=lambda s: "x".join(map(str, s[2:])))
+def test_unpadded_pooling_vector_rows(image, rows, monkeypatch):
+    """Pooling without padding as explicit vector rows (``window_pool``): windows that
+    tile the rows (the backward pass's interleaved stores, rows spilling into the next),
+    that leave a margin, overlap or skip columns, with ties (the first maximum wins);
+    the same values as numpy, and as the loop nests, on 1, 2 and 3 threads."""
+    from graphc.backends.llvm.codegen import window_pool
+    monkeypatch.setattr(window_pool, "ENABLED", rows)
+    rng = np.random.default_rng(4)
+    for attrs in [{"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)},
+                  {"kernel": (3, 2), "stride": (3, 2), "padding": (0, 0)},
+                  {"kernel": (3, 3), "stride": (2, 2), "padding": (0, 0)},
+                  {"kernel": (2, 3), "stride": (1, 2), "padding": (0, 0)}]:
+        pooled = _pooled(attrs, image)
+        for dtype in (np.float32, np.float64):
+            g = _graph([("max_pool2d", attrs, [0]), ("max_pool2d_select", attrs, [0, 1]),
+                        ("max_pool2d_grad", attrs, [0, 2]), ("avg_pool2d", attrs, [0])],
+                       [image, image, pooled], dtype)
+            x = np.round(rng.standard_normal(image) * 2).astype(dtype)    # many ties
+            args = [x] + [rng.standard_normal(v.shape).astype(dtype) for v in g.inputs[1:]]
+            run_both(g, args, threads=(1, 2, 3))
