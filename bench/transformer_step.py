@@ -21,6 +21,7 @@ time; ratios are within one run.  The machine is shared: read figures as medians
 noisy box.  torch and jax are optional (``pip install -e .[bench]``).
 
     python bench/transformer_step.py [--threads 1 2] [--rounds 7] [--update-docs]
+    python bench/transformer_step.py --profile      # per-kernel cycles, 1 thread
 """
 from __future__ import annotations
 
@@ -279,6 +280,48 @@ def table(runs) -> str:
     return "\n".join(lines)
 
 
+def profile(calls=60, top=25):
+    """Per-kernel rdtsc ticks of the graphc step on one thread (minimum over calls),
+    grouped by kind (GEMM / loop / custom / copy) and listed heaviest first."""
+    import numpy as np
+
+    import graphc as gc
+    import graphc.backends.llvm as L
+    model, params, x, y = _setup()
+    st = gc.compile_step(model.loss, params, gc.optim.SGD(LR), (x, y), threads=1)
+    fn = L.compile(st.graph, threads=1, profile=True, fuse=False)
+    args = [*st._p_leaves, x, y, *st.opt_state.values()]
+    rows, walls = [], []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn(*args)
+        walls.append(time.perf_counter() - t0)
+        if i >= 5:
+            rows.append([c for _, _, c in fn.profile()])
+    cyc = np.min(np.array(rows), axis=0)
+    tot = cyc.sum()
+    ghz = np.min(np.array(rows).sum(axis=1)) / min(walls) / 1e9
+    kinds = {}
+    ks = fn.plan.kernels
+    for k, c in zip(ks, cyc):
+        kinds[type(k).__name__] = kinds.get(type(k).__name__, 0) + c
+    print(f"CPU {cpu_name()}: {len(cyc)} kernels, {tot:.0f} rdtsc ticks (min per kernel over "
+          f"calls; ~{ghz:.2f} GHz from the fastest call, {min(walls) * 1e3:.2f} ms)")
+    print("  by kind: " + ", ".join(f"{n} {100 * c / tot:.1f}%" for n, c in
+                                    sorted(kinds.items(), key=lambda t: -t[1])))
+    for k, c in sorted(zip(ks, cyc), key=lambda t: -t[1])[:top]:
+        g = getattr(k, "gemm", None)
+        extra = ""
+        if g is not None:
+            nb = int(np.prod(g.c.shape[:-2])) if g.c is not None else 1
+            fl = 2 * g.m * g.n * g.k * nb
+            extra = (f"  GEMM {nb}x {g.m}x{g.k}x{g.n} {'nt'[g.trans_a]}{'nt'[g.trans_b]} "
+                     f"{fl / (c / ghz):.0f} GFLOP/s")
+        ops = ",".join(n.op for n in k.graph_nodes())[:70]
+        print(f"  {k.name[:28]:28s} {type(k).__name__[:10]:10s} {tuple(k.shape)!s:18s} "
+              f"{c:9.0f} {100 * c / tot:5.1f}%  {ops}{extra}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -288,7 +331,12 @@ def main(argv=None):
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--update-docs", action="store_true",
                     help="append the table to docs/benchmarks.md")
+    ap.add_argument("--profile", action="store_true",
+                    help="per-kernel cycles of graphc's step on one thread, then exit")
     a = ap.parse_args(argv)
+    if a.profile:
+        profile()
+        return
     if a.worker:
         worker(a.worker, a.rounds, a.per_round, a.only)
         return

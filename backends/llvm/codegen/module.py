@@ -73,12 +73,17 @@ class Codegen(DynamicSchedule):
             self.globals[st] = g
         return g
 
-    def loop_md(self, vectorize, masked=False):
+    def loop_md(self, vectorize, masked=False, reorder=False):
         """Loop metadata: never unrolled; not vectorized, vectorized (interleaved when the
         codegen is asked to), or ``masked`` -- vectorized with the tail folded into masked
         vector operations, for short rows (5..28 elements would otherwise never reach a
-        16-lane vector body and run scalar)."""
-        key = (bool(vectorize), self._interleave, bool(masked))
+        16-lane vector body and run scalar).  ``reorder``: vectorization forced on, which
+        lets LLVM reassociate a floating-point sum carried by the loop (a row sum along
+        the innermost axis: softmax, layer norm) into vector partial sums -- without it
+        such a loop stays scalar.  The order is then fixed by the loop alone (its trip
+        count is a whole row: a partition never cuts a reduced axis), so results stay
+        the same for any thread count."""
+        key = (bool(vectorize), self._interleave, bool(masked), bool(reorder))
         md = self._loop_md.get(key)
         if md is None:
             def prop(name, val):
@@ -87,6 +92,8 @@ class Codegen(DynamicSchedule):
             if masked:
                 props += [prop("llvm.loop.vectorize.enable", ir.IntType(1)(1)),
                           prop("llvm.loop.vectorize.predicate.enable", ir.IntType(1)(1))]
+            elif reorder:
+                props.append(prop("llvm.loop.vectorize.enable", ir.IntType(1)(1)))
             elif not vectorize:
                 props.append(prop("llvm.loop.vectorize.enable", ir.IntType(1)(0)))
             elif self._interleave:
@@ -98,14 +105,15 @@ class Codegen(DynamicSchedule):
         loop_id.operands = (loop_id, *md)
         return loop_id
 
-    def loop(self, b, lo, hi, body, name="i", vectorize=True, masked=False):
+    def loop(self, b, lo, hi, body, name="i", vectorize=True, masked=False, reorder=False):
         """``for i in [lo, hi): body(i)`` (an i64 phi); see :meth:`loop_md`."""
         br = emit_loop(b, lo, hi, 1, body, name, nsw=True)
-        br.set_metadata("llvm.loop", self.loop_md(vectorize, masked))
+        br.set_metadata("llvm.loop", self.loop_md(vectorize, masked, reorder))
 
-    def nest(self, b, shape, ranges, body):
+    def nest(self, b, shape, ranges, body, reorder=False):
         """Loops over ``shape`` (dims in ``ranges`` over [lo, hi)); only the innermost
-        loop may vectorize, and only when it is long enough to pay."""
+        loop may vectorize, and only when it is long enough to pay (``reorder``: forced,
+        for a float sum along it -- :meth:`loop_md`)."""
         idx = []
 
         def rec(d):
@@ -119,7 +127,8 @@ class Codegen(DynamicSchedule):
                 rec(d + 1)
                 idx.pop()
             vec = d == len(shape) - 1 and (d in ranges or shape[d] >= 8)
-            self.loop(b, lo, hi, inner, f"d{d}", vectorize=vec)
+            self.loop(b, lo, hi, inner, f"d{d}", vectorize=vec,
+                      reorder=vec and reorder and d not in ranges and shape[d] >= 8)
         rec(0)
 
     def lin(self, b, v: View, idx):
@@ -236,7 +245,7 @@ class Codegen(DynamicSchedule):
                 old = self.load(b, ptrs, dv, idx)
                 new = LOWERINGS[r.node.op].emit(b, dv.st.dtype, old, x)
                 self.store(b, ptrs, dv, idx, new)
-        self.nest(b, k.shape, ranges, body)
+        self.nest(b, k.shape, ranges, body, reorder=_row_sum(k))
 
         for r in k.reductions:
             if r.acc is None:
@@ -429,6 +438,14 @@ def _assign_parts(kernels, parts):
 
 def _clean(name):
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:40]
+
+
+def _row_sum(k) -> bool:
+    """Whether a float sum of loop kernel ``k`` reduces its innermost axis (a row sum:
+    vectorized only with reassociation, :meth:`Codegen.loop_md`)."""
+    return bool(k.shape) and any(
+        r.node.op == "sum" and is_float(r.node.output.dtype) and r.out.strides[-1] == 0
+        for r in k.reductions)
 
 
 def _kept_shape(shape, r) -> tuple:

@@ -293,3 +293,22 @@ def test_module_parts_give_identical_code(threads):
     for (ra, aa), (rb, ab) in [(outs[0], outs[1])]:
         for p, q in zip(ra + aa, rb + ab):
             np.testing.assert_array_equal(p, q)
+
+
+def test_row_sums_vectorize_and_match_across_threads():
+    """A float sum along the innermost axis (softmax, layer norm rows) is vectorized with
+    reassociation (vector partial sums, float64 accumulators for float32), and the order
+    is the loop's alone: 1 and 2 threads give the same bits."""
+    def f(x):
+        return gc.nn.softmax(x, -1) * gc.sum(x * x, axis=-1, keepdims=True)
+    x = np.random.default_rng(0).standard_normal((512, 67)).astype(np.float32)
+    g = gc.trace(f, x)
+    asm = llvm_backend.assembly(g, threads=1)
+    _, any_wide = _vector_width_regs()
+    assert re.search(r"\bv?addpd\s+[^\n]*" + any_wide, asm), "row sum not vectorized"
+    want = numpy_backend.run(g, [x])[0]
+    outs = [llvm_backend.compile(g, threads=t)(x)[0] for t in (1, 2)]
+    for _ in range(2):
+        assert np.array_equal(llvm_backend.compile(g, threads=2)(x)[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[0], want, rtol=2e-6, atol=1e-6)
