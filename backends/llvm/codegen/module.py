@@ -440,12 +440,22 @@ def _clean(name):
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:40]
 
 
+#: ops lowered to a libm call (no vector form) in float64 -- ``pow`` in every dtype
+LIBM_F64 = frozenset({"exp", "log", "log1p", "tanh", "erf", "sigmoid"})
+
+
+def libm_call(n) -> bool:
+    """Whether node ``n``'s lowering calls libm (a loop with it cannot vectorize)."""
+    return n.op == "pow" or (n.op in LIBM_F64 and n.output.dtype == np.float64)
+
+
 def _row_sum(k) -> bool:
     """Whether a float sum of loop kernel ``k`` reduces its innermost axis (a row sum:
-    vectorized only with reassociation, :meth:`Codegen.loop_md`)."""
+    vectorized only with reassociation, :meth:`Codegen.loop_md`) in a loop that can
+    vectorize (no libm call: forcing it would only make LLVM warn)."""
     return bool(k.shape) and any(
         r.node.op == "sum" and is_float(r.node.output.dtype) and r.out.strides[-1] == 0
-        for r in k.reductions)
+        for r in k.reductions) and not any(libm_call(n) for n in k.nodes)
 
 
 def _kept_shape(shape, r) -> tuple:
