@@ -2,23 +2,31 @@
 
 Configurations, each in its own processes (thread pools are fixed at start):
 
-* ``1 rank x 1 thread``  -- ``gc.compile_step`` at batch 256 (the fused single-process step);
-* ``1 rank x 2 threads`` -- the same with ``GRAPHC_NUM_THREADS=2``;
-* ``2 ranks x 1 thread, buckets B`` -- ``mpiexec -n 2``, ``data_parallel_step`` at batch 128
-  per rank, the gradients all-reduced in B calls.
+* ``1x1``  -- ``gc.compile_step`` at batch 256 on 1 thread (the fused single-process step);
+* ``1x2``  -- the same with ``GRAPHC_NUM_THREADS=2``;
+* ``2x1 shared`` -- ``mpiexec -n 2``, ``data_parallel_step`` at batch 128 per rank, the
+  gradients summed through a node-shared MPI window inside the update (the default on
+  one machine);
+* ``2x1 allreduce`` -- the same with one in-place ``MPI_Allreduce`` per step
+  (``2x1 allreduce4``: four bucket calls).
 
 The configurations alternate in rounds (noise on a shared machine hits all alike); each
-run times blocks of steps after a warm-up, the figure is the median block, and ratios are
-taken within one invocation.  Communication time per step is the all-reduce wait on rank 0
-(it includes waiting for the slower rank).
+run times blocks of steps after a warm-up and reports its median block.  Two summaries:
+the median over rounds of each configuration's samples/s, and the median over rounds of
+the *same-round* ratio to ``1x1`` and ``1x2`` (less sensitive to load that comes and
+goes between rounds).  For the 2-rank rows, rank 0's median per-step phases: gradient
+graph, communication (all-reduce, or the shared window's two barriers: mostly waiting
+for the slower rank) and update.  The load average is printed before and after.
 
-    python bench/distributed.py [--rounds 3] [--steps 30] [--update-docs]
+    python bench/distributed.py [--rounds 5] [--steps 30] [--only 1x1 2x1-shared]
+                                [--bind none|core] [--mca "--mca btl self,sm"]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -52,7 +60,7 @@ def _model():
     return loss, params, X, Y
 
 
-def child(steps: int, blocks: int, buckets: int):
+def child(steps: int, blocks: int, buckets: int, reduce: str):
     """One configuration; prints a JSON line on rank 0."""
     import graphc as gc
     import graphc.distributed as dist
@@ -63,39 +71,47 @@ def child(steps: int, blocks: int, buckets: int):
     if world == 1:
         step = gc.compile_step(loss, params, opt, (X[:b], Y[:b]))
     else:
-        step = dist.data_parallel_step(loss, params, opt, (X[:b], Y[:b]), buckets=buckets)
+        step = dist.data_parallel_step(loss, params, opt, (X[:b], Y[:b]), buckets=buckets,
+                                       reduce=reduce)
     sampler = dist.ShardedSampler(len(X), GLOBAL_BATCH, rank, world, seed=0)
     per = sampler.per_epoch
     k = 0
+    phases: dict = {"compute": [], "comm": [], "update": []}
 
     def one():
         nonlocal k
         idx = sampler.indices(k // per, k % per)
         k += 1
         step(X[idx], Y[idx])
+        if world > 1:
+            for name, v in step.timings.items():
+                phases[name].append(v)
     for _ in range(10):
         one()
-    rates, comms = [], []
+    for v in phases.values():
+        v.clear()
+    rates = []
     for _ in range(blocks):
-        c0 = step.totals["comm"] if world > 1 else 0.0
         t0 = time.perf_counter()
         for _ in range(steps):
             one()
-        dt = time.perf_counter() - t0
-        rates.append(steps * GLOBAL_BATCH / dt)
-        comms.append(((step.totals["comm"] - c0) if world > 1 else 0.0) / steps)
+        rates.append(steps * GLOBAL_BATCH / (time.perf_counter() - t0))
     if rank == 0:
-        print("RESULT " + json.dumps({"samples_per_s": statistics.median(rates),
-                                      "comm_ms": 1e3 * statistics.median(comms)}), flush=True)
+        out = {"samples_per_s": statistics.median(rates)}
+        if world > 1:
+            out.update({f"{k}_ms": 1e3 * statistics.median(v) for k, v in phases.items()})
+            out["reduce"] = step.reduce
+        print("RESULT " + json.dumps(out), flush=True)
 
 
-def _run(ranks, threads, buckets, steps, blocks):
+def _run(ranks, threads, buckets, reduce, steps, blocks, bind, mca):
     env = dict(os.environ, GRAPHC_NUM_THREADS=str(threads), OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    me = [sys.executable, __file__, "--child", str(steps), str(blocks), str(buckets)]
+    me = [sys.executable, __file__, "--child", str(steps), str(blocks), str(buckets), reduce]
     if ranks > 1:
         mpiexec = Path(sys.executable).with_name("mpiexec")
-        me = [str(mpiexec), "--oversubscribe", "--bind-to", "none", "-n", str(ranks)] + me
+        me = [str(mpiexec), "--oversubscribe", "--bind-to", bind, *shlex.split(mca),
+              "-n", str(ranks)] + me
     out = subprocess.run(me, capture_output=True, text=True, env=env, timeout=600)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if not lines:
@@ -103,35 +119,61 @@ def _run(ranks, threads, buckets, steps, blocks):
     return json.loads(lines[0][7:])
 
 
-CONFIGS = [("1 rank x 1 thread", 1, 1, 1), ("1 rank x 2 threads", 1, 2, 1),
-           ("2 ranks x 1 thread, 1 bucket", 2, 1, 1), ("2 ranks x 1 thread, 4 buckets", 2, 1, 4)]
+# name: (ranks, threads, buckets, reduce)
+CONFIGS = {"1x1": (1, 1, 1, "auto"), "1x2": (1, 2, 1, "auto"),
+           "2x1-shared": (2, 1, 1, "shared"), "2x1-allreduce": (2, 1, 1, "allreduce"),
+           "2x1-allreduce4": (2, 1, 4, "allreduce")}
+DEFAULT = ["1x1", "1x2", "2x1-shared", "2x1-allreduce"]
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--blocks", type=int, default=5)
-    ap.add_argument("--child", nargs=3, type=int)
+    ap.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    ap.add_argument("--blocks", type=int, default=5, help="timed blocks per run")
+    ap.add_argument("--only", nargs="+", choices=list(CONFIGS), default=DEFAULT,
+                    help="configurations (1x1 and 1x2 are the baselines of the ratios)")
+    ap.add_argument("--bind", default="none", help="mpiexec --bind-to (none, core)")
+    ap.add_argument("--mca", default="", help="extra mpiexec arguments, e.g. "
+                    "\"--mca btl self,sm\"")
+    ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
     if args.child:
-        return child(*args.child)
-    res: dict = {name: [] for name, *_ in CONFIGS}
+        s, b, k, reduce = args.child
+        return child(int(s), int(b), int(k), reduce)
+    import llvmlite.binding as llvm
+    llvm.initialize_native_target()
+    print(f"CPU {llvm.get_host_cpu_name()}, {os.cpu_count()} cores; load average "
+          f"{_load()} at start; --bind-to {args.bind} {args.mca}".rstrip(), flush=True)
+    res: dict = {name: [] for name in args.only}
     for r in range(args.rounds):
-        for name, ranks, threads, buckets in CONFIGS:
-            res[name].append(_run(ranks, threads, buckets, args.steps, args.blocks))
-            print(f"round {r + 1}: {name}: {res[name][-1]}", file=sys.stderr, flush=True)
-    base = statistics.median(x["samples_per_s"] for x in res[CONFIGS[0][0]])
-    two = statistics.median(x["samples_per_s"] for x in res[CONFIGS[1][0]])
-    print("| configuration | samples/s (median) | vs 1 rank x 1 thread | vs 1 rank x 2 threads "
-          "| all-reduce wait ms/step |")
-    print("|---|---:|---:|---:|---:|")
-    for name, ranks, *_ in CONFIGS:
+        for name in args.only:
+            res[name].append(_run(*CONFIGS[name], args.steps, args.blocks, args.bind,
+                                  args.mca))
+            print(f"round {r + 1}: {name}: {json.dumps(res[name][-1])} (load {_load()})",
+                  file=sys.stderr, flush=True)
+    print(f"load average {_load()} at the end")
+
+    def ratio(name, base):
+        if base not in res:
+            return "—"
+        xs = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(res[name], res[base])]
+        return f"{statistics.median(xs):.2f}"
+    print("| configuration | samples/s (median) | same-round × 1x1 | same-round × 1x2 "
+          "| grad graph ms | comm ms | update ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.only:
         sps = statistics.median(x["samples_per_s"] for x in res[name])
-        comm = statistics.median(x["comm_ms"] for x in res[name])
-        print(f"| {name} | {sps:,.0f} | {sps / base:.2f} | {sps / two:.2f} | "
-              f"{comm:.2f} |" if ranks > 1 else
-              f"| {name} | {sps:,.0f} | {sps / base:.2f} | {sps / two:.2f} | — |")
+        ph = ["—"] * 3
+        if CONFIGS[name][0] > 1:
+            ph = [f"{statistics.median(x[k + '_ms'] for x in res[name]):.2f}"
+                  for k in ("compute", "comm", "update")]
+        print(f"| {name} | {sps:,.0f} | {ratio(name, '1x1')} | {ratio(name, '1x2')} | "
+              + " | ".join(ph) + " |")
 
 
 if __name__ == "__main__":

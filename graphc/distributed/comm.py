@@ -38,6 +38,10 @@ _MPI: list = []
 def mpi():
     """The ``mpi4py.MPI`` module (initialising MPI on first call)."""
     if not _MPI:
+        # Open MPI's UCX one-sided component prints an error on every shared-memory
+        # window (the sync step's gradient slots) on machines without UCX devices; the
+        # shared-memory component serves them.  Read at MPI_Init, so set before import.
+        os.environ.setdefault("OMPI_MCA_osc", "^ucx")
         try:
             from mpi4py import MPI
         except ImportError as e:

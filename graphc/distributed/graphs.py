@@ -43,13 +43,22 @@ def gradient_graph(loss_fn, params, example_batch, options: dict) -> tuple[dict,
     return stages, stages["memory"]
 
 
-def update_graph(param_types, optimizer, world: int) -> tuple[Graph, list]:
+def update_graph(param_types, optimizer, world: int, parts: int = 1
+                 ) -> tuple[Graph, list]:
     """(graph, state inputs): ``optimizer``'s update from gradients summed over
-    ``world`` ranks.  ``param_types``: [(shape, dtype, name)] in parameter order."""
+    ``world`` ranks.  ``param_types``: [(shape, dtype, name)] in parameter order.
+
+    ``parts`` > 1: the graph takes ``parts`` gradients per parameter (one set per rank,
+    rank after rank: the slots of a shared-memory window) and sums them itself, left to
+    right, inside the update's fused loop."""
     g = Graph("dp_update")
     ps = [g.add_input(s, d, n, "param") for s, d, n in param_types]
-    gs = [g.add_input(s, d, f"grad.{n}", "data") for s, d, n in param_types]
+    sets = [[g.add_input(s, d, f"grad.{n}" if parts == 1 else f"grad{r}.{n}", "data")
+             for s, d, n in param_types] for r in range(parts)]
     E = Emitter(g, "update")
+    gs = sets[0]
+    for more in sets[1:]:
+        gs = [E.add(a, b) for a, b in zip(gs, more)]
     if world > 1:
         gs = [E.mul(x, E.const(1.0 / world, x.dtype, x.shape)) for x in gs]
     step, state_inputs = optimizer_pass.append_update(g, ps, gs, optimizer)

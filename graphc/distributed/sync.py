@@ -6,10 +6,13 @@ One step on each rank:
    batch and writes every gradient into the one contiguous :class:`GradRegion`;
 2. the region (with the rank's loss in its last element) is summed over all ranks in
    place: one ``MPI_Allreduce`` (or ``buckets`` of them) under a :class:`Watchdog`
-   deadline;
-3. the compiled update graph applies ``optimizer`` to the mean gradient -- the same
-   numbers on every rank, so the replicas stay identical without ever exchanging
-   parameters (they are broadcast from rank 0 once, at construction).
+   deadline -- or, when every rank is on one machine (``reduce="shared"``, the
+   default there), not moved at all: the regions are slots of one shared-memory MPI
+   window (:mod:`.shared`), a barrier makes them visible, and
+3. the compiled update graph applies ``optimizer`` to the mean gradient (summing the
+   N slots itself in the shared case) -- the same numbers on every rank, so the
+   replicas stay identical without ever exchanging parameters (they are broadcast from
+   rank 0 once, at construction).
 
 Deterministic: the backend is (fixed chunks per thread) and so is Open MPI's choice of
 reduction algorithm for a given rank count and message size, so the same run twice
@@ -31,21 +34,30 @@ from . import comm as C
 from .graphs import gradient_graph, update_graph
 from .region import GradRegion
 
+REDUCE_MODES = ("auto", "allreduce", "shared")
+
 
 class DataParallelStep:
     """``step(*shard) -> float`` global mean loss; ``compile_step``'s interface.
 
     ``example_batch`` is one rank's shard (global batch / world size rows).  Extra
-    attributes: ``rank``, ``world``, ``grads`` (the :class:`GradRegion`), ``timings``
-    (seconds of the last step: ``compute``, ``comm``, ``update``) and ``totals`` (sums
-    over all steps), ``update_graph``.
+    attributes: ``rank``, ``world``, ``grads`` (this rank's :class:`GradRegion`),
+    ``reduce`` (``"allreduce"``, ``"shared"`` or ``"local"`` for one rank),
+    ``timings`` (seconds of the last step: ``compute``, ``comm``, ``update``) and
+    ``totals`` (sums over all steps), ``update_graph``.
+
+    ``reduce``: ``"allreduce"`` sums the gradient region with ``MPI_Allreduce``
+    (``buckets`` calls); ``"shared"`` keeps every rank's region in one node-shared MPI
+    window and sums inside the update (single machine only); ``"auto"`` (default)
+    takes ``"shared"`` when all ranks share a machine, else ``"allreduce"``.
     """
 
     def __init__(self, loss_fn, params, optimizer, example_batch, comm=None, buckets=1,
-                 timeout=None, backend="llvm", broadcast=True, **options):
+                 timeout=None, backend="llvm", broadcast=True, reduce="auto", **options):
         self.comm = comm if comm is not None else C.world()
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
         self.timeout = C.DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        self.reduce = self._reduce_mode(reduce)
         example_batch = tuple(example_batch)
         p_leaves, self._p_tree = pytree.flatten(params)
         names = pytree.paths(self._p_tree, "params")
@@ -63,7 +75,9 @@ class DataParallelStep:
                                                      opts)
             n_p = len(self._p_leaves)
             ptypes = [(v.shape, v.dtype, v.name) for v in self.graph.inputs[:n_p]]
-            self.update_graph, state_inputs = update_graph(ptypes, optimizer, self.world)
+            parts = self.world if self.reduce == "shared" else 1
+            self.update_graph, state_inputs = update_graph(ptypes, optimizer, self.world,
+                                                           parts)
             from ..backends import get_backend
             be = get_backend(backend)
             self._grad_run = be.compile(self.graph, **opts)
@@ -72,7 +86,15 @@ class DataParallelStep:
         self._state_names = [v.name for v in state_inputs]
         self.opt_state = dict(zip(self._state_names, optimizer.init_state(state_inputs)))
         self._b_tree = pytree.flatten(list(example_batch))[1]
-        self.grads = GradRegion(self._p_leaves)
+        self._shared = None
+        if self.reduce == "shared":
+            from .shared import SharedGrads
+            self._shared = SharedGrads(self.comm, self._p_leaves)
+            self.grads = self._shared.mine
+            self._update_grads = self._shared.views()
+        else:
+            self.grads = GradRegion(self._p_leaves)
+            self._update_grads = self.grads.views
         self.set_buckets(buckets)
         self.steps = 0
         self.timings = {"compute": 0.0, "comm": 0.0, "update": 0.0}
@@ -90,6 +112,19 @@ class DataParallelStep:
                 raise C.DistributedError(f"rank {r}'s parameters {s} differ from rank 0's "
                                          f"{sigs[0]}: every rank must build the same model")
 
+    def _reduce_mode(self, reduce) -> str:
+        if reduce not in REDUCE_MODES:
+            raise ArgumentError(f"reduce must be one of {', '.join(REDUCE_MODES)}, "
+                                f"got {reduce!r}")
+        if self.world == 1:
+            return "local"
+        from .shared import single_node
+        one = single_node(self.comm)
+        if reduce == "shared" and not one:
+            raise C.DistributedError("reduce='shared' needs every rank on one machine; "
+                                     "use reduce='allreduce' across machines")
+        return "shared" if reduce == "shared" or (reduce == "auto" and one) else "allreduce"
+
     def set_buckets(self, n: int):
         """All-reduce in about ``n`` slices (last layers first) instead of one call."""
         if int(n) < 1:
@@ -105,20 +140,34 @@ class DataParallelStep:
         (loss,) = self._grad_run(*self._p_leaves, *b_leaves, *self.grads.views)
         self.grads.loss_slot[0] = loss
         t1 = time.perf_counter()
-        if self.world > 1:
+        what = f"gradient all-reduce of step {self.steps + 1}"
+        if self._shared is not None:
+            self._watchdog.arm(what, self.timeout)
+            self._shared.exchange()
+            self._watchdog.disarm()
+            total = self._shared.loss_sum()
+        elif self.world > 1:
             MPI = C.mpi()
-            self._watchdog.arm(f"gradient all-reduce of step {self.steps + 1}", self.timeout)
+            self._watchdog.arm(what, self.timeout)
             for b in self.buckets:
                 self.comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
             self._watchdog.disarm()
+            total = float(self.grads.loss_slot[0])
+        else:
+            total = float(self.grads.loss_slot[0])
         t2 = time.perf_counter()
-        self._update_run(*self._p_leaves, *self.grads.views, *self.opt_state.values())
+        self._update_run(*self._p_leaves, *self._update_grads, *self.opt_state.values())
         t3 = time.perf_counter()
+        if self._shared is not None:          # peers are done reading this rank's slot
+            self._watchdog.arm(f"{what} (release)", self.timeout)
+            self._shared.release()
+            self._watchdog.disarm()
+        t4 = time.perf_counter()
         self.steps += 1
-        self.timings = {"compute": t1 - t0, "comm": t2 - t1, "update": t3 - t2}
+        self.timings = {"compute": t1 - t0, "comm": t2 - t1 + t4 - t3, "update": t3 - t2}
         for k, v in self.timings.items():
             self.totals[k] += v
-        return float(self.grads.loss_slot[0]) / self.world
+        return total / self.world
 
     def memory_report(self, **options):
         """The gradient graph's memory plan (as ``CompiledStep.memory_report``)."""
@@ -141,7 +190,8 @@ def data_parallel_step(loss_fn, params, optimizer, example_batch, **options
                        ) -> DataParallelStep:
     """``compile_step`` for synchronous data parallel: run it on every rank of an MPI
     job with the rank's shard of each global batch.  Options: ``comm`` (default
-    COMM_WORLD), ``buckets`` (all-reduce calls per step, default 1), ``timeout``
+    COMM_WORLD), ``reduce`` (``"auto"``, ``"allreduce"`` or ``"shared"``: see
+    :class:`DataParallelStep`), ``buckets`` (all-reduce calls per step, default 1), ``timeout``
     (seconds before a stuck peer ends the job with a clear message), ``backend`` and the
     backend/memory options of ``compile_step``."""
     if not isinstance(example_batch, (tuple, list)):

@@ -6,13 +6,21 @@ import pytest
 from .conftest import SCRIPTS, json_lines, run_mpi
 
 
-@pytest.mark.parametrize("n,opt,buckets", [(2, "sgd", 1), (2, "adam", 3), (3, "sgd", 2)])
-def test_n_ranks_match_one_rank_and_repeat_bit_identically(n, opt, buckets):
-    p = run_mpi(n, [SCRIPTS / "sync_equivalence.py", opt, buckets])
+@pytest.mark.parametrize("n,opt,buckets,reduce", [(2, "sgd", 1, "auto"),
+                                                   (2, "adam", 3, "allreduce"),
+                                                   (3, "sgd", 2, "allreduce"),
+                                                   (3, "adam", 1, "shared")])
+def test_n_ranks_match_one_rank_and_repeat_bit_identically(n, opt, buckets, reduce):
+    p = run_mpi(n, [SCRIPTS / "sync_equivalence.py", opt, buckets, reduce])
     (r,) = json_lines(p.stdout)
     assert r["world"] == n and r["steps"] == 8
+    # one machine: "auto" sums through the shared-memory window
+    first = "shared" if reduce == "auto" else reduce
+    assert r["modes"] == [first, first, "shared" if first == "allreduce" else "allreduce"]
     assert r["replicas"], "replicas diverged"
     assert r["digests"][0] == r["digests"][1], "the same run twice differed"
+    if n == 2:      # a + b either way: the two reductions give the same bits
+        assert r["digests"][2] == r["digests"][0], "shared and all-reduce differ"
     # N x B/N vs 1 x B: only the order of the float sums over the batch differs
     # (measured: 3e-8 for SGD, 2.5e-7 for Adam, with parameters of scale 0.4)
     assert r["max_diff"] <= (1e-5 if opt == "adam" else 1e-6), r

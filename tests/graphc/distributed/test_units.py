@@ -92,10 +92,26 @@ def test_one_process_data_parallel_step_equals_compile_step(opt):
         assert dp(xb, yb) == ref(xb, yb)
     for k in ref.params:
         assert np.array_equal(dp.params[k], ref.params[k]), k
-    assert dp.steps == 4 and dp.timings["comm"] >= 0
+    assert dp.steps == 4 and dp.timings["comm"] >= 0 and dp.reduce == "local"
     assert dp.memory_report().planned_bytes > 0
     with pytest.raises(gc.GraphcError, match="batch structure"):
         dp(X)
+    with pytest.raises(gc.GraphcError, match="reduce must be one of auto, allreduce, shared"):
+        dist.data_parallel_step(_loss, _params(), opt(), (X, Y), reduce="ring")
+
+
+def test_update_graph_sums_rank_slots_in_order():
+    """parts=N: the update reads N gradient sets and adds them left to right."""
+    from graphc.distributed.graphs import update_graph
+    opt = gc.optim.SGD(1.0)
+    g, st = update_graph([((3,), np.dtype(np.float32), "w")], opt, 2, parts=2)
+    assert [v.name for v in g.inputs[:3]] == ["w", "grad0.w", "grad1.w"]
+    w, a, b = np.ones(3, np.float32), np.float32([1, 2, 3]), np.float32([3, 2, 1])
+    state = opt.init_state(st)
+    fn = gc.backends.get_backend("llvm").compile(g)
+    fn(w, a, b, *state)
+    fn(w, a, b, *state)
+    assert np.array_equal(w, np.float32(1) - 2 * (a + b) * np.float32(0.5))
 
 
 def _cli(*args):
