@@ -82,7 +82,13 @@ def _distributed(t):
                    help="sync: all-reduce gradients every step; async: rank 0 is a "
                         "parameter server, the other ranks workers")
     g.add_argument("--buckets", type=positive_int, default=1,
-                   help="sync: all-reduce calls per step (default 1: the whole region)")
+                   help="sync: all-reduce calls per step (default 1: the whole region; "
+                        "more than 1 implies --reduce allreduce)")
+    g.add_argument("--reduce", choices=("auto", "allreduce", "shared"), default=None,
+                   help="sync: how gradients are summed: shared (one machine: read in "
+                        "place from a shared-memory MPI window), allreduce (MPI_Allreduce, "
+                        "any machines), auto (shared on one machine; the default, or "
+                        "$GRAPHC_SYNC_REDUCE)")
     g.add_argument("--comm-timeout", type=positive_float, default=None,
                    help="seconds before a stuck rank is an error (default 60)")
     g.add_argument("--staleness", type=nonneg_int, default=None,

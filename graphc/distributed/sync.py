@@ -22,6 +22,7 @@ N partial sums) and the ``1/N`` scaling (exact for powers of two).
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -48,16 +49,19 @@ class DataParallelStep:
 
     ``reduce``: ``"allreduce"`` sums the gradient region with ``MPI_Allreduce``
     (``buckets`` calls); ``"shared"`` keeps every rank's region in one node-shared MPI
-    window and sums inside the update (single machine only); ``"auto"`` (default)
-    takes ``"shared"`` when all ranks share a machine, else ``"allreduce"``.
+    window and sums inside the update (single machine only); ``"auto"`` takes
+    ``"shared"`` when all ranks share a machine and ``buckets`` is 1, else
+    ``"allreduce"``.  ``None`` (default): ``$GRAPHC_SYNC_REDUCE``, else ``"auto"`` --
+    the environment forces a path without touching the code (``allreduce`` to compare,
+    or where a shared window misbehaves).
     """
 
     def __init__(self, loss_fn, params, optimizer, example_batch, comm=None, buckets=1,
-                 timeout=None, backend="llvm", broadcast=True, reduce="auto", **options):
+                 timeout=None, backend="llvm", broadcast=True, reduce=None, **options):
         self.comm = comm if comm is not None else C.world()
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
         self.timeout = C.DEFAULT_TIMEOUT if timeout is None else float(timeout)
-        self.reduce = self._reduce_mode(reduce)
+        self.reduce = self._reduce_mode(reduce, buckets)
         example_batch = tuple(example_batch)
         p_leaves, self._p_tree = pytree.flatten(params)
         names = pytree.paths(self._p_tree, "params")
@@ -91,11 +95,9 @@ class DataParallelStep:
             from .shared import SharedGrads
             self._shared = SharedGrads(self.comm, self._p_leaves)
             self.grads = self._shared.mine
-            self._update_grads = self._shared.views()
         else:
             self.grads = GradRegion(self._p_leaves)
-            self._update_grads = self.grads.views
-        self.set_buckets(buckets)
+            self.set_buckets(buckets)
         self.steps = 0
         self.timings = {"compute": 0.0, "comm": 0.0, "update": 0.0}
         self.totals = dict(self.timings)
@@ -112,23 +114,32 @@ class DataParallelStep:
                 raise C.DistributedError(f"rank {r}'s parameters {s} differ from rank 0's "
                                          f"{sigs[0]}: every rank must build the same model")
 
-    def _reduce_mode(self, reduce) -> str:
+    def _reduce_mode(self, reduce, buckets) -> str:
+        """The gradient sum: ``reduce`` (None: ``$GRAPHC_SYNC_REDUCE``, else "auto")."""
+        if reduce is None:
+            reduce = os.environ.get("GRAPHC_SYNC_REDUCE", "") or "auto"
         if reduce not in REDUCE_MODES:
             raise ArgumentError(f"reduce must be one of {', '.join(REDUCE_MODES)}, "
                                 f"got {reduce!r}")
         if self.world == 1:
             return "local"
+        if reduce == "allreduce" or (reduce == "auto" and int(buckets) > 1):
+            return "allreduce"               # buckets are all-reduce calls: asked for
         from .shared import single_node
-        one = single_node(self.comm)
+        one = single_node(self.comm)         # collective: every rank decides alike
         if reduce == "shared" and not one:
             raise C.DistributedError("reduce='shared' needs every rank on one machine; "
                                      "use reduce='allreduce' across machines")
-        return "shared" if reduce == "shared" or (reduce == "auto" and one) else "allreduce"
+        return "shared" if one else "allreduce"
 
     def set_buckets(self, n: int):
-        """All-reduce in about ``n`` slices (last layers first) instead of one call."""
+        """All-reduce in about ``n`` slices (last layers first) instead of one call
+        (``reduce="allreduce"`` only: the shared window moves nothing)."""
         if int(n) < 1:
             raise ArgumentError(f"buckets must be >= 1, got {n}")
+        if self._shared is not None:
+            raise ArgumentError("buckets apply to reduce='allreduce'; this step sums "
+                                "through the shared-memory window")
         self.buckets = self.grads.buckets(int(n))
 
     def __call__(self, *batch):
@@ -137,34 +148,34 @@ class DataParallelStep:
             raise ArgumentError(f"step: batch structure {tree} differs from the example's "
                                 f"{self._b_tree}")
         t0 = time.perf_counter()
+        sh = self._shared
+        if sh is not None:
+            self.grads = sh.mine            # this step's set of slots (they alternate)
         (loss,) = self._grad_run(*self._p_leaves, *b_leaves, *self.grads.views)
         self.grads.loss_slot[0] = loss
         t1 = time.perf_counter()
-        what = f"gradient all-reduce of step {self.steps + 1}"
-        if self._shared is not None:
-            self._watchdog.arm(what, self.timeout)
-            self._shared.exchange()
+        if sh is not None:
+            self._watchdog.arm(f"gradient exchange (shared-memory barrier) of step "
+                               f"{self.steps + 1}", self.timeout)
+            sh.exchange()
             self._watchdog.disarm()
-            total = self._shared.loss_sum()
+            total, grads = sh.loss_sum(), sh.views()
         elif self.world > 1:
             MPI = C.mpi()
-            self._watchdog.arm(what, self.timeout)
+            self._watchdog.arm(f"gradient all-reduce of step {self.steps + 1}", self.timeout)
             for b in self.buckets:
                 self.comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
             self._watchdog.disarm()
-            total = float(self.grads.loss_slot[0])
+            total, grads = float(self.grads.loss_slot[0]), self.grads.views
         else:
-            total = float(self.grads.loss_slot[0])
+            total, grads = float(self.grads.loss_slot[0]), self.grads.views
         t2 = time.perf_counter()
-        self._update_run(*self._p_leaves, *self._update_grads, *self.opt_state.values())
+        self._update_run(*self._p_leaves, *grads, *self.opt_state.values())
         t3 = time.perf_counter()
-        if self._shared is not None:          # peers are done reading this rank's slot
-            self._watchdog.arm(f"{what} (release)", self.timeout)
-            self._shared.release()
-            self._watchdog.disarm()
-        t4 = time.perf_counter()
+        if sh is not None:
+            sh.flip()
         self.steps += 1
-        self.timings = {"compute": t1 - t0, "comm": t2 - t1 + t4 - t3, "update": t3 - t2}
+        self.timings = {"compute": t1 - t0, "comm": t2 - t1, "update": t3 - t2}
         for k, v in self.timings.items():
             self.totals[k] += v
         return total / self.world

@@ -58,6 +58,7 @@ class SyncTrainer:
         self.step = DataParallelStep(prepared.model.loss, prepared.params,
                                      self.cfg.make_optimizer(), (tr.X[:b], tr.y[:b]),
                                      comm=self.comm, buckets=opts.get("buckets", 1),
+                                     reduce=opts.get("reduce"),
                                      timeout=opts.get("comm_timeout"),
                                      backend=self.cfg.backend, **bopts)
         self.evaluate = Evaluator(prepared.model, self.cfg.backend, prepared.y_scaler,

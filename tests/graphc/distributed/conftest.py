@@ -35,9 +35,11 @@ def mpiexec() -> str:
     return found
 
 
-def run_mpi(n, args, timeout=90, extra=(), check=True) -> subprocess.CompletedProcess:
+def run_mpi(n, args, timeout=90, extra=(), check=True, env=None
+            ) -> subprocess.CompletedProcess:
     cmd = [mpiexec(), *extra, "--oversubscribe", "-n", str(n), sys.executable, *map(str, args)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env())
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       env={**mpi_env(), **(env or {})})
     if check and p.returncode != 0:
         raise AssertionError(f"{cmd} exited {p.returncode}\nstdout:\n{p.stdout[-3000:]}\n"
                              f"stderr:\n{p.stderr[-3000:]}")

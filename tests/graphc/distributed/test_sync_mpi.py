@@ -27,9 +27,12 @@ def test_n_ranks_match_one_rank_and_repeat_bit_identically(n, opt, buckets, redu
     assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-5, abs=1e-6)
 
 
-def test_stuck_rank_is_a_timeout_not_a_hang():
-    p = run_mpi(2, [SCRIPTS / "stuck_rank.py"], timeout=60, check=False)
+@pytest.mark.parametrize("reduce,what", [
+    ("auto", "gradient exchange (shared-memory barrier) of step 3"),
+    ("allreduce", "gradient all-reduce of step 3")])
+def test_stuck_rank_is_a_timeout_not_a_hang(reduce, what):
+    p = run_mpi(2, [SCRIPTS / "stuck_rank.py"], timeout=60, check=False,
+                env={"GRAPHC_SYNC_REDUCE": reduce})
     assert p.returncode != 0
-    assert "rank 0: gradient all-reduce of step 3 did not complete within 2 s" \
-        in p.stderr, p.stdout + p.stderr
+    assert f"rank 0: {what} did not complete within 2 s" in p.stderr, p.stdout + p.stderr
     assert "rank 0 finished" not in p.stdout
