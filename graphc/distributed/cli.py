@@ -24,7 +24,7 @@ def run_train(args, overrides: dict) -> int:
     if args.save:                       # before any work: a run must not end unsaveable
         from ..train.modelfile import check_save_path
         check_save_path(args.save, avoid=[cfg.dataset, cfg.json_log, cfg.plot])
-    opts = {"buckets": args.buckets, "comm_timeout": args.comm_timeout,
+    opts = {"buckets": args.buckets, "reduce": args.reduce, "comm_timeout": args.comm_timeout,
             "staleness": args.staleness, "respawn": args.respawn}
     if mode == "async" and C.parent_comm() is not None:       # a respawned worker
         from .ps import run_spawned_worker
