@@ -12,7 +12,7 @@ from graphc.ir import ArgumentError, Graph, GraphcError, get_op
 from graphc.ir import dtypes as dt
 from graphc.ir.ops.checks import check_range
 
-from . import numpy_window
+from . import numpy_attention, numpy_window
 
 
 def _sigmoid(a, x):
@@ -112,6 +112,7 @@ IMPLS = {
     "concatenate": lambda a, *xs: np.concatenate(xs, axis=a["axis"]),
     "constant": lambda a: a["value"],
     **numpy_window.IMPLS,
+    **numpy_attention.IMPLS,
 }
 
 

@@ -72,6 +72,11 @@ def _causal_mask(t_q, t_k):
     return np.tril(np.ones((t_q, t_k), bool))
 
 
+#: trace attention as one ``sdpa`` op (fused kernels); False writes it out as ops (the
+#: composite), for benchmarks and tests that compare the two
+FUSED_ATTENTION = True
+
+
 def scaled_dot_product_attention(q, k, v, is_causal=False):
     """``softmax(q k^T / sqrt(d)) v`` over inputs ``(..., T, d)`` (batch dims broadcast);
     with ``is_causal``, query ``i`` sees keys ``j <= i``."""
@@ -80,6 +85,20 @@ def scaled_dot_product_attention(q, k, v, is_causal=False):
         raise ShapeError(f"scaled_dot_product_attention: q {qs}, k {ks}, v {vs} do not fit "
                          "(need q (..., L, d), k (..., S, d), v (..., S, dv)) "
                          f"(at {user_source()})")
+    ctx = F.deepest_context(q, k, v)
+    dts = {t.dtype if isinstance(t, Tracer) else np.asarray(t).dtype for t in (q, k, v)}
+    if FUSED_ATTENTION and ctx is not None and qs[:-2] == ks[:-2] == vs[:-2] and len(dts) == 1 \
+            and dts <= {np.dtype(np.float32), np.dtype(np.float64)}:
+        # one op (graphc.ir.ops.attention): the LLVM backend fuses it into one kernel
+        return ctx.emit("sdpa", *[ctx.lift(t) for t in (q, k, v)], causal=bool(is_causal),
+                        scale=1.0 / math.sqrt(qs[-1]))
+    return _composite(q, k, v, is_causal)
+
+
+def _composite(q, k, v, is_causal):
+    """The attention written out (eagerly on arrays; traced when the operands' batch
+    dims or dtypes differ): matmul, scale, mask, softmax, matmul."""
+    qs, ks = np.shape(q), np.shape(k)
     s = F.multiply(F.matmul(q, F.swapaxes(k, -1, -2)), 1.0 / math.sqrt(qs[-1]))
     if is_causal:
         mask = _causal_mask(qs[-2], ks[-2])

@@ -308,12 +308,13 @@ LOWERINGS: dict[str, Lowering] = {
 
 
 # ops with a kernel of their own: gathers and random numbers (custom.py), patches and
-# pooling (window.py)
+# pooling (window.py), fused attention (attention.py)
 from .custom import CUSTOM  # noqa: E402
 from .window import WINDOW  # noqa: E402
+from .attention import ATTENTION  # noqa: E402
 
 LOWERINGS.update({name: Lowering("custom", emit, chunks=chunks) for name, (emit, chunks)
-                  in {**CUSTOM, **WINDOW}.items()})
+                  in {**CUSTOM, **WINDOW, **ATTENTION}.items()})
 
 
 def missing_lowerings() -> list[str]:

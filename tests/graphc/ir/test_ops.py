@@ -112,6 +112,12 @@ CONV_B = {"kernel": 2, "stride": 1, "padding": 0}
 POOL_A = {"kernel": 2}                                           # LeNet's
 POOL_B = {"kernel": (3, 2), "stride": (2, 1), "padding": (1, 1)}  # overlapping, padded
 WINDOW_CASES = [
+    Case("sdpa", [normal(2, 4, 3), normal(2, 5, 3), normal(2, 5, 2)],
+         {"causal": False, "scale": 0.6}),
+    Case("sdpa", [normal(2, 1, 5, 3), normal(2, 1, 4, 3), normal(2, 1, 4, 3)],
+         {"causal": True, "scale": 0.5}, id="causal"),
+    Case("sdpa_grad", [normal(2, 4, 3), normal(2, 5, 3), normal(2, 5, 2), normal(2, 4, 2),
+                       normal(2, 4, 2)], {"causal": True, "scale": 0.6}),
     Case("im2col", [normal(2, 3, 7, 6)], CONV_A),
     Case("im2col", [normal(1, 2, 4, 5)], CONV_B, id="stride1"),
     Case("col2im", [normal(18, 2 * 3 * 9)], {"shape": (2, 3, 7, 6), **CONV_A}),
