@@ -1,4 +1,9 @@
-"""Suite-wide options: the differential fuzzer's budget (see tests/fuzz)."""
+"""Suite-wide options: the differential fuzzer's budget (see tests/fuzz); the GEMM tuner
+off for the whole session (``GRAPHC_TUNE=0``, inherited by subprocesses): tests use the
+table's defaults and never time anything, except the tuner's own tests."""
+import os
+
+os.environ["GRAPHC_TUNE"] = "0"
 
 
 def pytest_addoption(parser):

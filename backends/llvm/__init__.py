@@ -82,8 +82,10 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
 
     from .native import jit
     from .native import kernellib
+    from .native import tuning
     from .runtime import parallel
     from .runtime import compiled as runtime
+    tuning.ensure_tuned()       # once per CPU (GRAPHC_TUNE); before the key, which has it
     t0 = time.perf_counter()
     threads = parallel.num_threads(threads)
     key = graph_key(graph, threads, fuse, epilogue, profile, plan)
@@ -132,7 +134,8 @@ def _libraries(meta: bytes | None) -> None:
         return
     try:
         libs = json.loads(meta).get("libs", [])
-        fams = [(str(d), int(mr), int(nv), int(vw), int(kc)) for d, mr, nv, vw, kc in libs]
+        fams = [(str(d), int(mr), int(nv), int(vw), int(kc), int(pf))
+                for d, mr, nv, vw, kc, pf in libs]
     except (ValueError, TypeError, AttributeError):
         # a summary that does not parse: the objects' library calls then stay
         # unresolved and the loader refuses them (a cache miss)
@@ -194,11 +197,13 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
     from .codegen import window_pool, window_rows
     from .native import jit
     from .native import kernellib
+    from .native import tuning
     from .plan import layout
     t = jit.host_target()
     h = hashlib.sha256()
     for part in ("graphc-llvm-graph", str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__,
-                 t.triple, t.cpu, t.features, source_digest(), fingerprint(graph),
+                 t.triple, t.cpu, t.features, tuning.key_part(), source_digest(),
+                 fingerprint(graph),
                  repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
                        kernellib.enabled(), layout.FORCE, layout.COSTS,
                        window_rows.ENABLED, window_pool.ENABLED))):

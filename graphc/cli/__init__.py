@@ -1,5 +1,5 @@
 """The graphc command line:
-``graphc train|predict|eval|dot|ir|memplan|bench|launch|sample|cache``
+``graphc train|predict|eval|dot|ir|memplan|bench|launch|sample|cache|tune``
 (see docs/cli.md).
 
 Errors a user can cause -- a bad model file, a corrupt checkpoint, a CSV with a text cell,
@@ -19,6 +19,9 @@ def _command(name):
         return run_launch
     if name == "cache":
         from .cache_cmd import run
+        return run
+    if name == "tune":
+        from .tune_cmd import run
         return run
     from . import bench_cmd, graph_cmds, lm_cmd, memplan_cmd, model_cmds, train_cmd
     return {"train": train_cmd.run, "predict": model_cmds.run_predict,

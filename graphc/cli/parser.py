@@ -172,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="info: print the figures as JSON")
     c.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
+    tu = sub.add_parser("tune", help="time the GEMM kernel candidates on this CPU, print "
+                        "their GFLOP/s and keep the fastest for later compiles")
+    tu.add_argument("--budget", type=positive_float, default=None,
+                    help="seconds the search may take (default 5)")
+    tu.add_argument("--show", action="store_true",
+                    help="print the choice in use (cached or the table's) without timing")
+    tu.add_argument("--json", action="store_true", help="print the figures as JSON")
+    tu.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    tu.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
     la = sub.add_parser("launch", help="run a command under mpiexec, restarting it from its "
                         "last checkpoint when a rank dies")
     la.add_argument("-n", "--np", type=positive_int, default=2, help="ranks (default 2)")

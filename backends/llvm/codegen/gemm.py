@@ -50,8 +50,9 @@ MIN_WORK_PER_THREAD = 1 << 19
 #: micro-kernel that prefetches, at each k, row k of the B panel PREFETCH_B panels
 #: ahead (0: never).  At batch 16 a forward product's weight panel serves only two
 #: row tiles, so it streams from L3 at the hardware prefetcher's pace; prefetching
-#: one panel ahead made the MLP step's first layer ~7% faster.  With many row tiles
-#: per panel (batch 128) the panel is in L1/L2 anyway and the prefetches cost ~3%.
+#: one panel ahead made the MLP step's first layer ~7% faster (Zen 5).  With many row
+#: tiles per panel (batch 128) the panel is in L1/L2 anyway and the prefetches cost ~3%.
+#: The default of ``GemmSpec.pf``; the tuner (:mod:`..native.tuning`) measures both.
 PREFETCH_B = 1
 PREFETCH_MAX_ROWS = 16
 
@@ -67,6 +68,8 @@ class GemmSpec:
     nv: int = 4
     vw: int = 16
     kc: int = 256
+    #: B-panel prefetch distance in panels of the few-row tiles (0: no prefetch)
+    pf: int = PREFETCH_B
 
     @property
     def nr(self) -> int:
@@ -76,25 +79,27 @@ class GemmSpec:
     def name(self) -> str:
         t = ("t" if self.trans_a else "n") + ("t" if self.trans_b else "n")
         d = {"float32": "f32", "float64": "f64"}[self.dtype]
-        return f"graphc_gemm_{d}_{t}_{self.mr}x{self.nr}_kc{self.kc}"
+        pf = "" if self.pf == PREFETCH_B else f"_pf{self.pf}"
+        return f"graphc_gemm_{d}_{t}_{self.mr}x{self.nr}_kc{self.kc}{pf}"
+
+
+def vector_bits(target=None) -> int:
+    """Width of the host's widest float vectors (512 with AVX-512F, 256 with AVX2)."""
+    t = target or jit.host_target()
+    return 512 if t.has_feature("avx512f") else 256 if t.has_feature("avx2") else 128
 
 
 def default_spec(dtype="float32", trans_a=False, trans_b=False) -> GemmSpec:
-    """Tile shape for the host: 6×4 vectors on AVX-512 (24 zmm accumulators)."""
+    """The host's GEMM variant: the tile, K block and prefetch that
+    :mod:`..native.tuning` chose for this CPU (measured by the tuner, or its table of
+    known-good defaults per CPU family), with this dtype's vector width."""
+    from ..native import tuning
     dtype = np.dtype(dtype).name
     if dtype not in ("float32", "float64"):
         raise TypeError(f"gemm: unsupported dtype {dtype}")
-    t = jit.host_target()
-    bits = 512 if t.has_feature("avx512f") else 256 if t.has_feature("avx2") else 128
-    size = 4 if dtype == "float32" else 8
-    vw = bits // (8 * size)
-    if bits == 512:
-        mr, nv = 6, 4
-    elif bits == 256:
-        mr, nv = 6, 2  # 12 ymm accumulators of 16 registers
-    else:
-        mr, nv = 4, 2
-    return GemmSpec(dtype, bool(trans_a), bool(trans_b), mr, nv, vw, 256)
+    c = tuning.choice()
+    vw = vector_bits() // (8 * (4 if dtype == "float32" else 8))
+    return GemmSpec(dtype, bool(trans_a), bool(trans_b), c.mr, c.nv, vw, c.kc, c.pf)
 
 
 # --------------------------------------------------------------------------- IR helpers
@@ -287,8 +292,8 @@ def _tile_kernels(em: Emitter):
     k_wide = _emit_kernel(em, s.mr, s.nv, True)
     k_narrow = _emit_kernel(em, s.mr, 1, True) if s.nv > 1 else k_wide
     k_row = _emit_kernel(em, 1, s.nv, True)
-    k_wide_pf = (_emit_kernel(em, s.mr, s.nv, True, PREFETCH_B)
-                 if PREFETCH_B and not s.trans_b else k_wide)
+    k_wide_pf = (_emit_kernel(em, s.mr, s.nv, True, s.pf)
+                 if s.pf and not s.trans_b else k_wide)
     return k_wide, k_narrow, k_row, k_wide_pf
 
 

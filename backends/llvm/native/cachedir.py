@@ -175,7 +175,8 @@ def max_bytes() -> int:
 
 def is_cache_file(name: str) -> bool:
     """Files graphc writes into the cache directory (nothing else is counted or deleted)."""
-    return name.endswith(".gco") or (name.startswith("target-") and name.endswith(".json"))
+    return name.endswith(".gco") or (name.startswith(("target-", "tune-"))
+                                      and name.endswith(".json"))
 
 
 def disk_bytes(st) -> int:

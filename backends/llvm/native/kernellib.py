@@ -3,7 +3,7 @@
 The GEMM drivers of :mod:`.gemm` take M/N/K, leading dimensions and row/column ranges as
 arguments, so their code does not depend on the graph.  Compiling them into every
 graph's module cost about half of a new graph's compile time (MLP step: ~0.12 s of
-~0.27 s of LLVM time).  Instead, one *family* -- (dtype, MR, NV, VW, KC): the four
+~0.27 s of LLVM time).  Instead, one *family* -- (dtype, MR, NV, VW, KC, prefetch): the four
 transpose variants ``nn``/``tn``/``nt``/``tt`` and their micro-kernels -- is compiled
 into its own module, once per process, and its object code is kept in the disk cache
 like any module (:func:`.jit.compile_keyed`: same header, checksum, 0700 directory;
@@ -34,7 +34,7 @@ from ..codegen import gemm as gemm_mod
 from . import jit
 
 #: bump when the library's ABI or contents change in a way the source digest misses
-LIB_FORMAT_VERSION = 1
+LIB_FORMAT_VERSION = 2     # 2: the family includes the prefetch distance
 VARIANTS = ((False, False), (True, False), (False, True), (True, True))
 
 _LOCK = threading.RLock()
@@ -53,7 +53,7 @@ def enabled() -> bool:
 
 
 def family(spec: gemm_mod.GemmSpec) -> tuple:
-    return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc)
+    return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc, spec.pf)
 
 
 def _source_digest() -> str | None:
@@ -87,8 +87,8 @@ def library_key(fam: tuple, target: jit.TargetInfo) -> str:
 
 
 def _specs(fam):
-    dtype, mr, nv, vw, kc = fam
-    return [gemm_mod.GemmSpec(dtype, ta, tb, mr, nv, vw, kc) for ta, tb in VARIANTS]
+    dtype, mr, nv, vw, kc, pf = fam
+    return [gemm_mod.GemmSpec(dtype, ta, tb, mr, nv, vw, kc, pf) for ta, tb in VARIANTS]
 
 
 def build_module(fam: tuple, target: jit.TargetInfo) -> ir.Module:
@@ -174,5 +174,6 @@ def families_used(modules) -> list:
 
 def load_family(fam) -> None:
     """Load (or build) a family by its tuple, as :func:`families_used` lists it."""
-    dtype, mr, nv, vw, kc = fam
-    load(gemm_mod.GemmSpec(str(dtype), False, False, int(mr), int(nv), int(vw), int(kc)))
+    dtype, mr, nv, vw, kc, pf = fam
+    load(gemm_mod.GemmSpec(str(dtype), False, False, int(mr), int(nv), int(vw), int(kc),
+                           int(pf)))

@@ -8,6 +8,8 @@ on thread 0 alone are ``single``.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..codegen import gemm as gemm_mod
@@ -111,8 +113,7 @@ def gemm_spec(g: Gemm):
     spec = gemm_mod.default_spec(g.a.st.dtype, g.trans_a, g.trans_b)
     if spec.nv != 4:
         return spec
-    alt = gemm_mod.GemmSpec(spec.dtype, spec.trans_a, spec.trans_b, 8,
-                            2 if g.trans_b else 3, spec.vw, spec.kc)
+    alt = dataclasses.replace(spec, mr=8, nv=2 if g.trans_b else 3)
 
     def cost(mr):       # rows at full speed, leftover rows at ~1/3 speed
         return g.m - g.m % mr + 3 * (g.m % mr)
@@ -137,6 +138,5 @@ def gemm_partition(g: Gemm, chunks: int) -> GemmPartition:
     if p.by_cols and p.parts > 1 and spec.nv == 3 and (-(-p.units // p.parts)) % 3:
         # column chunks that are not whole 3-vector panels would run masked-off
         # vectors in every tile: use 2-vector tiles then (8x32)
-        p = split(gemm_mod.GemmSpec(spec.dtype, spec.trans_a, spec.trans_b, spec.mr, 2,
-                                    spec.vw, spec.kc))
+        p = split(dataclasses.replace(spec, nv=2))
     return p

@@ -40,6 +40,21 @@ def compiled(spec: GemmSpec):
     return hit
 
 
+def precompile(specs) -> None:
+    """Compile the variants of ``specs`` not compiled yet into one module (one LLVM run
+    instead of one per variant: what the tuner does per candidate)."""
+    with _COMPILE_LOCK:
+        todo = [s for s in dict.fromkeys(specs) if s not in _COMPILED]
+        if not todo:
+            return
+        module = ir.Module(name="gemm_" + todo[0].name)
+        for spec in todo:
+            emit_gemm_entry(module, spec)
+        cm = jit.compile_module(module)
+        for spec in todo:
+            _COMPILED[spec] = (cm, cm.get_function_address(spec.name + "_entry"))
+
+
 def _shapes(a, b, trans_a, trans_b):
     m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape

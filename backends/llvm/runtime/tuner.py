@@ -1,0 +1,173 @@
+"""The GEMM tuner: time a small space of kernel variants on the host, keep the fastest.
+
+What is searched (:func:`space`): the micro-kernel tile (MR rows × NV vectors, only
+tiles whose accumulators, B vectors and broadcast fit the vector registers: 16 ymm on
+AVX2, 32 zmm on AVX-512), the K block KC (how much of a B panel and of A's row block
+must stay in L1/L2: L2 is 512 KiB per core on Zen 3, 1-2 MiB elsewhere) and the B-panel
+prefetch of few-row tiles.  Thread partitioning is not searched (the fixed partition of
+:mod:`..plan.partition` gives bitwise-identical results for any thread count).
+
+How (a greedy staged search, as a beam search of width 1 over the knobs, the
+knobs measured to matter most first): every tile at KC 256 with the table's prefetch,
+then the other KCs for the best tile, then prefetch toggled -- 7 candidates,
+compiled one module each (the nn/tn/nt variants together) and timed on one thread at
+512³ and the MLP 784-512 layer's forward, weight-gradient and input-gradient products
+(batch 128) and its batch-16 forward.  A candidate's score is the geometric mean of its
+GFLOP/s; each shape's time is the *minimum* over repeated calls (other processes on a
+shared machine only ever add time).  The two best are timed once more, alternately,
+before the choice.  Every candidate's result is checked against numpy first; a wrong one
+is never chosen.  The whole search stops starting new candidates once ``budget``
+seconds are spent (default :data:`BUDGET`).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..codegen import gemm as gemm_mod
+from ..native import tuning
+from ..native.tuning import TileChoice
+from . import gemmcall
+
+#: seconds the search may take (compiles included) before it stops starting candidates
+BUDGET = 5.0
+#: (label, M, K, N, trans_a, trans_b): what the score is measured on
+SHAPES = (("512³", 512, 512, 512, False, False),
+          ("fc1 fwd", 128, 784, 512, False, False),
+          ("fc1 dW", 784, 128, 512, True, False),
+          ("fc1 dX", 128, 512, 784, False, True),
+          ("b16 fwd", 16, 784, 512, False, False))
+KCS = (256, 128, 384)
+
+
+def tiles(regs: int) -> list:
+    """(MR, NV) candidates for ``regs`` vector registers (MR·NV + NV + 1 ≤ regs)."""
+    if regs >= 32:
+        cands = [(6, 4), (8, 3), (4, 4), (5, 4)]
+    else:
+        cands = [(6, 2), (5, 2), (4, 3), (8, 1)]
+    return [(mr, nv) for mr, nv in cands if mr * nv + nv + 1 <= regs]
+
+
+def space(t=None) -> list:
+    """Every TileChoice the tuner may pick on target ``t`` (the tests check them all)."""
+    base = tuning.family_default(t)
+    regs = tuning.vector_registers(t)
+    out = [TileChoice(mr, nv, kc, pf) for mr, nv in tiles(regs) for kc in KCS
+           for pf in sorted({base.pf, 0})]
+    return out if base in out else [base] + out
+
+
+@dataclass
+class TuneResult:
+    best: TileChoice
+    seconds: float
+    results: list = field(default_factory=list)   # [(choice, {label: GFLOP/s}, score)]
+
+    def table(self) -> list:
+        return [{"choice": c.label, "mr": c.mr, "nv": c.nv, "kc": c.kc, "pf": c.pf,
+                 "gflops": {k: round(v, 1) for k, v in g.items()}, "score": round(s, 1)}
+                for c, g, s in self.results]
+
+
+def specs_of(c: TileChoice, dtype="float32") -> list:
+    vw = gemm_mod.vector_bits() // (8 * np.dtype(dtype).itemsize)
+    return [gemm_mod.GemmSpec(dtype, ta, tb, c.mr, c.nv, vw, c.kc, c.pf)
+            for ta, tb in ((False, False), (True, False), (False, True), (True, True))]
+
+
+class _Bench:
+    """Operands of every shape, made once; plans per candidate."""
+
+    def __init__(self, shapes):
+        rng = np.random.default_rng(0)
+        self.cases = []
+        for label, m, k, n, ta, tb in shapes:
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+            b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+            ref = (a.T if ta else a) @ (b.T if tb else b)
+            self.cases.append((label, a, b, ta, tb, ref, 2.0 * m * n * k))
+
+    def run(self, c: TileChoice, slice_s: float, threads: int = 1) -> dict | None:
+        """{label: GFLOP/s} of ``c``, or None if it computes a wrong result."""
+        specs = {(s.trans_a, s.trans_b): s for s in specs_of(c)}
+        gemmcall.precompile(list(specs.values()))
+        out = {}
+        for label, a, b, ta, tb, ref, flops in self.cases:
+            cbuf = np.empty(ref.shape, np.float32)
+            plan = gemmcall.GemmPlan(a, b, cbuf, ta, tb, threads=threads,
+                                     spec=specs[(ta, tb)])
+            plan()
+            if not np.allclose(cbuf, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max())):
+                return None
+            best, deadline = math.inf, time.perf_counter() + slice_s
+            n = 0
+            while n < 3 or time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                plan.run()
+                best = min(best, time.perf_counter() - t0)
+                n += 1
+            out[label] = flops / best / 1e9
+        return out
+
+
+def _score(g: dict) -> float:
+    return math.exp(sum(math.log(v) for v in g.values()) / len(g))
+
+
+def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
+         stream=None) -> TuneResult:
+    """Search (see the module docstring); returns the best candidate and every figure."""
+    budget = BUDGET if budget is None else float(budget)
+    stream = stream or sys.stderr
+    t0 = time.perf_counter()
+    base = tuning.family_default()
+    regs = tuning.vector_registers()
+    bench = _Bench(shapes)
+    # per-shape timing slice: ~half the budget over 7 candidates (+2 re-timings)
+    slice_s = max(0.002, 0.4 * budget / (9 * len(shapes)))
+    results: dict = {}
+
+    def measure(c):
+        if c in results or time.perf_counter() - t0 > budget:
+            return
+        g = bench.run(c, slice_s)
+        if g is None:
+            if progress:
+                print(f"graphc tune: {c.label}: WRONG RESULT, skipped", file=stream)
+            return
+        results[c] = g
+        if progress:
+            best = max(results, key=lambda x: _score(results[x]))
+            print(f"graphc tune: [{len(results)}] {c.label:<18} {_score(g):6.1f} GFLOP/s "
+                  f"(best so far {best.label}), {time.perf_counter() - t0:.1f} s",
+                  file=stream, flush=True)
+
+    def best():
+        return max(results, key=lambda x: _score(results[x]))
+
+    for mr, nv in tiles(regs):
+        measure(TileChoice(mr, nv, KCS[0], base.pf))
+    measure(base)
+    if results:
+        for kc in KCS[1:]:
+            measure(replace(best(), kc=kc))
+        measure(replace(best(), pf=0 if best().pf else base.pf or 1))
+    if len(results) >= 2 and time.perf_counter() - t0 < 1.2 * budget:
+        # the two best once more (their best times kept)
+        top = sorted(results, key=lambda x: -_score(results[x]))[:2]
+        for c in top:
+            g = bench.run(c, slice_s)
+            if g is not None:
+                results[c] = {k: max(v, g[k]) for k, v in results[c].items()}
+    chosen = best() if results else base
+    res = TuneResult(chosen, time.perf_counter() - t0,
+                     [(c, g, _score(g)) for c, g in results.items()])
+    if progress:
+        print(f"graphc tune: chose {chosen.label} in {res.seconds:.1f} s", file=stream,
+              flush=True)
+    return res
