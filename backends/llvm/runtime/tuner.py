@@ -14,8 +14,9 @@ compiled one module each (the nn/tn/nt variants together) and timed on one threa
 512³ and the MLP 784-512 layer's forward, weight-gradient and input-gradient products
 (batch 128) and its batch-16 forward.  A candidate's score is the geometric mean of its
 GFLOP/s; each shape's time is the *minimum* over repeated calls (other processes on a
-shared machine only ever add time).  The two best are timed once more, alternately,
-before the choice.  Every candidate's result is checked against numpy first; a wrong one
+shared machine only ever add time), and a stage's candidates are timed alternately in
+:data:`ROUNDS` rounds.  (Figures of different stages come from different moments: on a
+loaded machine the choice is only as good as the quiet the search found.)  Every candidate's result is checked against numpy first; a wrong one
 is never chosen.  The whole search stops starting new candidates once ``budget``
 seconds are spent (default :data:`BUDGET`).
 """
@@ -81,42 +82,53 @@ def specs_of(c: TileChoice, dtype="float32") -> list:
 
 
 class _Bench:
-    """Operands of every shape, made once; plans per candidate."""
+    """Operands of every shape, made once; a bound plan per (candidate, shape)."""
 
-    def __init__(self, shapes):
+    def __init__(self, shapes, threads: int = 1):
         rng = np.random.default_rng(0)
-        self.cases = []
+        self.cases, self.threads, self.plans = [], threads, {}
         for label, m, k, n, ta, tb in shapes:
             a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
             b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
             ref = (a.T if ta else a) @ (b.T if tb else b)
             self.cases.append((label, a, b, ta, tb, ref, 2.0 * m * n * k))
 
-    def run(self, c: TileChoice, slice_s: float, threads: int = 1) -> dict | None:
-        """{label: GFLOP/s} of ``c``, or None if it computes a wrong result."""
+    def prepare(self, c: TileChoice) -> bool:
+        """Compile ``c`` (one module), bind its plans, check every shape against numpy."""
         specs = {(s.trans_a, s.trans_b): s for s in specs_of(c)}
         gemmcall.precompile(list(specs.values()))
-        out = {}
+        plans = []
         for label, a, b, ta, tb, ref, flops in self.cases:
-            cbuf = np.empty(ref.shape, np.float32)
-            plan = gemmcall.GemmPlan(a, b, cbuf, ta, tb, threads=threads,
+            out = np.empty(ref.shape, np.float32)
+            plan = gemmcall.GemmPlan(a, b, out, ta, tb, threads=self.threads,
                                      spec=specs[(ta, tb)])
             plan()
-            if not np.allclose(cbuf, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max())):
-                return None
-            best, deadline = math.inf, time.perf_counter() + slice_s
-            n = 0
+            if not np.allclose(out, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max())):
+                return False
+            plans.append((label, plan, flops))
+        self.plans[c] = plans
+        return True
+
+    def time(self, c: TileChoice, slice_s: float, into: dict) -> None:
+        """Best GFLOP/s per shape of ``c`` over ~``slice_s`` seconds each, merged into
+        ``into`` (the best figure over all rounds is kept)."""
+        for label, plan, flops in self.plans[c]:
+            best, deadline, n = math.inf, time.perf_counter() + slice_s, 0
             while n < 3 or time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 plan.run()
                 best = min(best, time.perf_counter() - t0)
                 n += 1
-            out[label] = flops / best / 1e9
-        return out
+            into[label] = max(into.get(label, 0.0), flops / best / 1e9)
 
 
 def _score(g: dict) -> float:
     return math.exp(sum(math.log(v) for v in g.values()) / len(g))
+
+
+#: rounds in which a stage's candidates are timed alternately (a burst of load from
+#: another process then hits every candidate of the stage, not one)
+ROUNDS = 3
 
 
 def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
@@ -126,44 +138,40 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
     stream = stream or sys.stderr
     t0 = time.perf_counter()
     base = tuning.family_default()
-    regs = tuning.vector_registers()
     bench = _Bench(shapes)
-    # per-shape timing slice: ~half the budget over 7 candidates (+2 re-timings)
-    slice_s = max(0.002, 0.4 * budget / (9 * len(shapes)))
+    # per-shape, per-round timing slice: ~half the budget over ~7 candidates
+    slice_s = max(0.001, 0.5 * budget / (7 * ROUNDS * len(shapes)))
     results: dict = {}
 
-    def measure(c):
-        if c in results or time.perf_counter() - t0 > budget:
-            return
-        g = bench.run(c, slice_s)
-        if g is None:
-            if progress:
+    def stage(cands):
+        cands = [c for c in dict.fromkeys(cands) if c not in results]
+        ok = []
+        for c in cands:
+            if time.perf_counter() - t0 > budget:
+                break
+            if bench.prepare(c):
+                ok.append(c)
+            elif progress:
                 print(f"graphc tune: {c.label}: WRONG RESULT, skipped", file=stream)
-            return
-        results[c] = g
-        if progress:
-            best = max(results, key=lambda x: _score(results[x]))
-            print(f"graphc tune: [{len(results)}] {c.label:<18} {_score(g):6.1f} GFLOP/s "
-                  f"(best so far {best.label}), {time.perf_counter() - t0:.1f} s",
-                  file=stream, flush=True)
+        figs = {c: {} for c in ok}
+        for _ in range(ROUNDS):
+            for c in ok:
+                bench.time(c, slice_s, figs[c])
+        results.update(figs)
+        if progress and ok:
+            b = best()
+            print(f"graphc tune: {len(results)} candidates, {time.perf_counter() - t0:.1f} s: "
+                  + ", ".join(f"{c.label} {_score(figs[c]):.1f}" for c in ok)
+                  + f" GFLOP/s; best {b.label}", file=stream, flush=True)
 
     def best():
         return max(results, key=lambda x: _score(results[x]))
 
-    for mr, nv in tiles(regs):
-        measure(TileChoice(mr, nv, KCS[0], base.pf))
-    measure(base)
+    stage([TileChoice(mr, nv, KCS[0], base.pf) for mr, nv in tiles(tuning.vector_registers())]
+          + [base])
     if results:
-        for kc in KCS[1:]:
-            measure(replace(best(), kc=kc))
-        measure(replace(best(), pf=0 if best().pf else base.pf or 1))
-    if len(results) >= 2 and time.perf_counter() - t0 < 1.2 * budget:
-        # the two best once more (their best times kept)
-        top = sorted(results, key=lambda x: -_score(results[x]))[:2]
-        for c in top:
-            g = bench.run(c, slice_s)
-            if g is not None:
-                results[c] = {k: max(v, g[k]) for k, v in results[c].items()}
+        stage([replace(best(), kc=kc) for kc in KCS[1:]])
+        stage([replace(best(), pf=0 if best().pf else base.pf or 1)])
     chosen = best() if results else base
     res = TuneResult(chosen, time.perf_counter() - t0,
                      [(c, g, _score(g)) for c, g in results.items()])
