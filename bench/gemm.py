@@ -88,7 +88,7 @@ def _step_runner(plan, reps: int):
 
 
 def fma_ceiling(threads: int) -> float:
-    """GFLOP/s of a register-only loop of independent 512-bit (or widest) FMAs on
+    """GFLOP/s of a register-only loop of independent FMAs of the widest vectors on
     ``threads`` threads: the ceiling the GEMM is measured against."""
     from llvmlite import ir
 
@@ -112,7 +112,9 @@ def fma_ceiling(threads: int) -> float:
     b.position_at_end(loop)
     i = b.phi(i64)
     i.add_incoming(i64(0), entry)
-    accs = [b.phi(vt) for _ in range(24)]
+    # 24 independent chains on AVX-512 (32 zmm); 12 on AVX2 (16 ymm: 24 would spill)
+    nacc = 24 if spec.vw * 4 == 64 else 12
+    accs = [b.phi(vt) for _ in range(nacc)]
     new = [b.call(fma, [acc, x, x]) for acc in accs]
     for acc, v in zip(accs, new):
         acc.add_incoming(ir.Constant(vt, [float(j) for j in range(spec.vw)]), entry)
@@ -134,7 +136,7 @@ def fma_ceiling(threads: int) -> float:
     run = parallel.Launcher(cm.get_function_address("fma_peak"), threads).bind(argv.ctypes.data)
     run()
     t = _median_per_call(run, 51)
-    return threads * iters * 24 * spec.vw * 2 / t / 1e9
+    return threads * iters * nacc * spec.vw * 2 / t / 1e9
 
 
 def measure(case, threads: int, rounds: int, seconds: float):
@@ -252,6 +254,11 @@ def main(argv=None) -> int:
         print(f"(re-running without {', '.join(tuned)} for a fair numpy)", flush=True)
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     load_start = _loadavg()
+    from graphc.backends.llvm.native import tuning
+    tuning.ensure_tuned()
+    chosen = (f"GEMM variant {tuning.choice().label} ({tuning.source()}; table default "
+              f"{tuning.family_default().label})")
+    print(chosen, flush=True)
     rows, ceilings = [], {}
     for threads in [int(t) for t in args.threads.split(",")]:
         ceilings[threads] = max(fma_ceiling(threads) for _ in range(3))
@@ -267,8 +274,8 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = " / ".join(f"{x:.2f}" for x in (load_start, _loadavg()))
     text = (f"Measured {stamp} on {machine()}; load average (1 min) at start / end: "
-            f"{load} (the machine is shared: figures are noisy, ratios come from one run)."
-            "\n\n"
+            f"{load} (the machine is shared: figures are noisy, ratios come from one run); "
+            f"{chosen}.\n\n"
             "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gemm.py "
             "--update-docs`\n\n"
             "float32, C = op(A)·op(B), shapes M×K×N; medians of per-call times over "

@@ -16,8 +16,8 @@ compiled one module each (the nn/tn/nt variants together) and timed on one threa
 GFLOP/s; each shape's time is the *minimum* over repeated calls (other processes on a
 shared machine only ever add time), and a stage's candidates are timed alternately in
 :data:`ROUNDS` rounds.  (Figures of different stages come from different moments: on a
-loaded machine the choice is only as good as the quiet the search found.)  Every candidate's result is checked against numpy first; a wrong one
-is never chosen.  The whole search stops starting new candidates once ``budget``
+loaded machine the choice is only as good as the quiet the search found.)  Every
+candidate's result is checked against numpy first; a wrong one is never chosen.  The whole search stops starting new candidates once ``budget``
 seconds are spent (default :data:`BUDGET`).
 """
 from __future__ import annotations
@@ -147,8 +147,8 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
         cands = [c for c in dict.fromkeys(cands) if c not in results]
         ok = []
         for c in cands:
-            if time.perf_counter() - t0 > budget:
-                break
+            if (results or ok) and time.perf_counter() - t0 > budget:
+                break               # (the first candidate always runs: a choice is made)
             if bench.prepare(c):
                 ok.append(c)
             elif progress:
