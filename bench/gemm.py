@@ -255,7 +255,8 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     load_start = _loadavg()
     from graphc.backends.llvm.native import tuning
-    tuning.ensure_tuned()
+    from graphc.backends.llvm.runtime import tuner
+    tuner.ensure_tuned()
     chosen = (f"GEMM variant {tuning.choice().label} ({tuning.source()}; table default "
               f"{tuning.family_default().label})")
     print(chosen, flush=True)

@@ -85,7 +85,9 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
     from .native import tuning
     from .runtime import parallel
     from .runtime import compiled as runtime
-    tuning.ensure_tuned()       # once per CPU (GRAPHC_TUNE); before the key, which has it
+    if tuning.needs_tuning():   # once per CPU (GRAPHC_TUNE); before the key, which has it
+        from .runtime import tuner
+        tuner.ensure_tuned()
     t0 = time.perf_counter()
     threads = parallel.num_threads(threads)
     key = graph_key(graph, threads, fuse, epilogue, profile, plan)

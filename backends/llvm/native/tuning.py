@@ -14,7 +14,7 @@ fingerprint (``/proc/cpuinfo``: model, stepping, flags), the LLVM target and
 :data:`KNOWN` of defaults per CPU family; a trusted, valid cache entry for this CPU
 (read as :func:`.cachedir.read_trusted` reads code: the user's own file, not writable by
 others; a corrupt or foreign entry reads as a miss); else the table.  It never measures:
-:func:`ensure_tuned` does, called by the backend before a graph's first compile when
+:func:`..runtime.tuner.ensure_tuned` does, called by the backend before a graph's first compile when
 ``GRAPHC_TUNE`` is ``auto`` (the default) and no choice is cached -- the one-time cost,
 stated on stderr -- and ``graphc tune`` reruns it.  The test suite sets ``GRAPHC_TUNE=0``.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
 from dataclasses import asdict, dataclass
 
@@ -36,7 +35,7 @@ from .target import _cpu_fingerprint, host_target
 
 #: bump when the meaning of a cached choice or the candidate space changes
 TUNE_FORMAT_VERSION = 1
-_LOCK = threading.RLock()
+LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ def choice() -> TileChoice:
     global _CHOICE, _SOURCE
     if _CHOICE is not None:
         return _CHOICE
-    with _LOCK:
+    with LOCK:
         if _CHOICE is None:
             hit = read_cached() if mode() == "auto" else None
             if hit is not None:
@@ -176,6 +175,16 @@ def choice() -> TileChoice:
             else:
                 _CHOICE, _SOURCE = family_default(), "default"
         return _CHOICE
+
+
+def needs_tuning() -> bool:
+    """Whether :func:`..runtime.tuner.ensure_tuned` would time candidates: tuning on,
+    a usable cache directory, and this process's choice is the table's for want of a
+    cached one."""
+    if mode() == "off" or cache_path() is None:
+        return False
+    choice()
+    return _SOURCE == "default"
 
 
 def source() -> str:
@@ -186,7 +195,7 @@ def source() -> str:
 def set_choice(c: TileChoice | None, src: str = "tuned") -> None:
     """Use ``c`` from now on in this process (None: forget, ask :func:`choice` again)."""
     global _CHOICE, _SOURCE
-    with _LOCK:
+    with LOCK:
         _CHOICE, _SOURCE = c, (src if c is not None else None)
 
 
@@ -194,24 +203,3 @@ def key_part() -> str:
     """What graph cache keys must include: the choice in use."""
     c = choice()
     return f"gemm-tile/{c.mr}/{c.nv}/{c.kc}/{c.pf}"
-
-
-def ensure_tuned(budget: float | None = None) -> TileChoice:
-    """:func:`choice`, after tuning once for this CPU if ``GRAPHC_TUNE=auto``, the disk
-    cache is usable and holds no choice yet (a few seconds, once per CPU; progress on
-    stderr)."""
-    global _CHOICE
-    if _CHOICE is not None or mode() == "off":
-        return choice()
-    with _LOCK:
-        if _CHOICE is not None:
-            return _CHOICE
-        if read_cached() is not None or cache_path() is None:
-            return choice()
-        from ..runtime import tuner
-        print("graphc: first use on this CPU: timing GEMM kernel candidates once "
-              "(GRAPHC_TUNE=0 skips; `graphc tune` reruns)", file=sys.stderr, flush=True)
-        res = tuner.tune(budget=budget, progress=True)
-        write_cached(res.best, res.table(), res.seconds)
-        set_choice(res.best, "tuned")
-        return res.best

@@ -17,8 +17,9 @@ GFLOP/s; each shape's time is the *minimum* over repeated calls (other processes
 shared machine only ever add time), and a stage's candidates are timed alternately in
 :data:`ROUNDS` rounds.  (Figures of different stages come from different moments: on a
 loaded machine the choice is only as good as the quiet the search found.)  Every
-candidate's result is checked against numpy first; a wrong one is never chosen.  The whole search stops starting new candidates once ``budget``
-seconds are spent (default :data:`BUDGET`).
+candidate's result is checked against numpy first; a wrong one is never chosen.  The
+search stops starting new candidates once ``budget`` seconds are spent (default
+:data:`BUDGET`; the first candidate always runs).
 """
 from __future__ import annotations
 
@@ -179,3 +180,20 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
         print(f"graphc tune: chose {chosen.label} in {res.seconds:.1f} s", file=stream,
               flush=True)
     return res
+
+
+def ensure_tuned(budget: float | None = None) -> TileChoice:
+    """:func:`.tuning.choice`, after tuning once for this CPU if ``GRAPHC_TUNE=auto``, the
+    disk cache is usable and holds no choice yet (a few seconds, once per CPU; progress
+    on stderr).  The backend calls it before a graph's first compile."""
+    if not tuning.needs_tuning():
+        return tuning.choice()
+    with tuning.LOCK:
+        if not tuning.needs_tuning():
+            return tuning.choice()
+        print("graphc: first use on this CPU: timing GEMM kernel candidates once "
+              "(GRAPHC_TUNE=0 skips; `graphc tune` reruns)", file=sys.stderr, flush=True)
+        res = tune(budget=budget, progress=True)
+        tuning.write_cached(res.best, res.table(), res.seconds)
+        tuning.set_choice(res.best, "tuned")
+        return res.best

@@ -123,7 +123,7 @@ def test_table_of_defaults():
 def test_tune_off_uses_the_table(cache, monkeypatch, capsys):
     tuning.write_cached(TileChoice(5, 2, 128, 0), [], 0.0)
     monkeypatch.setenv("GRAPHC_TUNE", "0")
-    assert tuning.ensure_tuned() == tuning.family_default()
+    assert tuner.ensure_tuned() == tuning.family_default()
     assert tuning.source() == "default"
     assert capsys.readouterr().err == ""
 
@@ -132,7 +132,7 @@ def test_cache_off_never_tunes(monkeypatch, capsys):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", "off")
     monkeypatch.setenv("GRAPHC_TUNE", "auto")
     assert tuning.cache_path() is None
-    assert tuning.ensure_tuned() == tuning.family_default()
+    assert tuner.ensure_tuned() == tuning.family_default()
     assert capsys.readouterr().err == ""
 
 
@@ -144,7 +144,7 @@ def test_cached_choice_is_reused(cache):
     assert cachedir.is_cache_file(os.path.basename(path))
     assert os.stat(path).st_mode & 0o077 == 0
     assert tuning.choice() == c and tuning.source() == "cached"
-    assert tuning.ensure_tuned() == c                      # nothing timed again
+    assert tuner.ensure_tuned() == c                      # nothing timed again
     assert gemm_mod.default_spec("float32").mr == c.mr
     assert gemm_mod.default_spec("float32").kc == c.kc
 
@@ -197,12 +197,12 @@ def test_tune_with_a_tiny_budget(capsys):
 
 
 def test_ensure_tuned_tunes_once_and_caches(cache, capsys):
-    first = tuning.ensure_tuned(budget=0.01)
+    first = tuner.ensure_tuned(budget=0.01)
     err = capsys.readouterr().err
     assert "first use on this CPU" in err and "graphc tune: chose" in err
     assert tuning.read_cached()[0] == first
     tuning.set_choice(None)
-    assert tuning.ensure_tuned() == first and tuning.source() == "cached"
+    assert tuner.ensure_tuned() == first and tuning.source() == "cached"
     assert capsys.readouterr().err == ""
 
 
