@@ -31,10 +31,12 @@ def missing_lowerings() -> list[str]:
 
 
 def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="shared",
-          parts=1):
+          parts=1, cold=False):
     """(plan, llvmlite module) for ``graph`` -- the IR before JIT compilation (with
     ``parts`` > 1: a list of modules, the kernels spread over them, compiled
-    concurrently by :func:`.jit.compile_module`)."""
+    concurrently by :func:`.jit.compile_module`; with ``cold``: also a list, the cold
+    kernels beside the entry in the first, unoptimised one, see
+    ``codegen.module.Codegen.build``)."""
     from graphc.ir import verify
     from graphc.passes import fusion
 
@@ -50,7 +52,7 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="sh
         g.remove_dead()     # dead values get no buffer, so they must not be computed
     verify(g)
     p = plan_mod.build_plan(g, threads, plan)
-    module = codegen.Codegen(p, jit.host_target().triple, profile).build(parts)
+    module = codegen.Codegen(p, jit.host_target().triple, profile).build(parts, cold)
     return p, module
 
 
@@ -97,10 +99,10 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
     def build():
         # one module part per core (``parts``): LLVM compiles the parts concurrently
         p, module = lower(graph, threads, fuse, epilogue, profile, plan,
-                          parts=parts or jit.compile_threads())
+                          parts=parts or jit.compile_threads(), cold=True)
         built["plan"] = p
         mods = module if isinstance(module, list) else [module]
-        if len(mods) > 1:   # the entry alone in the first part: it only dispatches
+        if len(mods) > 1:   # the entry (and cold kernels) in the first part: unoptimised
             module = [jit.Part(mods[0], "O0")] + mods[1:]
         built["lower_seconds"] = time.perf_counter() - t1
         libs = kernellib.families_used(mods)
@@ -196,6 +198,7 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
 
     from graphc.ir import fingerprint
 
+    from .codegen import module as codegen
     from .codegen import window_pool, window_rows
     from .native import jit
     from .native import kernellib
@@ -208,7 +211,7 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
                  fingerprint(graph),
                  repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
                        kernellib.enabled(), layout.FORCE, layout.COSTS,
-                       window_rows.ENABLED, window_pool.ENABLED))):
+                       window_rows.ENABLED, window_pool.ENABLED, codegen.COLD_ELEMENTS))):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

@@ -24,7 +24,8 @@ from ..runtime import parallel
 from .dynamic import DynamicSchedule
 from .loops import emit_loop
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
-from ..plan.kernels import CopyKernel, CustomKernel, GemmKernel, Plan, SmallKKernel
+from ..plan.kernels import (CopyKernel, CustomKernel, GemmKernel, LoopKernel, Plan,
+                            SmallKKernel)
 from ..plan.views import View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -344,21 +345,30 @@ class Codegen(DynamicSchedule):
         self._interleave = 0
 
     # ---- entry --------------------------------------------------------------------------
-    def build(self, parts: int = 1):
+    def build(self, parts: int = 1, cold: bool = False):
         """The module (``parts`` = 1), or a list of ``parts`` + 1 modules: the first
         holds only the entry function, the others the kernels it calls by name (spread
         by :func:`_compile_cost`).  JIT compiles the parts concurrently
-        (:func:`.jit.compile_module`), the entry's without optimisation."""
+        (:func:`.jit.compile_module`), the entry's without optimisation.
+
+        ``cold``: the kernels whose run time cannot matter (:func:`is_cold`: a few
+        hundred elements of loop work -- loss terms, bias updates) go beside the entry
+        into the unoptimised part, and a list is returned even for ``parts`` = 1.  O3
+        spends ~10 ms on each such kernel (LeNet step: 17 of 48 kernels), the
+        unoptimised part ~1 ms; the code computes the same values (no fast-math flags,
+        explicit ``llvm.fma``; row sums, which O3 may reassociate, are never cold)."""
         plan = self.plan
-        n = min(parts, len(plan.kernels))      # kernel parts (< 2: all beside the entry)
-        mods = [self.m] + [ir.Module(name=f"{self.m.name}_part{j}")
-                           for j in range(1, n + 1 if n > 1 else 1)]
+        cold_of = [cold and is_cold(k) for k in plan.kernels]
+        hot = [k for k, c in zip(plan.kernels, cold_of) if not c]
+        split = parts > 1 or (any(cold_of) and bool(hot))
+        n = min(max(parts, 1), len(hot)) if split else 0    # kernel parts
+        mods = [self.m] + [ir.Module(name=f"{self.m.name}_part{j}") for j in range(1, n + 1)]
         for m in mods[1:]:
             m.triple = self.m.triple
         state = {id(m): ({}, {}) for m in mods}
         kfns = []
-        where = [1 + j for j in _assign_parts(plan.kernels, n)] if n > 1 else \
-            [0] * len(plan.kernels)
+        hot_where = iter([1 + j for j in _assign_parts(hot, n)] if n else [0] * len(hot))
+        where = [0 if c else next(hot_where) for c in cold_of]
         for i, (k, j) in enumerate(zip(plan.kernels, where)):
             self.m = mods[j]
             self.globals, self._loop_md = state[id(self.m)]
@@ -370,7 +380,7 @@ class Codegen(DynamicSchedule):
         self.m = mods[0]
         self.globals, self._loop_md = state[id(self.m)]
         self._build_entry(kfns)
-        return mods[0] if parts == 1 else mods
+        return mods if split else mods[0]
 
     def _build_entry(self, kfns):
         plan = self.plan
@@ -415,6 +425,21 @@ class Codegen(DynamicSchedule):
         else:
             self.dynamic_phases(b, fn, tid, nth, argv, run)
         b.ret_void()
+
+
+#: loop kernels over at most this many elements are cold (:func:`is_cold`)
+COLD_ELEMENTS = 1024
+
+
+def is_cold(k) -> bool:
+    """Whether ``k`` is cheap enough to run unoptimised: a plain loop kernel (no GEMM,
+    window or copy kernel) over at most :data:`COLD_ELEMENTS` elements -- unoptimised it
+    takes a few microseconds at most, against a step of milliseconds -- and whose values
+    do not depend on the optimiser (not a row sum, which O3 reassociates into vector
+    partial sums: :func:`_row_sum`)."""
+    return (isinstance(k, LoopKernel) and not isinstance(k, GemmKernel)
+            and int(np.prod(k.shape, dtype=np.int64)) <= COLD_ELEMENTS
+            and not _row_sum(k))
 
 
 def _compile_cost(k):

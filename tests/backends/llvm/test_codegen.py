@@ -295,6 +295,40 @@ def test_module_parts_give_identical_code(threads):
             np.testing.assert_array_equal(p, q)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cold_kernels_run_unoptimised_with_the_same_bits(threads, monkeypatch):
+    """Small loop kernels (bias updates, loss terms) are compiled beside the entry without
+    optimisation (compile time); a step computes exactly what it computes with every
+    kernel at O3 (``COLD_ELEMENTS = 0``), row sums never being cold."""
+    from graphc.backends.llvm.codegen import module as codegen
+    rng = np.random.default_rng(7)
+    params = {"w": rng.standard_normal((33, 20)).astype(np.float32),
+              "b": np.zeros(20, np.float32),
+              "v": rng.standard_normal((20, 7)).astype(np.float32), "c": np.ones(7, np.float32)}
+    x = rng.standard_normal((11, 33)).astype(np.float32)
+
+    def loss(p, x):
+        h = gc.tanh(x @ p["w"] + p["b"])
+        z = h @ p["v"] + p["c"]
+        return gc.sum(gc.log(gc.sum(gc.exp(z), axis=1))) + gc.sum(h * h) * 0.1
+    step = gc.compile_step(loss, params, gc.optim.SGD(1e-2), (x,), backend="numpy")
+    plan, mods = llvm_backend.lower(step.graph, threads=threads, parts=1, cold=True)
+    cold = [k for k in plan.kernels if codegen.is_cold(k)]
+    assert cold and len(cold) < len(plan.kernels)
+    assert not any(codegen._row_sum(k) for k in cold)
+    first = {f.name for f in mods[0].functions if not f.is_declaration}
+    assert len(mods) == 2 and sum(n.startswith("k") for n in first) == len(cold)
+    outs = []
+    for limit in (codegen.COLD_ELEMENTS, 0):
+        monkeypatch.setattr(codegen, "COLD_ELEMENTS", limit)
+        fn = llvm_backend.compile(step.graph, threads=threads)
+        args = [np.array(a) for a in (*step._p_leaves, x, *step.opt_state.values())]
+        outs.append(([fn(*args)[0] for _ in range(3)], args))
+    (ra, aa), (rb, ab) = outs
+    for p, q in zip(ra + aa, rb + ab):
+        np.testing.assert_array_equal(p, q)
+
+
 def test_row_sums_vectorize_and_match_across_threads():
     """A float sum along the innermost axis (softmax, layer norm rows) is vectorized with
     reassociation (vector partial sums, float64 accumulators for float32), and the order
