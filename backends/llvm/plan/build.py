@@ -389,7 +389,7 @@ class PlanBuilder:
         gemm, smallk = None, False
         if mm is not None:
             gemm = self.gemm_of(mm, at, members)
-            smallk = (gemm.k <= SMALLK_MAX and not gemm.trans_b and not gemm.transposed and gemm.c.shape == shape
+            smallk = ((gemm.k <= SMALLK_MAX or few_rows(gemm)) and not gemm.trans_b and not gemm.transposed and gemm.c.shape == shape
                       and gemm.c.st.dtype.kind == "f")
             if smallk and not self.needs_store_outside(mm.output, set(members)):
                 gemm.c = None
@@ -499,6 +499,24 @@ class PlanBuilder:
         return Plan(g, kernels, self.storages, self.slots, len(g.inputs), self.out_st, arena,
                     threads, updates_direct=[(a.name, b.name) for b, a in self.direct.items()],
                     memory_plan=mplan)
+
+
+#: few_rows: at most this K (the B panel of one register tile stays in L1) and at least
+#: this many columns (enough panels that the row edge matters)
+FEW_ROWS_MAX_K = 256
+FEW_ROWS_MIN_N = 512
+
+
+def few_rows(g: Gemm) -> bool:
+    """A product with few rows where the micro-kernel's tile leaves more rows to its slow
+    one-row edge kernel than the small-K register tiles (4 rows) do: those tiles run it
+    whole.  LeNet's conv2 forward, 16 x 150 x 6400 on AVX2 (6-row tiles: 2 tiles + 4
+    single rows): 1.5x faster on Zen 3; the same bits (fma in k order from zero)."""
+    from ..codegen.smallk import tile_shape
+    mr = gemm_spec(g).mr
+    tile_rows = tile_shape(g.a.st.dtype, g.m, g.n)[0]
+    return (g.k <= FEW_ROWS_MAX_K and g.n >= FEW_ROWS_MIN_N and g.m < 4 * mr
+            and g.m % tile_rows < g.m % mr)
 
 
 def reduce_view(out: View, r: Node, in_shape) -> View:

@@ -53,6 +53,7 @@ def _forms(monkeypatch, graph, args, threads=(1, 2, 3, 5)):
         elementwise = llvm_backend.compile(graph, threads=1)(*[a.copy() for a in args])
     with monkeypatch.context() as m:
         m.setattr(plan_mod, "SMALLK_MAX", 0)
+        m.setattr(plan_mod, "FEW_ROWS_MAX_K", 0)
         _variant(m, "gemm")
         gemm = llvm_backend.compile(graph, threads=1)(*[a.copy() for a in args])
     return tiled, elementwise, gemm
@@ -184,3 +185,22 @@ def test_standalone_small_k_product(monkeypatch, trans_a, m, n, k):
         _same(res, gemm)
     ref = numpy_backend.run(graph, [x, g])[0]
     np.testing.assert_allclose(tiled[1][0], ref, rtol=1e-5, atol=1e-5 * (1 + k))
+
+
+@pytest.mark.parametrize("m,k", [(16, 150), (10, 40), (4, 256)])
+def test_few_rows_product_on_register_tiles(monkeypatch, m, k):
+    """A product of few rows and many columns with its epilogue (a conv layer's forward
+    ``w @ cols + b``): the register tiles leave no one-row edge; the same bits as the
+    GEMM kernel on any thread count."""
+    rng = np.random.default_rng(m + k)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    cols = rng.standard_normal((k, 700)).astype(np.float32)
+    b = rng.standard_normal((m, 1)).astype(np.float32)
+    graph = gc.trace(lambda w, cols, b: gc.relu(w @ cols + b), w, cols, b)
+    assert _tiled(graph, 1) == (1 if m % 4 < m % 6 else 0)
+    tiled, elementwise, gemm = _forms(monkeypatch, graph, (w, cols, b), threads=(1, 2, 3))
+    for res in tiled.values():
+        _same(res, elementwise)
+        _same(res, gemm)
+    ref = numpy_backend.run(graph, [w, cols, b])[0]
+    np.testing.assert_allclose(tiled[1][0], ref, rtol=1e-4, atol=1e-4)
