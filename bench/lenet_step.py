@@ -17,6 +17,7 @@ medians of per-step times, ratios are within one invocation.  "compile" is the f
 call of each (graphc: ``compile_step`` with an empty disk cache, i.e. a real compile).
 
     python bench/lenet_step.py [--threads 1 2] [--rounds 15]
+    python bench/lenet_step.py --profile     # graphc's kernels on one thread, by cost
 """
 from __future__ import annotations
 
@@ -255,6 +256,37 @@ def table(results):
     return "\n".join(lines)
 
 
+def profile(calls=150, top=16):
+    """Per-kernel rdtsc ticks of graphc's step on one thread (minimum over calls, which
+    filters out the other processes of a shared machine), largest first."""
+    import numpy as np
+
+    import graphc as gc
+    import graphc.backends.llvm as L
+    p, x, y = init()
+    step = gc.compile_step(graphc_loss(gc), p, gc.optim.SGD(LR), (x, y), threads=1)
+    fn = L.compile(step.graph, threads=1, profile=True)
+    args = [*step._p_leaves, x, y, *step.opt_state.values()]
+    rows, walls = [], []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn(*args)
+        walls.append(time.perf_counter() - t0)
+        if i >= 5:
+            rows.append([c for _, _, c in fn.profile()])
+    cyc = np.min(np.array(rows), axis=0)
+    tot = cyc.sum()
+    k_of = {k.name: k for k in fn.plan.kernels}
+    print(f"{len(cyc)} kernels, {tot / 1e6:.2f} M ticks (sum of per-kernel minima); "
+          f"fastest call {1e3 * min(walls):.2f} ms, median {1e3 * np.median(walls):.2f} ms")
+    for (name, _, _), c in sorted(zip(fn.profile(), cyc), key=lambda t: -t[1])[:top]:
+        k = k_of[name]
+        g = getattr(k, "gemm", None)
+        what = (f"GEMM {g.m}x{g.k}x{g.n} {'nt'[g.trans_a]}{'nt'[g.trans_b]} "
+                f"{type(k).__name__}" if g else type(k).__name__)
+        print(f"  {name:24s} {c / 1e6:7.3f} M {100 * c / tot:5.1f}%  {what}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -262,7 +294,12 @@ def main():
     ap.add_argument("--per-round", type=int, default=10)
     ap.add_argument("--only", nargs="+", default=list(CONTENDERS))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true",
+                    help="per-kernel cycles of graphc's step on one thread, then exit")
     args = ap.parse_args()
+    if args.profile:
+        profile()
+        return
     if args.worker:
         worker(args.threads[0], args.rounds, args.per_round, args.only)
         return
