@@ -260,6 +260,7 @@ def profile(calls=150, top=16):
     """Per-kernel rdtsc ticks of graphc's step on one thread (minimum over calls, which
     filters out the other processes of a shared machine), largest first."""
     import numpy as np
+    from kernel_ticks import kernel_ticks   # bench/, on sys.path when run as a script
 
     import graphc as gc
     import graphc.backends.llvm as L
@@ -267,14 +268,8 @@ def profile(calls=150, top=16):
     step = gc.compile_step(graphc_loss(gc), p, gc.optim.SGD(LR), (x, y), threads=1)
     fn = L.compile(step.graph, threads=1, profile=True)
     args = [*step._p_leaves, x, y, *step.opt_state.values()]
-    rows, walls = [], []
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn(*args)
-        walls.append(time.perf_counter() - t0)
-        if i >= 5:
-            rows.append([c for _, _, c in fn.profile()])
-    cyc = np.min(np.array(rows), axis=0)
+    rows, walls = kernel_ticks(fn, args, calls)
+    cyc = np.min(rows, axis=0)
     tot = cyc.sum()
     k_of = {k.name: k for k in fn.plan.kernels}
     print(f"{len(cyc)} kernels, {tot / 1e6:.2f} M ticks (sum of per-kernel minima); "

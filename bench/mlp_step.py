@@ -399,6 +399,7 @@ def update_docs(text):
 def profile(batches, calls=200, layouts=("native",)):
     """Per-kernel cycles of the graphc step on one thread (minimum over calls)."""
     import numpy as np
+    from kernel_ticks import kernel_ticks   # bench/, on sys.path when run as a script
 
     import graphc as gc
     import graphc.backends.llvm as L
@@ -408,16 +409,10 @@ def profile(batches, calls=200, layouts=("native",)):
         step = gc.compile_step(loss, params, gc.optim.SGD(LR), (x, y), backend="llvm", threads=1)
         fn = L.compile(step.graph, threads=1, profile=True)
         args = [*step._p_leaves, x, y, *step.opt_state.values()]
-        rows, walls = [], []
-        for i in range(calls):
-            t0 = time.perf_counter()
-            fn(*args)
-            walls.append(time.perf_counter() - t0)
-            if i >= 10:
-                rows.append([c for _, _, c in fn.profile()])
-        cyc = np.min(np.array(rows), axis=0)
+        rows, walls = kernel_ticks(fn, args, calls, skip=10)
+        cyc = np.min(rows, axis=0)
         tot = cyc.sum()
-        ghz = np.min(np.array(rows).sum(axis=1)) / min(walls) / 1e9   # rdtsc ticks per ns
+        ghz = np.min(rows.sum(axis=1)) / min(walls) / 1e9   # rdtsc ticks per ns
         k_of = {k.name: k for k in fn.plan.kernels}
         gemms = {k.name: k.gemm for k in fn.plan.kernels if getattr(k, "gemm", None)}
         flops = {n: 2 * g.m * g.n * g.k for n, g in gemms.items()}

@@ -284,6 +284,7 @@ def profile(calls=60, top=25):
     """Per-kernel rdtsc ticks of the graphc step on one thread (minimum over calls),
     grouped by kind (GEMM / loop / custom / copy) and listed heaviest first."""
     import numpy as np
+    from kernel_ticks import kernel_ticks   # bench/, on sys.path when run as a script
 
     import graphc as gc
     import graphc.backends.llvm as L
@@ -291,16 +292,10 @@ def profile(calls=60, top=25):
     st = gc.compile_step(model.loss, params, gc.optim.SGD(LR), (x, y), threads=1)
     fn = L.compile(st.graph, threads=1, profile=True, fuse=False)
     args = [*st._p_leaves, x, y, *st.opt_state.values()]
-    rows, walls = [], []
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn(*args)
-        walls.append(time.perf_counter() - t0)
-        if i >= 5:
-            rows.append([c for _, _, c in fn.profile()])
-    cyc = np.min(np.array(rows), axis=0)
+    rows, walls = kernel_ticks(fn, args, calls)
+    cyc = np.min(rows, axis=0)
     tot = cyc.sum()
-    ghz = np.min(np.array(rows).sum(axis=1)) / min(walls) / 1e9
+    ghz = np.min(rows.sum(axis=1)) / min(walls) / 1e9
     kinds = {}
     ks = fn.plan.kernels
     for k, c in zip(ks, cyc):
