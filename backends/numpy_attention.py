@@ -22,8 +22,10 @@ def sdpa(a, q, k, v):
 def sdpa_grad(a, q, k, v, o, g):
     p = _probs(a, q, k)
     dv = np.matmul(np.swapaxes(p, -1, -2), g)
-    pdp = p * np.matmul(g, np.swapaxes(v, -1, -2))
-    ds = (pdp - p * (g * o).sum(-1, keepdims=True, dtype=p.dtype)) * q.dtype.type(a["scale"])
+    dp = np.matmul(g, np.swapaxes(v, -1, -2))
+    # D = rowsum(P dP): a one-hot row (one key) gets dS = 0 exactly, as the true gradient
+    d = (p * dp).sum(-1, keepdims=True, dtype=p.dtype)
+    ds = p * (dp - d) * q.dtype.type(a["scale"])
     dq, dk = np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q)
     return np.concatenate([dq.ravel(), dk.ravel(), dv.ravel()]).astype(q.dtype, copy=False)
 

@@ -62,13 +62,16 @@ def compare(what, got, ref, dtype, context):
             continue
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         fin = np.isfinite(b64)
-        if not np.array_equal(np.isfinite(a64), fin) or not np.array_equal(a64[~fin],
-                                                                          b64[~fin]):
+        # non-finite values must be the same ones in the same places: NaN matches NaN
+        # (array_equal's default says NaN != NaN), never a finite value or an infinity
+        if not np.array_equal(np.isfinite(a64), fin) or not np.array_equal(
+                a64[~fin], b64[~fin], equal_nan=True):
             raise Mismatch(f"{what}[{j}]: non-finite values differ\n got {a}\n ref {b}\n"
                            f"{context()}")
         scale = 1.0 + float(np.max(np.abs(b64[fin]), initial=0.0))
-        err = np.where(fin, np.abs(a64 - b64), 0.0)
-        bound = atol * scale + rtol * np.abs(np.where(fin, b64, 0.0))
+        af, bf = np.where(fin, a64, 0.0), np.where(fin, b64, 0.0)   # inf - inf: no NaN
+        err = np.abs(af - bf)
+        bound = atol * scale + rtol * np.abs(bf)
         if np.any(err > bound):
             idx = np.unravel_index(int(np.argmax(err - bound)), err.shape) if err.ndim else ()
             raise Mismatch(f"{what}[{j}]: worst element {idx}: got {a64[idx]!r}, oracle "

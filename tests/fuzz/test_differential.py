@@ -5,16 +5,22 @@ configuration -- fusion on/off, planned/naive arena, 1/2/3 threads -- float32 an
 each compiled function called three times with fresh inputs).  A developer runs more with
 ``pytest tests/fuzz --fuzz N`` (or ``GRAPHC_FUZZ=N``), and reproduces a report with
 ``--fuzz-seed S [--fuzz-transform T]``; a failure prints the program and its IR.
+Seeds beyond the CI set that once failed stay in :data:`REGRESSIONS`.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
-from .oracle import CONFIGS, TRANSFORMS, case, run_case
+from .oracle import CONFIGS, TRANSFORMS, Mismatch, case, compare, run_case
 
 CI_PROGRAMS = 240         # 4 x (5 transforms x 12 configurations)
+#: seeds beyond the CI set that once failed, run in CI too: (seed, transformation, why)
+REGRESSIONS = ((31269, "step", "sdpa_grad: one key (S = 1), dq noise through Adam"),
+               (80094, "step", "sdpa_grad: causal L = S = 1, dq noise through Adam"),
+               (21259, "step", "the comparison: NaN on both sides after divergence"))
 
 
 def _seeds(config):
@@ -41,6 +47,34 @@ def test_program_matches_numpy_oracle(fuzz_case):
     run_case(prog, transform, config)
 
 
+@pytest.mark.parametrize("seed, transform, why", REGRESSIONS,
+                         ids=[f"seed{s}-{t}" for s, t, _ in REGRESSIONS])
+def test_regression(seed, transform, why):
+    prog, transform, config = case(seed, transform)
+    run_case(prog, transform, config)
+
+
 def test_rotation_covers_every_transform_with_every_config():
     seen = {(case(s)[1], case(s)[2]) for s in range(CI_PROGRAMS)}
     assert seen == {(t, c) for t in TRANSFORMS for c in CONFIGS}
+
+
+@pytest.mark.parametrize("got, ok", [([np.nan, 1.0, np.inf], True),
+                                     ([1.0, 1.0, np.inf], False),
+                                     ([np.inf, 1.0, np.inf], False),
+                                     ([np.nan, 1.0, -np.inf], False),
+                                     ([np.nan, np.nan, np.inf], False),
+                                     ([np.nan, 1.5, np.inf], False)])
+def test_compare_matches_nan_with_nan_only(got, ok):
+    """The oracle's comparison: NaN where the oracle has NaN is a match (seed 21259's
+    diverged step: NaN on both sides); NaN against a finite value or an infinity, or an
+    infinity of the other sign, is a mismatch."""
+    ref = np.array([np.nan, 1.0, np.inf], np.float32)
+    for dtype in (np.float32, np.float64):
+        call = lambda: compare("t", [np.array(got, dtype)], [ref.astype(dtype)],  # noqa: E731
+                               dtype, lambda: "")
+        if ok:
+            call()
+        else:
+            with pytest.raises(Mismatch):
+                call()

@@ -12,7 +12,7 @@ causal: the masked half is never computed); a block's scores go to a stack row, 
 ``exp(m_old - m_new)`` when a later block raises the max -- so any key length runs in a
 fixed scratch.  Backward, per query row: the row's scores again (``S`` floats of stack,
 at most :data:`MAX_KEYS`), its softmax, ``dp_j = g_i . v_j``, ``D = sum_j p_j dp_j``,
-``ds_j = (p_j dp_j - p_j D) * scale``, then ``dq_i += ds_j k_j``, ``dk_j += ds_j q_i``,
+``ds_j = p_j (dp_j - D) * scale``, then ``dq_i += ds_j k_j``, ``dk_j += ds_j q_i``,
 ``dv_j += p_j g_i`` for the unmasked keys only.  Dot products and row sums are
 vectorized with reassociation (``Codegen.loop(reorder=True)``): their order is fixed
 by the shapes alone.
@@ -105,6 +105,15 @@ class _Row:
         b = self.b
         self.loop(0, n, lambda c: self.put(acc, b.fadd(self.get(acc), b.fmul(
             self.ld(va, ia + [c]), self.ld(vb, ib + [c])))), vec=True, reorder=True, name="c")
+        return self.get(acc)
+
+    def rowdot(self, pa, pb, n):
+        """sum_j pa[j] * pb[j] over j < n of two stack rows (vectorized, reassociated)."""
+        acc = self.slot()
+        self.put(acc, self.c(0.0))
+        b = self.b
+        self.loop(0, n, lambda j: self.put(acc, b.fadd(self.get(acc), b.fmul(
+            self.get(pa, j), self.get(pb, j)))), vec=True, reorder=True)
         return self.get(acc)
 
     def axpy(self, vy, iy, alpha, vx, ix, n):
@@ -280,12 +289,12 @@ def _sdpa_grad(cg, b, k, ptrs, chunk):
             tot = R.get(l)
             R.loop(0, jmax, lambda j: R.put(prow, b.fdiv(R.get(prow, j), tot), j), vec=True)
             R.loop(0, jmax, lambda j: R.put(dprow, R.dot(vg, h + [i], vv, h + [j], dv), j))
-            D = R.dot(vg, h + [i], vo, h + [i], dv)
+            D = R.rowdot(prow, dprow, jmax)
             R.fill(dq, h + [i], zero, d)
 
             def upd(j):
                 p = R.get(prow, j)
-                ds = b.fmul(b.fsub(b.fmul(p, R.get(dprow, j)), b.fmul(p, D)), R.c(scale))
+                ds = b.fmul(b.fmul(p, b.fsub(R.get(dprow, j), D)), R.c(scale))
                 R.axpy(dq, h + [i], ds, vk, h + [j], d)
                 R.axpy(dk, h + [j], ds, vq, h + [i], d)
                 R.axpy(dvw, h + [j], p, vg, h + [i], dv)
@@ -445,8 +454,15 @@ def _sdpa_tiles(cg, b, k, ptrs, chunk):
 def _sdpa_grad_tiles(cg, b, k, ptrs, chunk):
     """Backward through GEMM tiles (FlashAttention-2's order): per query tile, the row
     statistics (from the one key tile when S <= TILE, else a first pass over the key
-    tiles), D = rowsum(g o); per key tile P (masked keys 0), dP = g Vᵀ,
-    dS = (P dP - P D) scale, then dV += Pᵀ g, dK += dSᵀ Q, dQ += dS K."""
+    tiles); per key tile P (masked keys 0), dP = g Vᵀ, dS = P (dP - D) scale, then
+    dV += Pᵀ g, dK += dSᵀ Q, dQ += dS K.  D is rowsum(P dP) from the tile when all the
+    query tile's keys are in one key tile (S <= TILE, or the first causal query tile),
+    as the numpy oracle computes it: a row whose softmax is exactly one-hot -- a single
+    key (causal row 0, S = 1), or every other key underflowed -- then gets D = dP_j
+    bitwise and dS exactly 0, its true value (rowsum(g o) would differ from dP_j by
+    rounding, ~1e-7, which Adam's normalisation turns into a whole step).  With several
+    key tiles D = rowsum(g o), FlashAttention's identity (equal when o = sdpa(q, k, v)),
+    so no pass over the keys is added; every such row has more than TILE keys."""
     n = k.node
     q, kk, v, o, g = n.inputs
     vq, vk, vv, vo, vg = (k.loads[x] for x in (q, kk, v, o, g))
@@ -492,11 +508,14 @@ def _sdpa_grad_tiles(cg, b, k, ptrs, chunk):
         def qtile(q0, nq, nkt):
             def init(r):
                 i = b.add(q0, r)
-                R.put(D, R.dot(vg, h + [i], vo, h + [i], dv), r)
+                if not one_tile:
+                    R.put(D, R.dot(vg, h + [i], vo, h + [i], dv), r)
                 R.fill(dq, h + [i], zero, d)
             R.loop(0, nq, init, name="r")
             if not one_tile:
                 stats(h, q0, nq, nkt)
+            # the query tile's keys in one key tile: D = rowsum(P dP) from that tile
+            in_one = b.icmp_signed("==", nkt, I64(1)) if not one_tile else None
 
             def ktile(kt):
                 k0 = b.mul(kt, I64(TILE))
@@ -537,13 +556,14 @@ def _sdpa_grad_tiles(cg, b, k, ptrs, chunk):
                 def dsrow(r):
                     pr = R.at(pbuf, b.mul(r, I64(TILE)))
                     dr = R.at(dbuf, b.mul(r, I64(TILE)))
-                    Dr = R.get(D, r)
                     jl = _limit(R, b, causal, b.add(q0, r), k0, nk)
+                    Dr = R.rowdot(pr, dr, jl)
+                    if not one_tile:
+                        Dr = b.select(in_one, Dr, R.get(D, r))
 
                     def one(j):
                         p = R.get(pr, j)
-                        R.put(dr, b.fmul(b.fsub(b.fmul(p, R.get(dr, j)), b.fmul(p, Dr)),
-                                         R.c(scale)), j)
+                        R.put(dr, b.fmul(b.fmul(p, b.fsub(R.get(dr, j), Dr)), R.c(scale)), j)
                     R.loop(0, jl, one, vec=True)
                     R.loop(jl, nk, lambda j: R.put(dr, zero, j), vec=True)
                 R.loop(0, nq, dsrow, name="r")

@@ -9,8 +9,12 @@ scores and skips the masked half (the LLVM backend does: ``codegen/attention.py`
 ``sdpa_grad(q, k, v, o, g)`` is ``(dq, dk, dv)`` for the output ``o`` and its
 cotangent ``g``, packed into one flat vector ``[dq.ravel(), dk.ravel(), dv.ravel()]``
 (a node has one output; the VJP of ``sdpa`` slices it back into three views).  It
-recomputes the softmax from ``q`` and ``k`` (nothing but the operands and the output
-is saved) and takes ``D = rowsum(g * o)`` from the output, as FlashAttention does.
+recomputes the softmax ``P`` from ``q`` and ``k`` (nothing but the operands and the
+output is saved); ``dS = P (dP - D)`` with ``dP = g vᵀ`` and ``D = rowsum(P dP)``, so a
+row whose softmax is one-hot (a single key: causal row 0, or ``S = 1``) gets ``dS = 0``
+exactly, its true value.  ``o`` must be ``sdpa(q, k, v)``: a backend may take
+``D = rowsum(g o)`` instead (FlashAttention's identity), as the LLVM kernel does for
+rows with more keys than one tile of them.
 
 Higher derivatives come from the *composite*: the same function written with IR ops
 (:func:`composite`, :func:`composite_grad`), whose nodes are emitted and differentiated
@@ -100,14 +104,13 @@ def composite(E, q, k, v, attrs):
 
 
 def composite_grad(E, q, k, v, o, g, attrs):
-    """sdpa_grad's flat (dq, dk, dv) in ops: dP = g vᵀ, dS = P (dP - rowsum(g o))."""
+    """sdpa_grad's flat (dq, dk, dv) in ops: dP = g vᵀ, dS = P (dP - rowsum(P dP))."""
     p = _probs(E, q, k, attrs)
     dv = E.matmul(swap_last(E, p), g)
     dp = E.matmul(g, swap_last(E, v))
-    pdp = E.mul(p, dp)
     keep = p.shape[:-1] + (1,)
-    d = E.reshape(E.sum(E.mul(g, o), axes=(g.ndim - 1,), keepdims=False), keep)
-    ds = E.mul(E.sub(pdp, E.mul(p, E.broadcast(d, p.shape))),
+    d = E.reshape(E.sum(E.mul(p, dp), axes=(p.ndim - 1,), keepdims=False), keep)
+    ds = E.mul(E.mul(p, E.sub(dp, E.broadcast(d, p.shape))),
                E.const(attrs["scale"], p.dtype, p.shape))
     dq = E.matmul(ds, k)
     dk = E.matmul(swap_last(E, ds), q)
