@@ -294,7 +294,24 @@ def _tile_kernels(em: Emitter):
     k_row = _emit_kernel(em, 1, s.nv, True)
     k_wide_pf = (_emit_kernel(em, s.mr, s.nv, True, s.pf)
                  if s.pf and not s.trans_b else k_wide)
-    return k_wide, k_narrow, k_row, k_wide_pf
+    tall = tall_rows(s)
+    k_tall = _emit_kernel(em, tall, 1, True) if tall else None
+    return k_wide, k_narrow, k_row, k_wide_pf, k_tall
+
+
+#: rows of the one-vector kernel's tall tiles as a multiple of MR (0: none).  A panel at
+#: most one vector wide (a product with N <= VW, e.g. ``W·xᵀ`` at batch 16) keeps only MR
+#: accumulators in an MR-row tile: with 8 on a CPU that needs 8 FMAs in flight (Zen 5:
+#: 2 pipes x 4 cycles) any stall shows.  Its tall tiles keep TALL·MR.
+TALL = 2
+
+
+def tall_rows(spec) -> int:
+    """Rows of the tall one-vector tiles of ``spec`` (0: none: the accumulators, the B
+    vector and a broadcast would not fit the vector registers, or TALL is off)."""
+    regs = 32 if spec.vw * (4 if spec.dtype == "float32" else 8) * 8 >= 512 else 16
+    rows = TALL * spec.mr
+    return rows if TALL > 1 and rows + 2 <= regs and spec.nv > 1 else 0
 
 
 def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -> ir.Function:
@@ -318,7 +335,8 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta = fn.args
     for p in (A, B, C):
         p.add_attribute("noalias")
-    k_wide, k_narrow, k_row, k_wide_pf = _tile_kernels(em)
+    k_wide, k_narrow, k_row, k_wide_pf, k_tall = _tile_kernels(em)
+    tall = tall_rows(s)
     pack = emit_pack_bt(em) if s.trans_b else None
 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -362,7 +380,14 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
                 cptr = em.gep(b, C, b.add(b.mul(ip, ldc), jp))
                 b.call(kernel, [aptr, bptr, cptr, kc, rs, ks, ldbe, ldc, beff, nrem])
 
-            counted_loop(b, i0, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
+            start = i0
+            if k_tall is not None:
+                # one-vector panels: tall tiles first, then MR-row tiles
+                ntall = b.mul(b.sdiv(b.sub(i1, i0), I64(tall)), I64(tall))
+                start = b.add(i0, b.select(narrow, ntall, I64(0)))
+                counted_loop(b, i0, start, tall, lambda b, ip: tile(b, ip, k_tall), "it",
+                              True, True)
+            counted_loop(b, start, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
                           True, True)
             counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, k_row), "ir",
                           True, True)

@@ -30,8 +30,15 @@ class LayoutCosts:
     """Per-element costs, in vector FMAs (one micro-kernel multiply-add of VW lanes)."""
     #: packing one element of a transposed B (load, register transpose, store)
     pack: float = 0.45
-    #: reading one element of a product stored transposed (a strided load)
+    #: reading one element of a product stored transposed (a strided load), when the
+    #: product fits :attr:`near_bytes` (L1: every strided load hits)
     strided_read: float = 1.5
+    #: the same for a larger product (each strided load touches another cache line).
+    #: Zen 5 (2026-12-02): the MLP's batch-128 forwards of ``x @ W.T`` (128x512 and
+    #: 128x256 products) ran 3-7 % faster direct (W packed) than transposed with 8x32
+    #: tiles -- ~4 units per element more than the GEMMs' own costs differ
+    strided_read_far: float = 4.0
+    near_bytes: int = 32 * 1024
     #: a leftover row (the one-row edge kernel) relative to a row of a full tile
     #: (a panel at most one vector wide measured as fast per vector as a full one:
     #: Zen 4, 512x784x16 at 106 GFLOP/s against 107 for 16x784x512 nn)
@@ -52,9 +59,17 @@ def choose_transposed(g: Gemm, gt: Gemm, spec, spec_t, readers: int,
     return transposed_cost(g, spec_t, readers, costs) < direct_cost(g, spec, costs)
 
 
+def _vectors(n: int, spec) -> int:
+    """Vectors the micro-kernels compute across ``n`` columns: NV per panel of NR,
+    vectors wholly past the edge of the last panel included (they compute zeros), unless
+    the last panel is at most one vector wide (then the one-vector kernel runs it)."""
+    full, rem = divmod(n, spec.nr)
+    return full * spec.nv + (0 if rem == 0 else 1 if rem <= spec.vw else spec.nv)
+
+
 def _mac_cost(m: int, n: int, k: int, spec, costs: LayoutCosts) -> float:
     rows = m - m % spec.mr + costs.edge_row * (m % spec.mr)
-    return rows * -(-n // spec.vw) * max(k, 1)
+    return rows * _vectors(n, spec) * max(k, 1)
 
 
 def direct_cost(g: Gemm, spec, costs: LayoutCosts = COSTS) -> float:
@@ -67,5 +82,7 @@ def transposed_cost(g: Gemm, spec_t, readers: int, costs: LayoutCosts = COSTS) -
     """Estimated cost of computing ``Cᵀ`` (tile ``spec_t``) and of ``readers`` strided
     reads of every element of it."""
     pack = g.m * g.k if not g.trans_a else 0     # op(Aᵀ) as the new B: packed if A is not
+    near = g.m * g.n * g.a.st.dtype.itemsize <= costs.near_bytes
+    strided = costs.strided_read if near else costs.strided_read_far
     return (_mac_cost(g.n, g.m, g.k, spec_t, costs) + costs.pack * pack
-            + costs.strided_read * readers * g.m * g.n)
+            + strided * readers * g.m * g.n)

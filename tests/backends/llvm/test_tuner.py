@@ -30,7 +30,10 @@ GENERIC = jit.TargetInfo("x86_64-unknown-linux-gnu", "x86-64", "", True)
 # (M, K, N): ones, primes, non-multiples of every tile and vector width, K across and
 # beyond every KC (and K = 0), and shapes big enough to be split over 2 threads
 SHAPES = [(1, 1, 1), (7, 13, 5), (17, 33, 29), (5, 0, 9), (13, 401, 37), (67, 301, 71),
-          (101, 97, 130)]
+          (101, 97, 130),
+          # one-vector panels (all of N, or the last panel for 48- and 64-column tiles)
+          # over 43 rows: tall tiles of 2 MR rows, then an MR-row tile, then single rows
+          (43, 300, 16), (43, 300, 53), (43, 300, 69)]
 VARIANTS = ((False, False), (True, False), (False, True), (True, True))
 
 
