@@ -22,7 +22,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -225,17 +224,10 @@ def _loadavg() -> float:
         return float("nan")
 
 
-def update_docs(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = "## GEMM\n\n" + text.rstrip() + "\n"
-    pattern = re.compile(r"^## GEMM\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _m: section + "\n", doc, count=1).rstrip() + "\n"
-    else:
-        doc = doc.rstrip() + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
+def update_docs(text: str) -> str:
+    """This CPU's section of docs/benchmarks.md (other CPUs' GEMM tables are kept)."""
+    from docsection import update      # bench/, on sys.path when run as a script
+    return update("GEMM", text)
 
 
 def main(argv=None) -> int:
@@ -244,7 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=0.05, help="target time per block")
     ap.add_argument("--update-docs", action="store_true",
-                    help="replace the '## GEMM' section of docs/benchmarks.md")
+                    help="write this CPU's '## GEMM on <CPU>, <date>' section of "
+                         "docs/benchmarks.md (other CPUs' sections are kept)")
     ap.add_argument("--keep-openblas-env", action="store_true",
                     help="do not re-run without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     args = ap.parse_args(argv)
@@ -291,7 +284,7 @@ def main(argv=None) -> int:
     print()
     print(text)
     if args.update_docs:
-        update_docs(text)
+        print(f"docs/benchmarks.md: wrote '{update_docs(text)}'")
     return 0
 
 

@@ -310,12 +310,18 @@ def run_all(thread_counts, batches, rounds, per_round, names):
 
 
 def table(results, names, field="median_ms", contenders=None, vs=("jax", "numpy", "torch")):
-    """Markdown table of ``field`` per contender and graphc's ratio to each of ``vs``."""
+    """Markdown table of ``field`` per contender and graphc's ratio to each of ``vs``; with
+    ``graphc-W.T`` (the PyTorch layout) also its ratio to graphc (the layout goal: <= 1.05)
+    and to JAX."""
     cols = [n for n in (contenders or names) if n in names
             and any(n in r["results"].get(b, {}) for r in results for b in r["results"])]
+    pairs = [("graphc", n) for n in vs]
+    if "graphc-W.T" in cols:
+        pairs += [("graphc-W.T", "graphc")] + [("graphc-W.T", n) for n in vs if n == "jax"]
+    short = {"graphc-W.T": "W.T"}
     lines = ["| batch | threads | " + " | ".join(f"{c} ms" for c in cols) + " | "
-             + " | ".join(f"graphc / {n}" for n in vs) + " |",
-             "|" + "---:|" * (len(cols) + len(vs) + 2)]
+             + " | ".join(f"{short.get(a, a)} / {n}" for a, n in pairs) + " |",
+             "|" + "---:|" * (len(cols) + len(pairs) + 2)]
     for b in sorted({b for r in results for b in r["results"]}, key=int):
         for r in results:
             res = r["results"].get(b, {})
@@ -324,16 +330,16 @@ def table(results, names, field="median_ms", contenders=None, vs=("jax", "numpy"
                 return res.get(n, {}).get(field)
             cells = [f"{ms(c):.3f}" if ms(c) else "–" for c in cols]
 
-            def ratio(n):
-                return f"{ms('graphc') / ms(n):.2f}" if ms(n) and ms("graphc") else "–"
+            def ratio(a, n):
+                return f"{ms(a) / ms(n):.2f}" if ms(n) and ms(a) else "–"
             lines.append(f"| {b} | {r['threads']} | " + " | ".join(cells) + " | "
-                         + " | ".join(ratio(n) for n in vs) + " |")
+                         + " | ".join(ratio(a, n) for a, n in pairs) + " |")
     return "\n".join(lines)
 
 
 def steady_table(results, names):
     """Back-to-back steps (no pauses between them): medians of the steady blocks."""
-    return table(results, names, "steady_ms", ("graphc", "numpy", "torch", "jax"),
+    return table(results, names, "steady_ms", ("graphc", "graphc-W.T", "numpy", "torch", "jax"),
                  ("jax", "numpy"))
 
 
@@ -385,15 +391,10 @@ How to read it (per-kernel cycle counts: `python bench/mlp_step.py --profile`):
 
 
 def update_docs(text):
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = doc.find("## MLP training step")
-    if start < 0:
-        doc = doc.rstrip() + "\n\n" + text + "\n"
-    else:
-        nxt = doc.find("\n## ", start + 5)
-        doc = doc[:start] + text + ("\n" + doc[nxt + 1:] if nxt >= 0 else "\n")
-    path.write_text(doc)
+    """This CPU's section of docs/benchmarks.md (other CPUs' MLP tables are kept)."""
+    from docsection import update      # bench/, on sys.path when run as a script
+    body = text.split("\n", 1)[1] if text.startswith("## ") else text
+    return update("MLP training step", body)
 
 
 def profile(batches, calls=200, layouts=("native",)):
@@ -487,7 +488,7 @@ def main():
             + "\n".join(compile_lines) + "\n\n" + NOTES)
     print(text)
     if args.update_docs:
-        update_docs(text)
+        print(f"docs/benchmarks.md: wrote '{update_docs(text)}'")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 from .. import data as gdata
 from ..ir import GraphcError
 from ..train import compile_step
@@ -27,6 +29,34 @@ def time_step(step, x, y, repeats: int, steps: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def torch_layout(loss, params):
+    """``(loss_t, params_t)``: the same model written the PyTorch way -- every 2-d weight
+    leaf named ``w`` stored (out, in), a contiguous transposed copy, and read as
+    ``x @ W.T`` (the loss transposes it back in the traced graph, so the compiled step
+    sees ``matmul(x, transpose(W))``).  Same values, same training."""
+    from .. import functions as F
+    from .. import pytree
+
+    leaves, td = pytree.flatten(params)
+    names = pytree.paths(td)
+    flip = [n.rsplit(".", 1)[-1] == "w" and getattr(x, "ndim", 0) == 2
+            for n, x in zip(names, leaves)]
+    params_t = pytree.unflatten(td, [np.ascontiguousarray(x.T) if f else x
+                                     for x, f in zip(leaves, flip)])
+
+    def loss_t(p, *batch):
+        ls, _ = pytree.flatten(p)
+        return loss(pytree.unflatten(td, [F.transpose(x) if f else x
+                                          for x, f in zip(ls, flip)]), *batch)
+    loss_t.__name__ = loss_t.__qualname__ = getattr(loss, "__name__", "loss") + "_wt"
+    return loss_t, params_t
+
+
+#: --layout: which weight layouts graphc's step is timed in
+LAYOUTS = {"native": ("native",), "torch": ("torch",), "both": ("native", "torch")}
+LAYOUT_LABEL = {"native": "x @ W", "torch": "x @ W.T"}
+
+
 def run(args) -> int:
     wanted = [v.strip() for v in args.vs.split(",") if v.strip()]
     unknown = [v for v in wanted if v not in peers.PEERS]
@@ -40,9 +70,18 @@ def run(args) -> int:
     init = {k: v for k, v in p.params.items()}
     import copy
     init = copy.deepcopy(init)                 # peers start from the same parameters
-    step, backend = compile_step(p, args.backend, args.threads,
-                                 notice=lambda s: print(s, file=sys.stderr))
-    rows = [(f"graphc ({backend})", time_step(step, x, y, args.repeats, args.steps))]
+    layouts = LAYOUTS[getattr(args, "layout", None) or "native"]
+    rows = []
+    for lay in layouts:
+        extra = {}
+        if lay == "torch":
+            loss_t, params_t = torch_layout(p.model.loss, copy.deepcopy(init))
+            extra = {"loss": loss_t, "params": params_t}
+        step, backend = compile_step(p, args.backend, args.threads,
+                                     notice=lambda s: print(s, file=sys.stderr), **extra)
+        label = f"graphc ({backend})" if len(layouts) == 1 and lay == "native" else \
+            f"graphc ({backend}, {LAYOUT_LABEL[lay]})"
+        rows.append((label, time_step(step, x, y, args.repeats, args.steps)))
     for name in wanted:
         try:
             maker = peers.PEERS[name]

@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b)
     b.add_argument("--vs", default="numpy", metavar="PEERS",
                    help="comma-separated peers: numpy, torch, jax (default: numpy)")
+    b.add_argument("--layout", choices=("native", "torch", "both"), default="native",
+                   help="weight layout of graphc's step: native (W (in, out), x @ W), "
+                        "torch (W (out, in), x @ W.T, as PyTorch stores it) or both "
+                        "(default: native)")
     b.add_argument("--repeats", type=positive_int, default=7, help="timed repeats (median)")
     b.add_argument("--steps", type=positive_int, default=20, help="steps per repeat")
     return top

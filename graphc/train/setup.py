@@ -67,16 +67,21 @@ def backend_options(backend: str, threads) -> dict:
     return {"threads": int(threads)} if threads and backend == "llvm" else {}
 
 
-def compile_step(p: Prepared, backend: str, threads=None, notice=None, batch_size=None):
-    """``gc.compile_step`` on the prepared model; falls back from llvm to numpy (with a
-    one-line notice) when the llvm backend cannot compile, so training always runs."""
+def compile_step(p: Prepared, backend: str, threads=None, notice=None, batch_size=None,
+                 loss=None, params=None):
+    """``gc.compile_step`` on the prepared model (or on ``loss``/``params`` given in its
+    place: the same model written another way, as ``graphc bench --layout`` does); falls
+    back from llvm to numpy (with a one-line notice) when the llvm backend cannot
+    compile, so training always runs."""
     from ..models.user_passes import edit
     example = p.example_batch(batch_size)
     opt = p.config.make_optimizer(len(p.splits.train) // len(example[0]))
     mem = {"memory_budget": p.config.memory_budget} if p.config.memory_budget else {}
     passes = edit(p.config.passes)
+    loss = p.model.loss if loss is None else loss
+    params = p.params if params is None else params
     try:
-        return gstep.compile_step(p.model.loss, p.params, opt, example, backend=backend,
+        return gstep.compile_step(loss, params, opt, example, backend=backend,
                                   passes=passes, **mem,
                                   **backend_options(backend, threads)), backend
     except Exception as e:              # noqa: BLE001  (any llvm failure -> reference path)
@@ -84,7 +89,7 @@ def compile_step(p: Prepared, backend: str, threads=None, notice=None, batch_siz
             raise                       # a bad setting is the user's to fix, not a fallback
         llvm_error = e
     # If numpy fails too, the problem is the model or data: that error propagates.
-    step = gstep.compile_step(p.model.loss, p.params, opt, example, backend="numpy",
+    step = gstep.compile_step(loss, params, opt, example, backend="numpy",
                               passes=passes, **mem)
     first = (str(llvm_error).splitlines() or [""])[0][:120]
     (notice or (lambda s: print(s, file=sys.stderr)))(

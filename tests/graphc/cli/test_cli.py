@@ -165,6 +165,40 @@ def test_bench_reports_median_and_ratios(graphc):
     assert r.returncode == 1 and "unknown peer" in r.stderr
 
 
+def test_bench_times_both_weight_layouts(graphc):
+    r = graphc("bench", "mlp", "--widths", "32", "--repeats", "2", "--steps", "2",
+               "--layout", "both", "--vs", "numpy")
+    assert r.returncode == 0, r.stderr
+    assert "graphc (llvm, x @ W)" in r.stdout and "graphc (llvm, x @ W.T)" in r.stdout
+
+
+def test_torch_layout_trains_like_the_native_layout():
+    """``graphc bench --layout torch``'s model: weights stored (out, in), read as
+    ``x @ W.T`` -- the same training as the model it was made from."""
+    import copy
+
+    import graphc as gc
+    from graphc.cli.bench_cmd import torch_layout
+    rng = np.random.default_rng(0)
+    mlp = gc.nn.MLP([12, 9, 4])
+    params = mlp.init(0)
+    x = rng.standard_normal((6, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 6)
+
+    def loss(p, x, y):
+        return gc.nn.cross_entropy(mlp(p, x), y)
+    loss_t, params_t = torch_layout(loss, copy.deepcopy(params))
+    ws = [k for k in params_t if "w" in params_t[k]]
+    assert ws and all(params_t[k]["w"].shape == params[k]["w"].shape[::-1] for k in ws)
+    a = gc.compile_step(loss, params, gc.optim.SGD(0.1), (x, y), backend="llvm")
+    b = gc.compile_step(loss_t, params_t, gc.optim.SGD(0.1), (x, y), backend="llvm")
+    for _ in range(3):
+        np.testing.assert_allclose(b(x, y), a(x, y), rtol=1e-5)
+    for k in ws:
+        np.testing.assert_allclose(b.params[k]["w"].T, a.params[k]["w"], rtol=1e-5,
+                                   atol=1e-6)
+
+
 @pytest.mark.parametrize("args, reason", [
     (["train"], "required: MODEL (built-in models: linreg, logreg, svm, mlp"),
     (["train", "mlp", "--epochs", "0"], "expected a positive integer"),
