@@ -176,16 +176,17 @@ def measure(case, threads: int, rounds: int, seconds: float):
     return dict(label=label, shape=f"{m}×{k}×{n}", threads=threads,
                 used=plan.threads, gf_graphc=flops / tg / 1e9, gf_step=flops / ts / 1e9,
                 gf_numpy=flops / tn / 1e9, ratio=tn / tg, ratio_step=tn / ts,
-                us_graphc=tg * 1e6, us_numpy=tn * 1e6)
+                us_graphc=tg * 1e6, us_numpy=tn * 1e6,
+                tile=f"{plan.spec.mr}x{plan.spec.nv}v")
 
 
 def table(rows, ceilings) -> str:
-    out = ["| shape (M×K×N) | op | threads | graphc GFLOP/s | graphc/step GFLOP/s | "
+    out = ["| shape (M×K×N) | op | tile | threads | graphc GFLOP/s | graphc/step GFLOP/s | "
            "numpy GFLOP/s | ratio | ratio (step) | step % of FMA peak |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         thr = f"{r['threads']}" + ("" if r["used"] == r["threads"] else f" (uses {r['used']})")
-        out.append(f"| {r['shape']} | {r['label']} | {thr} | {r['gf_graphc']:.0f} | "
+        out.append(f"| {r['shape']} | {r['label']} | {r['tile']} | {thr} | {r['gf_graphc']:.0f} | "
                    f"{r['gf_step']:.0f} | {r['gf_numpy']:.0f} | {r['ratio']:.2f} | "
                    f"{r['ratio_step']:.2f} | {100 * r['peak']:.0f}% |")
     out.append("")
@@ -251,7 +252,8 @@ def main(argv=None) -> int:
     from graphc.backends.llvm.runtime import tuner
     tuner.ensure_tuned()
     chosen = (f"GEMM variant {tuning.choice().label} ({tuning.source()}; table default "
-              f"{tuning.family_default().label})")
+              f"{tuning.family_default().label}; each row on the tile a compiled step "
+              "would give that shape)")
     print(chosen, flush=True)
     rows, ceilings = [], {}
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -262,7 +264,7 @@ def main(argv=None) -> int:
             r["peak"] = r["gf_step"] / ceilings[r["used"]] if r["used"] in ceilings else \
                 r["gf_step"] / fma_ceiling(r["used"])
             rows.append(r)
-            print(f"{r['shape']:>13} {r['label']:<20} T={threads} graphc {r['gf_graphc']:6.0f} "
+            print(f"{r['shape']:>13} {r['label']:<20} {r['tile']} T={threads} graphc {r['gf_graphc']:6.0f} "
                   f"step {r['gf_step']:6.0f} numpy {r['gf_numpy']:6.0f} GFLOP/s  "
                   f"ratio {r['ratio']:.2f} (step {r['ratio_step']:.2f})", flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -32,7 +32,7 @@ Why it is built this way (docs/benchmarks.md has the measurements):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from llvmlite import ir
@@ -100,6 +100,31 @@ def default_spec(dtype="float32", trans_a=False, trans_b=False) -> GemmSpec:
     c = tuning.choice()
     vw = vector_bits() // (8 * (4 if dtype == "float32" else 8))
     return GemmSpec(dtype, bool(trans_a), bool(trans_b), c.mr, c.nv, vw, c.kc, c.pf)
+
+
+def panel_vectors(n: int, spec) -> int:
+    """Vectors the micro-kernels compute across ``n`` columns: NV per panel of NR,
+    vectors wholly past the edge of the last panel included (they compute zeros), unless
+    the last panel is at most one vector wide (then the one-vector kernels run it)."""
+    full, rem = divmod(n, spec.nr)
+    return full * spec.nv + (0 if rem == 0 else 1 if rem <= spec.vw else spec.nv)
+
+
+def shape_spec(spec: GemmSpec, m: int, n: int) -> GemmSpec:
+    """The tile for an m×n product from the host's ``spec``: that tile, or with AVX-512's
+    4-vector tiles 8 rows (8x48; 8x32 with a transposed B, whose panels are packed per
+    call: narrower panels measured faster there) when that computes fewer vectors --
+    leftover rows at ~3x the cost of tile rows (the one-row kernel), vectors past a
+    last panel's edge at full cost.  Batch 16: 2 full 8-row tiles instead of 2x6 + 4
+    single rows, 1.5x faster; 512³ keeps 6x64 (8 whole panels; 8x48 computes 33 vectors
+    a row for 32: ~3 % slower, Zen 5).  Only the tile changes: the same bits."""
+    if spec.nv != 4:
+        return spec
+    alt = replace(spec, mr=8, nv=2 if spec.trans_b else 3)
+
+    def cost(s):
+        return (m - m % s.mr + 3 * (m % s.mr)) * panel_vectors(n, s)
+    return alt if cost(alt) < cost(spec) else spec
 
 
 # --------------------------------------------------------------------------- IR helpers

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..codegen.gemm import panel_vectors
 from .kernels import Gemm
 
 
@@ -59,17 +60,9 @@ def choose_transposed(g: Gemm, gt: Gemm, spec, spec_t, readers: int,
     return transposed_cost(g, spec_t, readers, costs) < direct_cost(g, spec, costs)
 
 
-def _vectors(n: int, spec) -> int:
-    """Vectors the micro-kernels compute across ``n`` columns: NV per panel of NR,
-    vectors wholly past the edge of the last panel included (they compute zeros), unless
-    the last panel is at most one vector wide (then the one-vector kernel runs it)."""
-    full, rem = divmod(n, spec.nr)
-    return full * spec.nv + (0 if rem == 0 else 1 if rem <= spec.vw else spec.nv)
-
-
 def _mac_cost(m: int, n: int, k: int, spec, costs: LayoutCosts) -> float:
     rows = m - m % spec.mr + costs.edge_row * (m % spec.mr)
-    return rows * _vectors(n, spec) * max(k, 1)
+    return rows * panel_vectors(n, spec) * max(k, 1)
 
 
 def direct_cost(g: Gemm, spec, costs: LayoutCosts = COSTS) -> float:

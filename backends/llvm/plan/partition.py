@@ -104,20 +104,10 @@ def loop_partition(shp, reductions, threads: int) -> LoopPartition | None:
 
 
 def gemm_spec(g: Gemm):
-    """The micro-kernel tile for this GEMM: the host default (6x64 on AVX-512), or 8 rows
-    when that leaves fewer rows to the slow one-row edge kernel (batch 16: 2 full 8-row
-    tiles instead of 2x6 + 4 single rows, 1.5x faster measured) -- 8x48 (24 accumulators,
-    11 loads per 24 FMAs; MLP step forwards 5-7% faster than 8x32 at batch 16 and 128),
-    or 8x32 with a transposed B (its panels are packed per call: narrower panels
-    measured faster there)."""
+    """The micro-kernel tile for this GEMM: the host's choice, or 8 rows where that
+    computes fewer vectors (:func:`..codegen.gemm.shape_spec`)."""
     spec = gemm_mod.default_spec(g.a.st.dtype, g.trans_a, g.trans_b)
-    if spec.nv != 4:
-        return spec
-    alt = dataclasses.replace(spec, mr=8, nv=2 if g.trans_b else 3)
-
-    def cost(mr):       # rows at full speed, leftover rows at ~1/3 speed
-        return g.m - g.m % mr + 3 * (g.m % mr)
-    return alt if cost(8) < cost(spec.mr) else spec
+    return gemm_mod.shape_spec(spec, g.m, g.n)
 
 
 def gemm_partition(g: Gemm, chunks: int) -> GemmPartition:

@@ -12,7 +12,8 @@ import threading
 import numpy as np
 from llvmlite import ir
 
-from ..codegen.gemm import MIN_WORK_PER_THREAD, GemmSpec, default_spec, emit_gemm_entry
+from ..codegen.gemm import (MIN_WORK_PER_THREAD, GemmSpec, default_spec, emit_gemm_entry,
+                           shape_spec)
 from ..native import jit
 from . import parallel
 
@@ -81,7 +82,8 @@ class GemmPlan:
         m, n, k = _shapes(a, b, trans_a, trans_b)
         if out.shape != (m, n):
             raise ValueError(f"gemm: out has shape {out.shape}, expected {(m, n)}")
-        self.spec = spec or default_spec(a.dtype, trans_a, trans_b)
+        # default: the tile a compiled step would give this product
+        self.spec = spec or shape_spec(default_spec(a.dtype, trans_a, trans_b), m, n)
         self.cm, fn = compiled(self.spec)
         self.arrays = (a, b, out)  # keep the buffers alive while the plan exists
         self.argv = np.array([a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k,

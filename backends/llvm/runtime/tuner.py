@@ -12,7 +12,8 @@ knobs measured to matter most first): every tile at KC 256 with the table's pref
 then the other KCs for the best tile, then prefetch toggled -- 7 candidates,
 compiled one module each (the nn/tn/nt variants together) and timed on one thread at
 512³ and the MLP 784-512 layer's forward, weight-gradient and input-gradient products
-(batch 128) and its batch-16 forward.  A candidate's score is the geometric mean of its
+(batch 128) and its batch-16 forward, each shape on the tile a compiled step would give
+it with that candidate (:func:`..codegen.gemm.shape_spec`).  A candidate's score is the geometric mean of its
 GFLOP/s; each shape's time is the *minimum* over repeated calls (other processes on a
 shared machine only ever add time), and a stage's candidates are timed alternately in
 :data:`ROUNDS` rounds.  (Figures of different stages come from different moments: on a
@@ -97,12 +98,14 @@ class _Bench:
     def prepare(self, c: TileChoice) -> bool:
         """Compile ``c`` (one module), bind its plans, check every shape against numpy."""
         specs = {(s.trans_a, s.trans_b): s for s in specs_of(c)}
-        gemmcall.precompile(list(specs.values()))
+        # each shape on the tile a compiled step would give it with this choice
+        per_case = [gemm_mod.shape_spec(specs[(ta, tb)], ref.shape[0], ref.shape[1])
+                    for _, _, _, ta, tb, ref, _ in self.cases]
+        gemmcall.precompile(list(specs.values()) + per_case)
         plans = []
-        for label, a, b, ta, tb, ref, flops in self.cases:
+        for (label, a, b, ta, tb, ref, flops), spec in zip(self.cases, per_case):
             out = np.empty(ref.shape, np.float32)
-            plan = gemmcall.GemmPlan(a, b, out, ta, tb, threads=self.threads,
-                                     spec=specs[(ta, tb)])
+            plan = gemmcall.GemmPlan(a, b, out, ta, tb, threads=self.threads, spec=spec)
             plan()
             if not np.allclose(out, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max())):
                 return False
