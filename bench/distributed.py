@@ -8,13 +8,20 @@ Configurations, each in its own processes (thread pools are fixed at start):
   gradients summed through a node-shared MPI window inside the update (the default on
   one machine);
 * ``2x1 allreduce`` -- the same with one in-place ``MPI_Allreduce`` per step
-  (``2x1 allreduce4``: four bucket calls).
+  (``2x1 allreduce4``: four bucket calls);
+* ``1x1-dp128`` -- one process, no MPI: ``data_parallel_step`` at batch 128 (one rank's
+  share), for its phases: the gradient graph at half the batch and the separate update
+  pass, the two costs a 2-rank step adds to half of a 1x1 step.  Its samples/s counts
+  128 rows a step; ``bound`` = 256 / (grad graph + update) is what 2 ranks would reach
+  if the exchange cost nothing (its update reads one gradient set; the 2-rank update
+  reads two).
 
 The configurations alternate in rounds (noise on a shared machine hits all alike); each
 run times blocks of steps after a warm-up and reports its median block.  Two summaries:
 the median over rounds of each configuration's samples/s, and the median over rounds of
 the *same-round* ratio to ``1x1`` and ``1x2`` (less sensitive to load that comes and
-goes between rounds).  For the 2-rank rows, rank 0's median per-step phases: gradient
+goes between rounds); then each phased row's per-phase minima (what a step costs when
+nothing preempts it).  For the 2-rank rows, rank 0's median per-step phases: gradient
 graph, communication (all-reduce, or the shared window's two barriers: mostly waiting
 for the slower rank) and update.  The load average is printed before and after.
 
@@ -66,14 +73,17 @@ def child(steps: int, blocks: int, buckets: int, reduce: str):
     import graphc.distributed as dist
     loss, params, X, Y = _model()
     world, rank = dist.world_size(), dist.rank()
-    b = GLOBAL_BATCH // world
+    half = reduce == "half"                 # 1x1-dp128: one rank's share, no MPI
+    b = GLOBAL_BATCH // (2 if half else world)
     opt = gc.optim.SGD(0.01)
-    if world == 1:
+    if half:
+        step = dist.data_parallel_step(loss, params, opt, (X[:b], Y[:b]))
+    elif world == 1:
         step = gc.compile_step(loss, params, opt, (X[:b], Y[:b]))
     else:
         step = dist.data_parallel_step(loss, params, opt, (X[:b], Y[:b]), buckets=buckets,
                                        reduce=reduce)
-    sampler = dist.ShardedSampler(len(X), GLOBAL_BATCH, rank, world, seed=0)
+    sampler = dist.ShardedSampler(len(X), GLOBAL_BATCH, rank, 2 if half else world, seed=0)
     per = sampler.per_epoch
     k = 0
     phases: dict = {"compute": [], "comm": [], "update": []}
@@ -83,7 +93,7 @@ def child(steps: int, blocks: int, buckets: int, reduce: str):
         idx = sampler.indices(k // per, k % per)
         k += 1
         step(X[idx], Y[idx])
-        if world > 1:
+        if world > 1 or half:
             for name, v in step.timings.items():
                 phases[name].append(v)
     for _ in range(10):
@@ -95,11 +105,12 @@ def child(steps: int, blocks: int, buckets: int, reduce: str):
         t0 = time.perf_counter()
         for _ in range(steps):
             one()
-        rates.append(steps * GLOBAL_BATCH / (time.perf_counter() - t0))
+        rates.append(steps * b * world / (time.perf_counter() - t0))
     if rank == 0:
         out = {"samples_per_s": statistics.median(rates)}
-        if world > 1:
+        if world > 1 or half:
             out.update({f"{k}_ms": 1e3 * statistics.median(v) for k, v in phases.items()})
+            out.update({f"{k}_min_ms": 1e3 * min(v) for k, v in phases.items()})
             out["reduce"] = step.reduce
         print("RESULT " + json.dumps(out), flush=True)
 
@@ -122,8 +133,8 @@ def _run(ranks, threads, buckets, reduce, steps, blocks, bind, mca):
 # name: (ranks, threads, buckets, reduce)
 CONFIGS = {"1x1": (1, 1, 1, "auto"), "1x2": (1, 2, 1, "auto"),
            "2x1-shared": (2, 1, 1, "shared"), "2x1-allreduce": (2, 1, 1, "allreduce"),
-           "2x1-allreduce4": (2, 1, 4, "allreduce")}
-DEFAULT = ["1x1", "1x2", "2x1-shared", "2x1-allreduce"]
+           "2x1-allreduce4": (2, 1, 4, "allreduce"), "1x1-dp128": (1, 1, 1, "half")}
+DEFAULT = ["1x1", "1x2", "2x1-shared", "2x1-allreduce", "1x1-dp128"]
 
 
 def _load() -> str:
@@ -169,11 +180,26 @@ def main():
     for name in args.only:
         sps = statistics.median(x["samples_per_s"] for x in res[name])
         ph = ["—"] * 3
-        if CONFIGS[name][0] > 1:
+        if CONFIGS[name][0] > 1 or CONFIGS[name][3] == "half":
             ph = [f"{statistics.median(x[k + '_ms'] for x in res[name]):.2f}"
                   for k in ("compute", "comm", "update")]
         print(f"| {name} | {sps:,.0f} | {ratio(name, '1x1')} | {ratio(name, '1x2')} | "
               + " | ".join(ph) + " |")
+    for name in args.only:                  # minima: what a step costs when nothing preempts it
+        if "compute_min_ms" in res[name][0]:
+            print(f"{name}: phase minima over rounds (ms): " + ", ".join(
+                f"{k} {min(x[k + '_min_ms'] for x in res[name]):.3f}"
+                for k in ("compute", "comm", "update")))
+    if "1x1-dp128" in res:
+        bound = [GLOBAL_BATCH / (1e-3 * (x["compute_ms"] + x["update_ms"]))
+                 for x in res["1x1-dp128"]]
+        line = (f"1x1-dp128 bound (2 ranks if the exchange were free and the update read one "
+                f"set): {statistics.median(bound):,.0f} samples/s")
+        for base in ("1x1", "1x2"):
+            if base in res:
+                xs = [b / r["samples_per_s"] for b, r in zip(bound, res[base])]
+                line += f"; × {base} {statistics.median(xs):.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

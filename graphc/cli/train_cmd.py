@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..ir import GraphcError
 from ..nn import num_params as num_params_of
 from ..train import Trainer, prepare, resolve
 from ..train.modelfile import check_save_path, save_model
@@ -57,6 +58,9 @@ def describe(p, backend) -> str:
 def run(args) -> int:
     from .lm_cmd import LM_MODELS, run_train
     if args.model in LM_MODELS:                  # the character LM has its own loop
+        if getattr(args, "distributed", None):
+            raise GraphcError(f"--distributed is not supported for {args.model} (the "
+                              "character LM has its own training loop); drop it")
         return run_train(args)
     if getattr(args, "distributed", None):
         from ..distributed.cli import run_train

@@ -16,6 +16,9 @@ pipeline makes two graphs:
   float sum is one serial chain of adds.)
 
 Both run the memory passes (``remat``/``schedule``) like ``compile_step``.
+
+Random ops (dropout) make the gradient graph read an ``int64[2]`` key input, right after
+the batch, like ``compile_step``'s; :func:`dropout_key` is what each rank feeds it.
 """
 from __future__ import annotations
 
@@ -41,6 +44,27 @@ def gradient_graph(loss_fn, params, example_batch, options: dict) -> tuple[dict,
     stages = {"forward": fwd, "autodiff": verify(g)}
     stages["memory"] = verify(_memory(g, options))
     return stages, stages["memory"]
+
+
+def rng_input_index(graph: Graph) -> int | None:
+    """Position of the gradient graph's dropout key input (``rng``), or None."""
+    for i, v in enumerate(graph.inputs):
+        if v.name == "rng" and v.shape == (2,) and v.dtype == "int64":
+            return i
+    return None
+
+
+def dropout_key(out, seed: int, step: int, stream: int):
+    """Fill ``out`` (int64[2]) with the dropout key of ``step`` on random stream
+    ``stream`` (sync: the rank; async: the worker's slot): ``(seed, step + stream *
+    2**32)``.  The Philox counter of element i is ``(i, step)`` as 2 + 2 32-bit words,
+    so stream r's numbers are stream 0's counters with the high step word r: distinct
+    for every rank, step (< 2**32) and element, a pure function of them (runs repeat
+    bit-identically), and stream 0 is exactly the one-process ``compile_step(seed=)``
+    sequence."""
+    out[0] = seed
+    out[1] = int(step) + (int(stream) << 32)
+    return out
 
 
 def update_graph(param_types, optimizer, world: int, parts: int = 1

@@ -34,7 +34,7 @@ from ..train.metrics import Evaluator, headline
 from ..train.progress import JsonLog
 from ..train.setup import backend_options
 from . import comm as C
-from .graphs import gradient_graph, update_graph
+from .graphs import dropout_key, gradient_graph, rng_input_index, update_graph
 from .region import GradRegion
 from .sampler import ShardedSampler
 from .trainer import RankZeroProgress
@@ -340,6 +340,8 @@ class Worker:
         _, self.graph = gradient_graph(prepared.model.loss, tree, (tr.X[:b], tr.y[:b]), {})
         from ..backends import get_backend
         self._grad = get_backend(self.cfg.backend).compile(self.graph, **bopts)
+        self._rng_at = rng_input_index(self.graph)      # dropout: None without
+        self._rng = np.zeros(2, np.int64)
         self.grads = GradRegion([np.asarray(x) for x in leaves], extra=G_HDR)
         self.sampler = None
         self.comm_seconds = 0.0
@@ -361,10 +363,15 @@ class Worker:
                 self.sampler = ShardedSampler(len(tr), self.cfg.batch_size * slots, slot,
                                               slots, self.cfg.seed)
             idx = self.sampler.indices(epoch, step)
+            rng = ()
+            if self._rng_at is not None:        # the slot's stream, at its batch's position
+                rng = (dropout_key(self._rng, 0,      # seed 0: the one-process trainer's
+                                   epoch * self.sampler.per_epoch + step, slot),)
             step += 1
             if step == self.sampler.per_epoch:
                 epoch, step = epoch + 1, 0
-            (loss,) = self._grad(*self.params.views, tr.X[idx], tr.y[idx], *self.grads.views)
+            (loss,) = self._grad(*self.params.views, tr.X[idx], tr.y[idx], *rng,
+                                 *self.grads.views)
             self.grads.header[:] = (loss, version, epoch, step)
             t0 = time.perf_counter()
             reqs = [self.comm.Isend(b, dest=self.server, tag=TAG_GRAD)

@@ -32,7 +32,7 @@ from ..gcpause import gc_paused
 from ..ir import ArgumentError, GraphcError
 from ..step import _own_param
 from . import comm as C
-from .graphs import gradient_graph, update_graph
+from .graphs import dropout_key, gradient_graph, rng_input_index, update_graph
 from .region import GradRegion
 
 REDUCE_MODES = ("auto", "allreduce", "shared")
@@ -47,6 +47,10 @@ class DataParallelStep:
     ``timings`` (seconds of the last step: ``compute``, ``comm``, ``update``) and
     ``totals`` (sums over all steps), ``update_graph``.
 
+    ``seed``: dropout's seed, as ``compile_step(seed=)``.  Each rank draws its masks from
+    its own stream of it (:func:`.graphs.dropout_key`): distinct per rank and step,
+    repeatable; rank 0's stream is the one-process step's.
+
     ``reduce``: ``"allreduce"`` sums the gradient region with ``MPI_Allreduce``
     (``buckets`` calls); ``"shared"`` keeps every rank's region in one node-shared MPI
     window and sums inside the update (single machine only); ``"auto"`` takes
@@ -57,7 +61,8 @@ class DataParallelStep:
     """
 
     def __init__(self, loss_fn, params, optimizer, example_batch, comm=None, buckets=1,
-                 timeout=None, backend="llvm", broadcast=True, reduce=None, **options):
+                 timeout=None, backend="llvm", broadcast=True, reduce=None, seed=0,
+                 **options):
         self.comm = comm if comm is not None else C.world()
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
         self.timeout = C.DEFAULT_TIMEOUT if timeout is None else float(timeout)
@@ -87,6 +92,13 @@ class DataParallelStep:
             self._grad_run = be.compile(self.graph, **opts)
             self._update_run = be.compile(self.update_graph, **opts)
         self.forward_graph = self.stages["forward"]
+        self.seed = int(seed)
+        self._rng_at = rng_input_index(self.graph)     # None: no random ops
+        self._rng = np.zeros(2, np.int64)
+        n_b = len(pytree.flatten(list(example_batch))[0])
+        if self._rng_at not in (None, n_p + n_b):
+            raise GraphcError(f"data_parallel_step: the dropout key is input {self._rng_at} "
+                              f"of the gradient graph, expected {n_p + n_b} (after the batch)")
         self._state_names = [v.name for v in state_inputs]
         self.opt_state = dict(zip(self._state_names, optimizer.init_state(state_inputs)))
         self._b_tree = pytree.flatten(list(example_batch))[1]
@@ -151,7 +163,10 @@ class DataParallelStep:
         sh = self._shared
         if sh is not None:
             self.grads = sh.mine            # this step's set of slots (they alternate)
-        (loss,) = self._grad_run(*self._p_leaves, *b_leaves, *self.grads.views)
+        rng = ()
+        if self._rng_at is not None:
+            rng = (dropout_key(self._rng, self.seed, self.steps, self.rank),)
+        (loss,) = self._grad_run(*self._p_leaves, *b_leaves, *rng, *self.grads.views)
         self.grads.loss_slot[0] = loss
         t1 = time.perf_counter()
         if sh is not None:

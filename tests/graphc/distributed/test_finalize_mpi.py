@@ -12,7 +12,7 @@ from .conftest import SCRIPTS, run_mpi
 
 @pytest.mark.parametrize("state,code,note", [
     ("finished", C.FINALIZE_TIMEOUT_EXIT, " after its run finished (its outputs are written)"),
-    ("failed", 1, "")])
+    ("failed", 1, ""), ("atexit", 1, "")])
 def test_a_finalize_that_cannot_complete_ends_with_its_own_status(state, code, note):
     p = run_mpi(2, [SCRIPTS / "finalize_bound.py", 1, state], timeout=60, check=False)
     assert "rank 0 finalizing" in p.stdout and "rank 0 finalized" not in p.stdout

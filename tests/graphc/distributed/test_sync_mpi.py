@@ -36,3 +36,10 @@ def test_stuck_rank_is_a_timeout_not_a_hang(reduce, what):
     assert p.returncode != 0
     assert f"rank 0: {what} did not complete within 2 s" in p.stderr, p.stdout + p.stderr
     assert "rank 0 finished" not in p.stdout
+
+
+def test_dropout_masks_differ_per_rank_and_repeat():
+    p = run_mpi(2, [SCRIPTS / "dropout_streams.py"])
+    (r,) = json_lines(p.stdout)
+    assert r["differ"] == [True] * 6, "two ranks drew the same dropout mask"
+    assert r["digests"][0] == r["digests"][1], "the same run twice differed"

@@ -130,6 +130,9 @@ def test_cli_errors_without_mpiexec(tmp_path):
     assert r.returncode == 1 and "give the command to run" in r.stderr
     r = _cli("train", "mlp", "--distributed", "async", "--epochs", "1")
     assert r.returncode == 1 and "needs at least 2 ranks" in r.stderr, r.stderr
+    r = _cli("train", "transformer", "--distributed", "sync")
+    assert r.returncode == 1 and "--distributed is not supported for transformer" \
+        in r.stderr, r.stderr
 
 
 def test_sync_cli_in_one_process_trains(tmp_path):
@@ -142,3 +145,31 @@ def test_sync_cli_in_one_process_trains(tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "m.json").read_text().splitlines()]
     assert [x["event"] for x in recs] == ["epoch", "epoch", "test"]
     assert "comm_s_per_step" in recs[0] and recs[-1]["ranks"] == 1
+
+
+def _dropout_loss(p, x, y):
+    h = gc.nn.dropout(gc.relu(x @ p["w1"] + p["b1"]), 0.5)
+    return gc.nn.cross_entropy(h @ p["w2"], y)
+
+
+def test_one_process_data_parallel_dropout_equals_compile_step():
+    """Dropout in a data-parallel step: fed a key every step; one rank draws the very
+    masks of compile_step with the same seed (stream 0), bit for bit."""
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(8, 12)).astype(np.float32), rng.integers(0, 4, 8)
+    for seed in (0, 5):
+        ref = gc.compile_step(_dropout_loss, _params(), gc.optim.SGD(0.1), (X, Y), seed=seed)
+        dp = dist.data_parallel_step(_dropout_loss, _params(), gc.optim.SGD(0.1), (X, Y),
+                                     seed=seed)
+        losses = [dp(X, Y) for _ in range(3)]
+        assert losses == [ref(X, Y) for _ in range(3)]
+        assert len(set(losses)) == 3            # a new mask every step
+        for k in ref.params:
+            assert np.array_equal(dp.params[k], ref.params[k]), k
+
+
+def test_dropout_key_streams():
+    from graphc.distributed.graphs import dropout_key
+    k = np.zeros(2, np.int64)
+    assert list(dropout_key(k, 7, 3, 0)) == [7, 3]          # stream 0: compile_step's key
+    assert list(dropout_key(k, 7, 3, 2)) == [7, 3 + (2 << 32)]
