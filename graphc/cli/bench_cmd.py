@@ -14,6 +14,7 @@ from ..ir import GraphcError
 from ..train import compile_step
 from . import peers
 from .common import prepared_from_args
+from .lm_cmd import LM_MODELS
 
 
 def time_step(step, x, y, repeats: int, steps: int, warmup: int = 3) -> float:
@@ -84,6 +85,9 @@ def run(args) -> int:
         rows.append((label, time_step(step, x, y, args.repeats, args.steps)))
     for name in wanted:
         try:
+            if p.spec.name in LM_MODELS:
+                raise peers.Unavailable("the transformer's peers (torch eager, SDPA, "
+                                        "torch.compile, JAX) are in bench/transformer_step.py")
             maker = peers.PEERS[name]
             peer = (maker(p.model, init, cfg, args.threads) if name == "torch"
                     else maker(p.model, init, cfg))

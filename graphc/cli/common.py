@@ -13,6 +13,10 @@ def overrides(args, keys=MODEL_KEYS) -> dict:
 
 
 def prepared_from_args(args, **extra):
+    from .lm_cmd import LM_MODELS
+    if args.model in LM_MODELS:                 # the character LM: its own corpus
+        from .lm_prepared import prepare_lm
+        return prepare_lm(args.model, **overrides(args), **extra)
     spec, cfg = resolve(args.model, **overrides(args), **extra)
     return prepare(spec, cfg)
 
