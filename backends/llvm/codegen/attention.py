@@ -10,10 +10,11 @@ Forward, per query row ``i``: keys in blocks of :data:`BLOCK` (only ``j <= i`` w
 causal: the masked half is never computed); a block's scores go to a stack row, then an
 *online softmax* -- running max ``m`` and sum ``l``, the output row rescaled by
 ``exp(m_old - m_new)`` when a later block raises the max -- so any key length runs in a
-fixed scratch.  Backward, per query row: the row's scores again (``S`` floats of stack,
-at most :data:`MAX_KEYS`), its softmax, ``dp_j = g_i . v_j``, ``D = sum_j p_j dp_j``,
-``ds_j = p_j (dp_j - D) * scale``, then ``dq_i += ds_j k_j``, ``dk_j += ds_j q_i``,
-``dv_j += p_j g_i`` for the unmasked keys only.  Dot products and row sums are
+fixed scratch.  Backward, per query row and block of keys (a first pass for the row's
+max and sum when it has more than one block): the scores again, the softmax,
+``dp_j = g_i . v_j``, ``ds_j = p_j (dp_j - D) * scale`` (``D = sum_j p_j dp_j`` from a
+single block, else ``g_i . o_i``), then ``dq_i += ds_j k_j``, ``dk_j += ds_j q_i``,
+``dv_j += p_j g_i`` for the unmasked keys only: any key length, two blocks of scratch.  Dot products and row sums are
 vectorized with reassociation (``Codegen.loop(reorder=True)``): their order is fixed
 by the shapes alone.
 """
@@ -31,14 +32,8 @@ from .custom import CHUNKS_PER_THREAD, SINGLE_ELEMS, reg_type
 I32, I64 = ir.IntType(32), ir.IntType(64)
 #: query rows x keys of one tile of the GEMM path (scores of a tile on the stack)
 TILE = 64
-#: rows / keys of the causal sub-blocks of a tile's products: on a tile crossing the
-#: diagonal only the sub-blocks at or left of it are multiplied (a 64-tile does 10 of 16)
-SUB = 16
-#: keys per block of the forward's online softmax (a row of scores on the stack)
+#: keys per block of the row kernels (strided operands): a row of scores on the stack
 BLOCK = 64
-#: longest key axis the backward's per-row scratch (2 x S floats of stack) allows; the
-#: tracer writes longer attention out as ops (``graphc.nn.transformer``)
-MAX_KEYS = 4096
 
 
 def _units(node):
@@ -256,6 +251,12 @@ def _grad_views(k):
 
 
 def _sdpa_grad(cg, b, k, ptrs, chunk):
+    """Backward through rows (strided operands): per query row, keys in blocks of
+    :data:`BLOCK` -- with more than one block, a first pass for the row's max and sum
+    (online, as the forward) and D = g . o; per block the scores again, P, dP_j = g . v_j,
+    dS = P (dP - D) scale, and the row's dq, dk, dv updates.  A row whose keys fit one
+    block takes D = sum_j P_j dP_j from it (exact zeros for a one-hot softmax, as the
+    tiled kernel).  The scratch is two blocks of stack whatever the key length."""
     if tiled(k):
         return _sdpa_grad_tiles(cg, b, k, ptrs, chunk)
     n = k.node
@@ -265,40 +266,85 @@ def _sdpa_grad(cg, b, k, ptrs, chunk):
     L, d = q.shape[-2:]
     S, dv = v.shape[-2:]
     causal, scale = n.attrs["causal"], n.attrs["scale"]
+    one_block = S <= BLOCK
     R = _Row(cg, b, k, ptrs)
-    prow, dprow, m, l = R.slot(S), R.slot(S), R.slot(), R.slot()
+    prow, dprow = R.slot(BLOCK), R.slot(BLOCK)
+    m, l, Dg, acc = R.slot(), R.slot(), R.slot(), R.slot()
     zero = R.c(0.0)
+
+    def span(jb, jmax):
+        j0 = b.mul(jb, I64(BLOCK))
+        return j0, b.sub(R.minv(b.add(j0, I64(BLOCK)), jmax), j0)
 
     def head(h):
         R.loop(0, S, lambda j: (R.fill(dk, h + [j], zero, d), R.fill(dvw, h + [j], zero, dv)))
 
         def row(i):
             jmax = R.keys_of(i, S, causal)
-            R.loop(0, jmax, lambda j: R.put(prow, b.fmul(
-                R.dot(vq, h + [i], vk, h + [j], d), R.c(scale)), j))
-            R.put(m, R.c(float("-inf")))
-            R.loop(0, jmax, lambda j: R.put(m, R.maxv(R.get(m), R.get(prow, j))), vec=True)
-            mx = R.get(m)
-            R.put(l, zero)
+            nblk = b.sdiv(b.add(jmax, I64(BLOCK - 1)), I64(BLOCK))
 
-            def expo(j):
-                e = mathfn.exp(b, b.fsub(R.get(prow, j), mx))
-                R.put(prow, e, j)
-                R.put(l, b.fadd(R.get(l), e))
-            R.loop(0, jmax, expo, vec=True, reorder=R.vector_exp)
-            tot = R.get(l)
-            R.loop(0, jmax, lambda j: R.put(prow, b.fdiv(R.get(prow, j), tot), j), vec=True)
-            R.loop(0, jmax, lambda j: R.put(dprow, R.dot(vg, h + [i], vv, h + [j], dv), j))
-            D = R.rowdot(prow, dprow, jmax)
+            def scores(j0, cnt):
+                R.loop(0, cnt, lambda j: R.put(prow, b.fmul(
+                    R.dot(vq, h + [i], vk, h + [b.add(j0, j)], d), R.c(scale)), j))
+                R.put(acc, R.c(float("-inf")))
+                R.loop(0, cnt, lambda j: R.put(acc, R.maxv(R.get(acc), R.get(prow, j))),
+                       vec=True)
+                return R.get(acc)
+
+            def expsum(cnt, mx, store):
+                R.put(acc, zero)
+
+                def expo(j):
+                    e = mathfn.exp(b, b.fsub(R.get(prow, j), mx))
+                    if store:
+                        R.put(prow, e, j)
+                    R.put(acc, b.fadd(R.get(acc), e))
+                R.loop(0, cnt, expo, vec=True, reorder=R.vector_exp)
+                return R.get(acc)
+
+            if not one_block:           # the row's max and sum over its blocks first
+                R.put(m, R.c(float("-inf")))
+                R.put(l, zero)
+
+                def stat(jb):
+                    j0, cnt = span(jb, jmax)
+                    m_old = R.get(m)
+                    m_new = R.maxv(m_old, scores(j0, cnt))
+                    tot = expsum(cnt, m_new, False)
+                    R.put(l, b.fadd(b.fmul(R.get(l), mathfn.exp(b, b.fsub(m_old, m_new))),
+                                    tot))
+                    R.put(m, m_new)
+                R.loop(0, nblk, stat, name="jb")
+                R.put(Dg, R.dot(vg, h + [i], vo, h + [i], dv))
             R.fill(dq, h + [i], zero, d)
 
-            def upd(j):
-                p = R.get(prow, j)
-                ds = b.fmul(b.fmul(p, b.fsub(R.get(dprow, j), D)), R.c(scale))
-                R.axpy(dq, h + [i], ds, vk, h + [j], d)
-                R.axpy(dk, h + [j], ds, vq, h + [i], d)
-                R.axpy(dvw, h + [j], p, vg, h + [i], dv)
-            R.loop(0, jmax, upd)
+            def block(jb):
+                j0, cnt = span(jb, jmax)
+                if one_block:
+                    mx = scores(j0, cnt)
+                    tot = expsum(cnt, mx, True)
+                    R.loop(0, cnt, lambda j: R.put(prow, b.fdiv(R.get(prow, j), tot), j),
+                           vec=True)
+                else:
+                    scores(j0, cnt)
+                    mx, tot = R.get(m), R.get(l)
+                    R.loop(0, cnt, lambda j: R.put(prow, b.fdiv(mathfn.exp(
+                        b, b.fsub(R.get(prow, j), mx)), tot), j), vec=True)
+                R.loop(0, cnt, lambda j: R.put(dprow, R.dot(vg, h + [i], vv,
+                                                            h + [b.add(j0, j)], dv), j))
+                D = R.rowdot(prow, dprow, cnt)
+                if not one_block:
+                    D = b.select(b.icmp_signed("==", nblk, I64(1)), D, R.get(Dg))
+
+                def upd(j):
+                    p = R.get(prow, j)
+                    jj = b.add(j0, j)
+                    ds = b.fmul(b.fmul(p, b.fsub(R.get(dprow, j), D)), R.c(scale))
+                    R.axpy(dq, h + [i], ds, vk, h + [jj], d)
+                    R.axpy(dk, h + [jj], ds, vq, h + [i], d)
+                    R.axpy(dvw, h + [jj], p, vg, h + [i], dv)
+                R.loop(0, cnt, upd)
+            R.loop(0, nblk, block, name="jb")
         R.loop(0, L, row, name="i")
     R.heads(chunk, head)
 
