@@ -19,13 +19,13 @@ from llvmlite import ir
 
 from . import gemm as gemm_mod  # noqa: F401
 from ..native import kernellib
-from . import smallk
+from . import conv_fused, dot, smallk
 from ..runtime import parallel
 from .dynamic import DynamicSchedule
 from .loops import emit_loop
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
-from ..plan.kernels import (CopyKernel, CustomKernel, GemmKernel, LoopKernel, Plan,
-                            SmallKKernel)
+from ..plan.kernels import (Col2imGemmKernel, Im2colGemmKernel, CopyKernel, CustomKernel, DotKernel,
+                            GemmKernel, LoopKernel, Plan, SmallKKernel)
 from ..plan.views import View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -202,8 +202,14 @@ class Codegen(DynamicSchedule):
                 self.nest(b, c.dst.shape, {},
                           lambda idx, s=c.src, d=c.dst: self.store(b, ptrs, d, idx,
                                                                    self.load(b, ptrs, s, idx)))
+        elif isinstance(k, Col2imGemmKernel):
+            conv_fused.emit_col2im_gemm(self, b, k, ptrs, tid)
+        elif isinstance(k, Im2colGemmKernel):
+            conv_fused.emit_im2col_gemm(self, b, k, ptrs, tid)
         elif isinstance(k, CustomKernel):
             LOWERINGS[k.node.op].emit(self, b, k, ptrs, tid)
+        elif isinstance(k, DotKernel):
+            dot.emit(self, b, k, ptrs, tid)
         elif isinstance(k, GemmKernel):
             self.gemm_body(b, k, ptrs, tid, ret)
         else:

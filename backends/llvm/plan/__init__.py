@@ -7,6 +7,7 @@ dimensions, the cut over threads), the view model (``views``: storages and strid
 views) and the arena (``arena``: kernel levels, the byte layout by the memory planner,
 synchronisation points).  Reads the graph, never changes it.  Imports the IR, the
 passes (fusion's view helpers, the memory planner) and, for decisions only, the codegen
-stage's op table (which ops have a lowering, of which kind) and GEMM tile shapes.  ``timeline`` reads a plan's kernels back as
+stage's op table (which ops have a lowering, of which kind), GEMM tile shapes and the
+conv kernels' eligibility and blocking (``codegen.dot``, ``codegen.conv_fused``).  ``timeline`` reads a plan's kernels back as
 the arena's life in kernel order (the x-axis of ``graphc memplan --plot``).
 """

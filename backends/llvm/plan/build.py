@@ -26,8 +26,9 @@ from ..codegen.lowerings import LOWERINGS
 from .arena import (check_barriers, check_layout, naive_layout, place_barriers, schedule,
                     shared_layout)
 from . import layout as lay
-from .kernels import (Copy, CopyKernel, CustomKernel, Gemm, GemmKernel, Kernel, LoopKernel, Order, Plan,
-                      Reduction, SmallKKernel, Slot, Stage)
+from .kernels import (Col2imGemmKernel, Im2colGemmKernel, Copy, CopyKernel, CustomKernel, DotKernel, Gemm,
+                      GemmKernel, Kernel, LoopKernel, Order, Plan, Reduction, SmallKKernel,
+                      Slot, Stage)
 from .partition import finish as finish_kernel
 from .partition import gemm_spec
 from .views import (Storage, View, broadcast_view, reshape_view, slice_view,
@@ -83,6 +84,10 @@ class PlanBuilder:
         self.kernels: list[Kernel] = []
         self.node_kernel: dict[Node, Kernel] = {}
         self.out_st: list[Storage] = []
+        #: products computed block by block inside their col2im's kernel (never stored)
+        self.fused_products: set[Value] = set()
+        #: patch matrices written block by block inside their product's kernel
+        self.fused_patches: set[Value] = set()
 
     def build(self) -> Plan:
         self.assign_kernels()
@@ -113,6 +118,55 @@ class PlanBuilder:
         for n in self.graph.nodes:
             if n not in self.kernel_of and not self.is_view(n) and kind_of(n) != "source":
                 self.kernel_of[n] = [n]
+        self.fuse_patch_gradients()
+        self.fuse_patch_products()
+
+    def fuse_patch_products(self) -> None:
+        """An ``im2col`` read only as the B operand of a 2-d product (a conv layer's
+        forward ``w @ cols`` when no weight gradient keeps the patch matrix: inference)
+        runs inside that product's kernel, block by block
+        (:class:`~.kernels.Im2colGemmKernel`): the patch matrix is never stored."""
+        from ..codegen import conv_fused
+        for c in self.graph.nodes:
+            if c.op != "im2col" or not conv_fused.ENABLED or c.output.dtype.kind != "f":
+                continue
+            d = c.output
+            mms = [u for u in d.users if u.op == "matmul" and u.inputs[1] is d
+                   and u.inputs[0] is not d and u.output.ndim == 2 and u.inputs[0].ndim == 2]
+            if len(mms) != 1 or mms[0] not in self.kernel_of or c not in self.kernel_of:
+                continue
+            m = mms[0]
+            members = self.kernel_of[m]
+            if self.kernel_of[c] != [c] or any(x.op in ("im2col", "col2im") for x in members):
+                continue
+            # only a patch matrix nothing else reads: when a weight gradient needs it
+            # stored anyway, writing it from the slot as well measured slower (LeNet)
+            if reaches(d, self.leaving, self.is_view) or \
+                    any(u is not m for u in view_readers(d, self.is_view)):
+                continue
+            new = [c] + members
+            for x in new:
+                self.kernel_of[x] = new
+            self.fused_patches.add(d)
+
+    def fuse_patch_gradients(self) -> None:
+        """A ``col2im`` whose operand is a product read by nothing else (a conv layer's
+        patch-matrix gradient ``wᵀ @ g``) runs with that product in one kernel, block
+        by block (:class:`~.kernels.Col2imGemmKernel`)."""
+        from ..codegen import conv_fused
+        for c in self.graph.nodes:
+            if c.op != "col2im" or not conv_fused.ENABLED:
+                continue
+            d = c.inputs[0]
+            m = d.node
+            if (m.op != "matmul" or self.kernel_of.get(m) != [m] or d.ndim != 2
+                    or d.dtype.kind != "f" or m.inputs[0].ndim != 2 or m.inputs[1].ndim != 2
+                    or reaches(d, self.leaving, self.is_view)
+                    or list(view_readers(d, self.is_view)) != [c]
+                    or not conv_fused.fusible(c)):
+                continue
+            self.kernel_of[m] = self.kernel_of[c] = [m, c]
+            self.fused_products.add(d)
 
     def valid_group(self, members) -> bool:
         """Backend-side check of a fusion group (fallback: run the members separately)."""
@@ -170,6 +224,10 @@ class PlanBuilder:
     def needs_store(self, v: Value) -> bool:
         """Whether ``v`` needs a buffer: read outside its kernel, or leaving the graph."""
         n = v.node
+        if v in self.fused_products:
+            return False
+        if v in self.fused_patches:
+            return False
         # a reduction accumulates into its buffer, so it always has one
         if n.op == "matmul" or kind_of(n) in ("reduce", "custom") or \
                 reaches(v, self.leaving, self.is_view):
@@ -300,10 +358,18 @@ class PlanBuilder:
                 self.node_kernel[m] = k
 
     def kernel_for(self, members, at: int) -> Kernel:
+        if len(members) == 2 and members[0].output in self.fused_products:
+            return self.col2im_gemm_kernel(*members, at)
+        if members[0].output in self.fused_patches:
+            return self.im2col_gemm_kernel(members[0], members[1:], at)
         if len(members) == 1 and members[0].op == "matmul":
             n = members[0]
             if self.small_k(n):
                 return self.loop_kernel(members, at)
+            gemm = self.dot_gemm(n)
+            if gemm is not None:
+                return DotKernel(name=f"matmul_{n.output.name}", shape=n.output.shape,
+                                 order=Order.at(at), gemm=gemm)
             gemm = self.gemm_of(n, at)
             return GemmKernel(name=f"matmul_{n.output.name}", shape=n.output.shape,
                               order=Order.at(at), gemm=gemm)
@@ -331,6 +397,75 @@ class PlanBuilder:
         ga, gb = gemm_operand(self.ref(a)), gemm_operand(self.ref(b))
         return (ga is not None and gb is not None and not gb[0]
                 and self.ref(n.output).strides[-1] == 1)
+
+    def col2im_gemm_kernel(self, m: Node, c: Node, at: int) -> Col2imGemmKernel:
+        """col2im ``c`` of product ``m`` by blocks of images; the product's slot per chunk
+        is a scratch storage of the arena."""
+        from ..codegen import conv_fused
+        a, b = m.inputs
+        va, vb = self.ref(a), self.ref(b)
+        if gemm_operand(va) is None:
+            va = self.materialize(va, f"{m.output.name}.a", at)
+        if gemm_operand(vb) is None:
+            vb = self.materialize(vb, f"{m.output.name}.b", at)
+        ta, lda = gemm_operand(va)
+        tb, ldb = gemm_operand(vb)
+        rows, cols, k = a.shape[-2], b.shape[-1], a.shape[-1]
+        block, parts = conv_fused.blocking(c, rows, self.threads)
+        width = block * conv_fused.columns_per_image(c)
+        st = self.new_storage("arena", m.output.dtype, parts * rows * width,
+                              m.output.name + ".blocks")
+        scratch = View(st, 0, (rows, cols), (width, 1))
+        gemm = Gemm(m, va, vb, scratch, ta, tb, lda, ldb, rows, cols, k)
+        smallk = k <= SMALLK_MAX and not tb
+        loads = {a: va}
+        loads.setdefault(b, vb)
+        return Col2imGemmKernel(name=f"col2im_{c.output.name}", shape=c.output.shape,
+                                order=Order.at(at), node=c, loads=loads,
+                                stores=[(c.output, self.ref(c.output))], gemm=gemm,
+                                smallk=smallk, block=block, max_chunks=parts)
+
+    def im2col_gemm_kernel(self, c: Node, rest, at: int) -> Im2colGemmKernel:
+        """The product kernel of ``rest`` reading its patch-matrix operand from a scratch
+        slot per chunk that im2col ``c`` fills block by block."""
+        from ..codegen import conv_fused
+        d = c.output
+        rows = d.shape[0]
+        block, parts = conv_fused.im2col_blocking(c, rows, self.threads)
+        width = block * conv_fused.columns_per_image(c)
+        st = self.new_storage("arena", d.dtype, parts * rows * width, d.name + ".blocks")
+        scratch = View(st, 0, d.shape, (width, 1))
+        old = self.refs.get(d)
+        self.refs[d] = scratch
+        inner = self.kernel_for(rest, at)
+        if old is None:
+            del self.refs[d]
+        else:
+            self.refs[d] = old
+        if isinstance(inner, GemmKernel) and not isinstance(inner, DotKernel) and \
+                inner.gemm.b is scratch and not inner.gemm.transposed:
+            return Im2colGemmKernel(name=f"im2col_{inner.name}", shape=d.shape,
+                                    order=Order.at(at), node=c,
+                                    loads={c.inputs[0]: self.ref(c.inputs[0])},
+                                    inner=inner, scratch=scratch,
+                                    block=block, max_chunks=parts)
+        raise GraphcError(f"llvm backend: im2col %{d.name} cannot be fused with its product")
+
+    def dot_gemm(self, n: Node) -> Gemm | None:
+        """The GEMM of matmul ``n`` if it runs as dot products along K (``codegen/dot.py``:
+        a 2-d product of rows along K, A (M, K) and B stored (N, K), K long and M or N
+        narrower than a vector -- a conv layer's weight gradient), else None."""
+        a, b = n.inputs
+        if n.output.ndim != 2 or a.ndim != 2 or b.ndim != 2 or n.output.dtype.kind != "f":
+            return None
+        from ..codegen import dot
+        m, nn, k = a.shape[0], b.shape[1], a.shape[1]
+        if not dot.eligible(m, nn, k, n.output.dtype):
+            return None
+        va, vb, vc = self.ref(a), self.ref(b), self.ref(n.output)
+        if va.strides[1] != 1 or vb.strides[0] != 1 or len(vc.shape) != 2:
+            return None
+        return Gemm(n, va, vb, vc, False, True, va.strides[0], vb.strides[1], m, nn, k)
 
     def gemm_of(self, n: Node, at: int, members=()) -> Gemm:
         """The GEMM of matmul ``n``: operands that are neither row- nor column-major are

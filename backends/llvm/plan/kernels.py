@@ -10,6 +10,8 @@ A kernel is one loop nest the code generator turns into one function:
 * :class:`SmallKKernel` -- a GEMM with small K whose product is computed element by
   element inside its epilogue loop (``codegen/smallk.py``), never stored unless read
   elsewhere;
+* :class:`DotKernel` -- a long-K product with a narrow output as dot products along K
+  (``codegen/dot.py``);
 * :class:`CopyKernel` -- ``unslice``/``concatenate``: several copies (phases) in
   sequence, on thread 0;
 * :class:`CustomKernel` -- an op whose lowering writes its own loops (take, take_add,
@@ -219,6 +221,13 @@ class SmallKKernel(GemmKernel):
 
 
 @dataclass(eq=False, kw_only=True)
+class DotKernel(GemmKernel):
+    """A long-K product with a narrow output, both operands rows along K (``nt``):
+    dot products with vector accumulators along K (``codegen/dot.py``); no epilogue.
+    ``gpart`` is its fixed split into ranges of tiles (``width`` 1, ``spec`` None)."""
+
+
+@dataclass(eq=False, kw_only=True)
 class Copy:
     src: View
     dst: View
@@ -275,6 +284,72 @@ class CustomKernel(Kernel):
     def repoint(self, f):
         self.loads = {t: f(v) for t, v in self.loads.items()}
         self.stores = [(t, f(v)) for t, v in self.stores]
+
+
+@dataclass(eq=False, kw_only=True)
+class Col2imGemmKernel(CustomKernel):
+    """``col2im(op(A)·op(B))`` by blocks of ``block`` images (``codegen/conv_fused.py``):
+    a conv layer's patch-matrix gradient ``wᵀ @ g`` is computed a block of columns at a
+    time into ``scratch`` (one slot per chunk: the product's K_patch × block columns, a
+    scratch buffer the memory planner places) and summed back into the block's pixels
+    right away, so the whole patch-gradient matrix never exists.  ``node`` is the col2im
+    node; ``gemm.c`` the scratch view (rows, all N·OH·OW columns; each block's pointer
+    is shifted so its columns land in the slot); ``smallk``: the product runs on the
+    small-K register tiles, else on the GEMM kernel."""
+    gemm: Gemm
+    smallk: bool = False
+    block: int = 1
+    max_chunks: int = 1
+
+    def graph_nodes(self):
+        return [self.gemm.node, self.node]
+
+    def views(self):
+        return super().views() + [self.gemm.c]
+
+    def writes(self):
+        return super().writes() + [self.gemm.c]
+
+    def repoint(self, f):
+        super().repoint(f)
+        g = self.gemm
+        g.a, g.b, g.c = f(g.a), f(g.b), f(g.c)
+
+
+@dataclass(eq=False, kw_only=True)
+class Im2colGemmKernel(CustomKernel):
+    """``op(A) · im2col(x)`` (+ its epilogue) by blocks of images
+    (``codegen/conv_fused.py``): each block's patch columns are written into a slot of
+    ``scratch`` (one per chunk) and the product of the block is computed from there while
+    it is in cache; ``inner`` is the product's own kernel (``GemmKernel`` or
+    ``SmallKKernel``) reading its B operand from the scratch view.  ``node`` is the
+    im2col node, ``loads`` its image; ``stores`` is empty (nothing else reads the patch
+    matrix, which is never stored)."""
+    inner: GemmKernel
+    scratch: View
+    block: int = 1
+    max_chunks: int = 1
+
+    @property
+    def gemm(self):
+        return self.inner.gemm
+
+    def graph_nodes(self):
+        return [self.node] + self.inner.graph_nodes()
+
+    def views(self):
+        return super().views() + [self.scratch] + self.inner.views()
+
+    def reads(self):
+        return super().reads() + self.inner.reads()
+
+    def writes(self):
+        return super().writes() + [self.scratch] + self.inner.writes()
+
+    def repoint(self, f):
+        super().repoint(f)
+        self.scratch = f(self.scratch)
+        self.inner.repoint(f)
 
 
 @dataclass

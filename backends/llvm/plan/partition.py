@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 
 from ..codegen import gemm as gemm_mod
-from .kernels import (Copy, CopyKernel, CustomKernel, Gemm, GemmKernel, GemmPartition, Kernel,
-                      LoopKernel, LoopPartition)
+from .kernels import (Col2imGemmKernel, Im2colGemmKernel, Copy, CopyKernel, CustomKernel, DotKernel, Gemm,
+                      GemmKernel, GemmPartition, Kernel, LoopKernel, LoopPartition)
 from .views import View
 
 SINGLE_THREAD_ELEMS = 1 << 14    # smaller loop kernels run on thread 0 only
@@ -44,9 +44,19 @@ def finish(k: Kernel, threads: int) -> None:
     """Merge dims (loop and copy kernels), choose the partition, decide single-thread."""
     if isinstance(k, CopyKernel):
         _finish_copies(k)
+    elif isinstance(k, (Col2imGemmKernel, Im2colGemmKernel)):
+        k.chunks = min(k.max_chunks, threads)
+        k.single = threads > 1 and k.nchunks == 1
     elif isinstance(k, CustomKernel):
         from ..codegen.lowerings import LOWERINGS
         k.chunks = LOWERINGS[k.node.op].chunks(k, threads)
+        k.single = threads > 1 and k.nchunks == 1
+    elif isinstance(k, DotKernel):
+        from ..codegen import dot
+        g = k.gemm
+        units = dot.plan_shape(g.m, g.n, g.a.st.dtype)[3]
+        k.gpart = GemmPartition(dot.chunks(g.m, g.n, g.k, g.a.st.dtype, threads), False,
+                                units, 1, None)
         k.single = threads > 1 and k.nchunks == 1
     elif isinstance(k, GemmKernel):
         k.gpart = gemm_partition(k.gemm, threads * CHUNKS_PER_THREAD if threads > 1 else 1)
