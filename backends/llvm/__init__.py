@@ -33,10 +33,16 @@ def missing_lowerings() -> list[str]:
 def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="shared",
           parts=1, cold=False):
     """(plan, llvmlite module) for ``graph`` -- the IR before JIT compilation (with
-    ``parts`` > 1: a list of modules, the kernels spread over them, compiled
-    concurrently by :func:`.jit.compile_module`; with ``cold``: also a list, the cold
-    kernels beside the entry in the first, unoptimised one, see
-    ``codegen.module.Codegen.build``)."""
+    ``parts`` > 1: a list of modules, the entry's first, then one per distinct kernel,
+    compiled in ``parts`` concurrent bundles by :func:`.jit.compile_module`; with
+    ``cold``: also a list, the cold kernels beside the entry in the first, unoptimised
+    one, see ``codegen.module.Codegen.build``)."""
+    p, module, _ = _lower(graph, threads, fuse, epilogue, profile, plan, parts, cold)
+    return p, module
+
+
+def _lower(graph, threads, fuse, epilogue, profile, plan, parts, cold):
+    """:func:`lower`, and the IR text of the kernel modules it printed."""
     from graphc.ir import verify
     from graphc.passes import fusion
 
@@ -52,8 +58,9 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="sh
         g.remove_dead()     # dead values get no buffer, so they must not be computed
     verify(g)
     p = plan_mod.build_plan(g, threads, plan)
-    module = codegen.Codegen(p, jit.host_target().triple, profile).build(parts, cold)
-    return p, module
+    cg = codegen.Codegen(p, jit.host_target().triple, profile)
+    module = cg.build(parts, cold)
+    return p, module, getattr(cg, "texts", {})
 
 
 def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adaptive=None,
@@ -97,13 +104,13 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
     built = {}
 
     def build():
-        # one module part per core (``parts``): LLVM compiles the parts concurrently
-        p, module = lower(graph, threads, fuse, epilogue, profile, plan,
-                          parts=parts or jit.compile_threads(), cold=True)
+        # the kernels in one bundle per core (``parts``): LLVM compiles them concurrently
+        n = parts or jit.compile_threads()
+        p, module, texts = _lower(graph, threads, fuse, epilogue, profile, plan, n, True)
         built["plan"] = p
         mods = module if isinstance(module, list) else [module]
         if len(mods) > 1:   # the entry (and cold kernels) in the first part: unoptimised
-            module = [jit.Part(mods[0], "O0")] + mods[1:]
+            module = [jit.Part(mods[0], "O0")] + jit.bundles(mods[1:], n, texts=texts)
         built["lower_seconds"] = time.perf_counter() - t1
         libs = kernellib.families_used(mods)
         return jit.WithMeta(module, runtime.PlanSummary.of(p).to_meta({"libs": libs}))

@@ -32,6 +32,9 @@ I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 ENTRY = "graphc_main"
+#: the name every kernel module has, and the placeholder of a kernel's own name in the
+#: text that identifies its code (:meth:`Codegen.build`)
+KERNEL_MODULE, KERNEL_NAME = "graphc_kernel", "graphc_kernel"
 SMALLK_INTERLEAVE = 4
 
 
@@ -352,14 +355,19 @@ class Codegen(DynamicSchedule):
 
     # ---- entry --------------------------------------------------------------------------
     def build(self, parts: int = 1, cold: bool = False):
-        """The module (``parts`` = 1), or a list of ``parts`` + 1 modules: the first
-        holds only the entry function, the others the kernels it calls by name (spread
-        by :func:`_compile_cost`).  JIT compiles the parts concurrently
-        (:func:`.jit.compile_module`), the entry's without optimisation.
+        """The module (``parts`` = 1, no cold kernels), or a list of modules: the first
+        holds the entry function, each of the others one hot kernel.  JIT compiles the
+        entry's without optimisation and the kernels in ``parts`` concurrent bundles
+        (:func:`.jit.bundles`).
+
+        Kernels whose IR is the same (a transformer's layers: the same shapes, the
+        buffers being arguments) are one module and one function, called by every
+        kernel of the plan that has that code (:data:`KERNEL_NAME`: its text with its
+        own name left out is the key); ``self.texts`` holds the modules' IR text.
 
         ``cold``: the kernels whose run time cannot matter (:func:`is_cold`: a few
         hundred elements of loop work -- loss terms, bias updates) go beside the entry
-        into the unoptimised part, and a list is returned even for ``parts`` = 1.  O3
+        into the unoptimised module, and a list is returned even for ``parts`` = 1.  O3
         spends ~10 ms on each such kernel (LeNet step: 17 of 48 kernels), the
         unoptimised part ~1 ms; the code computes the same values (no fast-math flags,
         explicit ``llvm.fma``; row sums, which O3 may reassociate, are never cold)."""
@@ -367,26 +375,38 @@ class Codegen(DynamicSchedule):
         cold_of = [cold and is_cold(k) for k in plan.kernels]
         hot = [k for k, c in zip(plan.kernels, cold_of) if not c]
         split = parts > 1 or (any(cold_of) and bool(hot))
-        n = min(max(parts, 1), len(hot)) if split else 0    # kernel parts
-        mods = [self.m] + [ir.Module(name=f"{self.m.name}_part{j}") for j in range(1, n + 1)]
-        for m in mods[1:]:
-            m.triple = self.m.triple
-        state = {id(m): ({}, {}) for m in mods}
+        entry = self.m
+        mods, by_text, self.texts = [entry], {}, {}
+        entry_state = ({}, {})
+        entry_ids = self._ids
         kfns = []
-        hot_where = iter([1 + j for j in _assign_parts(hot, n)] if n else [0] * len(hot))
-        where = [0 if c else next(hot_where) for c in cold_of]
-        for i, (k, j) in enumerate(zip(plan.kernels, where)):
-            self.m = mods[j]
-            self.globals, self._loop_md = state[id(self.m)]
+        for i, (k, c) in enumerate(zip(plan.kernels, cold_of)):
+            if not split or c:
+                self.m, self._ids = entry, entry_ids
+                self.globals, self._loop_md = entry_state
+                kfns.append(self.kernel(k, i))
+                entry_ids = self._ids
+                continue
+            self.m = ir.Module(name=KERNEL_MODULE)
+            self.m.triple = entry.triple
+            self.globals, self._loop_md, self._ids = {}, {}, 0   # names local to it
             fn, sts = self.kernel(k, i)
-            if j:
-                fn = ir.Function(mods[0], fn.function_type, fn.name)
-                fn.attributes.add("nounwind")
-            kfns.append((fn, sts))
-        self.m = mods[0]
-        self.globals, self._loop_md = state[id(self.m)]
+            text = str(self.m)
+            same = text.replace(f'@"{fn.name}"', '@"' + KERNEL_NAME + '"')
+            name = by_text.get(same)
+            if name is None:
+                name = by_text[same] = fn.name
+                mods.append(self.m)
+                self.texts[self.m] = text
+            decl = entry.globals.get(name)
+            if decl is None:
+                decl = ir.Function(entry, fn.function_type, name)
+                decl.attributes.add("nounwind")
+            kfns.append((decl, sts))
+        self.m, self._ids = entry, entry_ids
+        self.globals, self._loop_md = entry_state
         self._build_entry(kfns)
-        return mods if split else mods[0]
+        return mods if split else entry
 
     def _build_entry(self, kfns):
         plan = self.plan
@@ -446,25 +466,6 @@ def is_cold(k) -> bool:
     return (isinstance(k, LoopKernel) and not isinstance(k, GemmKernel)
             and int(np.prod(k.shape, dtype=np.int64)) <= COLD_ELEMENTS
             and not _row_sum(k))
-
-
-def _compile_cost(k):
-    """Rough LLVM work of a kernel (loop nests and instructions it becomes)."""
-    if isinstance(k, CopyKernel):
-        return 2 + len(k.copies)
-    n = 2 + len(k.nodes) + len(k.loads) + len(k.stores) + 3 * len(k.reductions)
-    return n + (6 if isinstance(k, SmallKKernel) else 2 if isinstance(k, GemmKernel) else 0)
-
-
-def _assign_parts(kernels, parts):
-    """Part of each kernel: longest first onto the least loaded part."""
-    load = [0] * parts
-    out = [0] * len(kernels)
-    for i in sorted(range(len(kernels)), key=lambda i: -_compile_cost(kernels[i])):
-        j = min(range(parts), key=lambda j: load[j])
-        out[i] = j
-        load[j] += _compile_cost(kernels[i])
-    return out
 
 
 def _clean(name):

@@ -144,10 +144,25 @@ PIPELINES = {
 
 @dataclass(frozen=True)
 class Part:
-    """A module part to compile with another pipeline than the default."""
+    """A module part to compile with another pipeline than the default; ``ir`` may be
+    a list of modules (or texts), linked into one before optimisation (a bundle)."""
 
     ir: object
     opt: str
+
+
+def bundles(modules, n: int, opt: str = "O3", texts=None) -> list:
+    """``modules`` (or IR texts) as ``n`` :class:`Part` bundles of about equal size, the
+    largest first onto the smallest bundle (``texts``: their text, if known)."""
+    items = [(texts.get(m) if texts else None) or (m if isinstance(m, str) else str(m))
+             for m in modules]
+    n = max(1, min(n, len(items)))
+    groups, load = [[] for _ in range(n)], [0] * n
+    for t in sorted(items, key=len, reverse=True):
+        j = min(range(n), key=lambda j: load[j])
+        groups[j].append(t)
+        load[j] += len(t)
+    return [Part(g, opt) for g in groups if g]
 
 
 def _optimise(mod, tm, opt: str = "O3", unlocked: bool = False) -> None:
@@ -188,10 +203,15 @@ def _emit_object(tm, mod, unlocked: bool = False) -> bytes:
         ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
 
 
-def _parse(ir_text: str, tm, timings: dict | None = None, context=None):
+def _parse(ir_text, tm, timings: dict | None = None, context=None):
+    """Parse ``ir_text`` (a list: parse each and link them into the first)."""
     t0 = time.perf_counter()
-    mod = llvm.parse_assembly(ir_text) if context is None else \
-        llvm.parse_assembly(ir_text, context=context)
+    texts = [ir_text] if isinstance(ir_text, str) else list(ir_text)
+    mods = [llvm.parse_assembly(t) if context is None else
+            llvm.parse_assembly(t, context=context) for t in texts]
+    mod = mods[0]
+    for other in mods[1:]:
+        mod.link_in(other)
     t1 = time.perf_counter()
     mod.verify()
     mod.triple = tm.triple
@@ -268,8 +288,10 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True,
     """
     t0 = time.perf_counter()
     parts = _as_parts(module_or_text, opt)
-    ir_text = parts[0][0] if len(parts) == 1 and parts[0][1] == opt else \
-        "".join(f"\n; ---- graphc part ({o}) ----\n{t}" for t, o in parts)
+    ir_text = parts[0][0] if len(parts) == 1 and parts[0][1] == opt \
+        and isinstance(parts[0][0], str) else \
+        "".join(f"\n; ---- graphc part ({o}) ----\n" + (t if isinstance(t, str) else
+                "\n; ---- linked ----\n".join(t)) for t, o in parts)
     t1 = time.perf_counter()
     target = host_target()
     key = cache_key(ir_text, target, opt)
@@ -279,14 +301,18 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True,
 
 
 def _as_parts(ir_or_parts, opt: str) -> list:
-    """[(IR text, pipeline)] of a module, a text, a :class:`Part` or a list of them."""
+    """[(IR text or list of texts to link, pipeline)] of a module, a text, a
+    :class:`Part` or a list of them."""
     items = ir_or_parts if isinstance(ir_or_parts, (list, tuple)) else [ir_or_parts]
     out = []
     for p in items:
         o = opt
         if isinstance(p, Part):
             p, o = p.ir, p.opt
-        out.append((p if isinstance(p, str) else str(p), o))
+        if isinstance(p, (list, tuple)):
+            out.append(([t if isinstance(t, str) else str(t) for t in p], o))
+        else:
+            out.append((p if isinstance(p, str) else str(p), o))
     return out
 
 
@@ -368,7 +394,7 @@ def _unlocked(name: str):
         return None
 
 
-def _compile_part(text: str, opt: str, target: TargetInfo, own_context: bool) -> tuple:
+def _compile_part(text, opt: str, target: TargetInfo, own_context: bool) -> tuple:
     """(object code, timings) of one module; in its own LLVM context when
     ``own_context`` (several parts at once), under llvmlite's lock otherwise."""
     timings = {}
@@ -382,6 +408,7 @@ def _compile_part(text: str, opt: str, target: TargetInfo, own_context: bool) ->
     timings.update(optimise=t2 - t1, codegen=time.perf_counter() - t2)
     dump_dir = os.environ.get("GRAPHC_DUMP_LLVM")
     if dump_dir:
+        text = text if isinstance(text, str) else "\n".join(text)
         dkey = hashlib.sha256(text.encode()).hexdigest()
         _dump(dump_dir, dkey, ".ll", text)
         _dump(dump_dir, dkey, ".opt.ll", str(mod))

@@ -261,8 +261,8 @@ def test_small_k_gemm_fused_into_epilogue_is_bit_identical(monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_module_parts_give_identical_code(threads):
-    """Kernels spread over several concurrently compiled modules run exactly the same
-    code as one module (only the build is faster)."""
+    """Kernels in modules of their own, compiled in concurrent bundles, run exactly the
+    same code as one module (only the build is faster)."""
     rng = np.random.default_rng(5)
     params = {"w": rng.standard_normal((33, 20)).astype(np.float32),
               "b": np.zeros(20, np.float32),
@@ -277,15 +277,16 @@ def test_module_parts_give_identical_code(threads):
     for parts in (1, 3):
         _, mod = llvm_backend.lower(step.graph, threads=threads, parts=parts)
         mods = mod if isinstance(mod, list) else [mod]
-        assert len(mods) == (1 if parts == 1 else parts + 1)
         # one module: kernels internal beside the entry; parts: the entry alone (compiled
-        # without optimisation), every kernel exported from one of the other parts
+        # without optimisation), every kernel exported from a module of its own
+        assert (len(mods) == 1) == (parts == 1)
         for j, m in enumerate(mods):
             defs = [f for f in m.functions if f.name.startswith("k") and not f.is_declaration]
             if parts > 1 and j == 0:
                 assert not defs and m.get_global("graphc_main") is not None
             else:
                 assert defs and all((f.linkage == "internal") == (parts == 1) for f in defs)
+                assert parts == 1 or len(defs) == 1
         fn = llvm_backend.compile(step.graph, threads=threads, parts=parts)
         args = [np.array(a) for a in (*step._p_leaves, x, *step.opt_state.values())]
         res = [fn(*args)[0] for _ in range(3)]
@@ -293,6 +294,44 @@ def test_module_parts_give_identical_code(threads):
     for (ra, aa), (rb, ab) in [(outs[0], outs[1])]:
         for p, q in zip(ra + aa, rb + ab):
             np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_identical_kernels_are_compiled_once(threads, monkeypatch):
+    """Two layers of the same shapes have kernels of the same code (the buffers are
+    arguments): each is one function, called once per plan kernel, and the step computes
+    exactly what it computes with every kernel in one module."""
+    from graphc.backends.llvm.codegen import module as codegen
+    rng = np.random.default_rng(11)
+    params = {f"w{i}": rng.standard_normal((24, 24)).astype(np.float32) * 0.3
+              for i in range(3)}
+    params.update({f"b{i}": np.zeros(24, np.float32) for i in range(3)})
+    x = rng.standard_normal((9, 24)).astype(np.float32)
+
+    def loss(p, x):
+        h = x
+        for i in range(3):
+            h = gc.tanh(h @ p[f"w{i}"] + p[f"b{i}"])
+        return gc.sum(h * h)
+    step = gc.compile_step(loss, params, gc.optim.SGD(1e-2), (x,), backend="numpy")
+    plan, mods = llvm_backend.lower(step.graph, threads=threads, parts=2, cold=True)
+    defined = [f.name for m in mods[1:] for f in m.functions if not f.is_declaration]
+    called = {ins.callee.name for f in mods[0].functions if not f.is_declaration
+              for blk in f.blocks for ins in blk.instructions
+              if getattr(ins, "callee", None) is not None}
+    assert len(defined) == len(set(defined)) and set(defined) <= called
+    hot = [k for k in plan.kernels if not codegen.is_cold(k)]
+    assert len(defined) < len(hot)          # the three layers share kernels
+    outs = []
+    for parts in (1, 2):
+        # parts=1 with no cold kernel: one module, every plan kernel its own function
+        monkeypatch.setattr(codegen, "COLD_ELEMENTS", 0 if parts == 1 else 1024)
+        fn = llvm_backend.compile(step.graph, threads=threads, parts=parts)
+        args = [np.array(a) for a in (*step._p_leaves, x, *step.opt_state.values())]
+        outs.append(([fn(*args)[0] for _ in range(3)], args))
+    (ra, aa), (rb, ab) = outs
+    for p, q in zip(ra + aa, rb + ab):
+        np.testing.assert_array_equal(p, q)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -317,7 +356,7 @@ def test_cold_kernels_run_unoptimised_with_the_same_bits(threads, monkeypatch):
     assert cold and len(cold) < len(plan.kernels)
     assert not any(codegen._row_sum(k) for k in cold)
     first = {f.name for f in mods[0].functions if not f.is_declaration}
-    assert len(mods) == 2 and sum(n.startswith("k") for n in first) == len(cold)
+    assert len(mods) > 1 and sum(n.startswith("k") for n in first) == len(cold)
     outs = []
     for limit in (codegen.COLD_ELEMENTS, 0):
         monkeypatch.setattr(codegen, "COLD_ELEMENTS", limit)
