@@ -34,8 +34,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from graphc.ir import (Graph, GraphcError, Value, get_op, identity_ops, saved_activations,
                        saved_bytes, verify, view_ops)
 
@@ -95,6 +93,7 @@ def _forward_values(graph: Graph):
 
 def _cut(graph, fwd, fset, needed, lam, banned, keep):
     """One min-cut; returns (saved values, recomputed values)."""
+    import networkx as nx     # here: only a memory budget pays its import (~0.1 s)
     G = nx.DiGraph()
     G.add_node(SOURCE)
     G.add_node(SINK)

@@ -205,20 +205,17 @@ def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="sha
 
     from graphc.ir import fingerprint
 
-    from .codegen import module as codegen
-    from .codegen import window_pool, window_rows
+    from .codegen import knobs      # not the code generator: a hit builds no IR
     from .native import jit
     from .native import kernellib
     from .native import tuning
-    from .plan import layout
     t = jit.host_target()
     h = hashlib.sha256()
     for part in ("graphc-llvm-graph", str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__,
                  t.triple, t.cpu, t.features, tuning.key_part(), source_digest(),
                  fingerprint(graph),
                  repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
-                       kernellib.enabled(), layout.FORCE, layout.COSTS,
-                       window_rows.ENABLED, window_pool.ENABLED, codegen.COLD_ELEMENTS))):
+                       kernellib.enabled(), *knobs.key_values()))):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 if TYPE_CHECKING:      # annotations only: the printer (imported by graph.py) uses this
+    import networkx as nx
+
     from .graph import Graph, Value
 
 
@@ -43,7 +43,9 @@ def saved_bytes(values) -> int:
 
 
 def to_networkx(graph: Graph) -> nx.MultiDiGraph:
-    """Nodes keyed by value name (op, role, shape, dtype as attributes); one edge per operand."""
+    """Nodes keyed by value name (op, role, shape, dtype as attributes); one edge per operand.
+    (networkx is imported here: ~0.1 s that ``import graphc`` need not pay.)"""
+    import networkx as nx
     g = nx.MultiDiGraph(name=graph.name)
     for i, n in enumerate(graph.nodes):
         v = n.output

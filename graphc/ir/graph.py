@@ -7,6 +7,7 @@ so printers and the memory planner can tell what autodiff appended.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -32,7 +33,9 @@ class TensorType:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        # math.prod: exact, and ~10x cheaper than np.prod on a short tuple (the passes
+        # ask for sizes thousands of times per compile)
+        return int(math.prod(self.shape))
 
     @property
     def nbytes(self) -> int:

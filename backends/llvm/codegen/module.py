@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from . import gemm as gemm_mod  # noqa: F401
 from ..native import kernellib
-from . import conv_fused, dot, smallk
+from . import conv_fused, dot, knobs, smallk
 from ..runtime import parallel
 from .dynamic import DynamicSchedule
 from .loops import emit_loop
@@ -454,7 +454,7 @@ class Codegen(DynamicSchedule):
 
 
 #: loop kernels over at most this many elements are cold (:func:`is_cold`)
-COLD_ELEMENTS = 1024
+COLD_ELEMENTS = knobs.COLD_ELEMENTS
 
 
 def is_cold(k) -> bool:

@@ -21,12 +21,13 @@ from llvmlite import ir
 
 from graphc.ir.ops.window import node_geometry as geometry
 
+from . import knobs
 from .window_rows import MAX_VECTORS, _bool_vec, _emitter, _nv, _shifted, _store_row, spill_rows
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 
 #: False: always the loop nests (tests, measurements; the graph key covers it)
-ENABLED = True
+ENABLED = knobs.WINDOW_POOL
 #: at most this many taps unrolled per output vector
 MAX_TAPS = 64
 

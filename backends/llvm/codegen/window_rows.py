@@ -25,11 +25,12 @@ from llvmlite import ir
 from graphc.ir.ops.window import node_geometry as geometry
 
 from . import gemm as gemm_mod
+from . import knobs
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 
 #: False: always the loop nests (tests, measurements; the graph key covers it)
-ENABLED = True
+ENABLED = knobs.WINDOW_ROWS
 #: at most this many vectors per row (wider rows: the loop nests)
 MAX_VECTORS = 8
 #: at most this many unrolled masked loads per row of col2im (code size, compile time)
