@@ -1,5 +1,7 @@
-"""Compile time of the MLP 784-512-256-10 training step (batch 128, SGD): graphc's LLVM
-backend vs JAX ``jit``, medians over fresh processes, ratios from the same run.
+"""Compile time of a training step -- the MLP 784-512-256-10 (batch 128, SGD; issue 10),
+``--model lenet`` (LeNet-5, batch 64; issue 11) or ``--model transformer`` (the char-LM
+of issue 12) -- graphc's LLVM backend vs JAX ``jit``, medians over fresh processes,
+ratios from the same run.
 
 Scenarios (each graph made unseen by a loss scale no earlier compile used: a constant of the
 graph, so it changes the module and its keys; the learning rate itself is a runtime
@@ -13,14 +15,24 @@ input of the step, so a new learning rate alone is not a new graph):
 * ``disk hit, fresh process`` -- the graph's object code is in the disk cache;
 * ``disk hit, in process`` -- the same, memory cache cleared, backend already imported.
 
+Every "new graph" compiles all of its kernels: graphc keeps no per-kernel object cache,
+so a graph that differs from a cached one by one constant shares nothing with it (the
+only sharing is inside one graph: kernels of identical code, a transformer's layers,
+are compiled once).  The GEMM tuner's one-time cost (once per CPU: ``graphc tune``)
+is measured once, on its own row, and its choice is copied into every empty cache
+directory, so no other row includes it (``--no-tune``: ``GRAPHC_TUNE=0``, the table's
+default tile).
+
 Times are of ``gc.compile_step(...)`` (tracing, autodiff, fusion, planning, IR, LLVM or
 cache) after ``import graphc``; a fresh process also pays the first-use imports of the
-backend (llvmlite).  JAX: ``jax.jit(update).lower(...).compile()`` of the same step
-after ``import jax`` (first compile in a fresh process; then new learning rates in the
-same process).  Byte-compiled Python (``.pyc``) is allowed for every process (in a
+backend (llvmlite).  JAX (MLP): ``jax.jit(update).lower(...).compile()`` of the same
+step after ``import jax`` (first compile in a fresh process; then new learning rates in
+the same process).  LeNet and transformer: both sides include the first step -- graphc
+``compile_step`` + one call, JAX the first call of the jitted step (trace, compile,
+run) as ``bench/lenet_step.py`` and ``bench/transformer_step.py`` build it.  Byte-compiled Python (``.pyc``) is allowed for every process (in a
 private ``PYTHONPYCACHEPREFIX``), as in a normal installation.
 
-    python bench/compile_time.py [--reps 5] [--update-docs]
+    python bench/compile_time.py [--model mlp|lenet|transformer] [--reps 5] [--update-docs]
 """
 from __future__ import annotations
 
@@ -48,17 +60,41 @@ def _lr(i: int) -> float:
 
 
 # ---- workers (one fresh process each) --------------------------------------------------------
-def _graphc_compile(lr):
+def _problem(model, scale):
+    """(loss, params, batch, first step?) of ``model``, the loss scaled by ``scale``
+    (a constant of the graph: a new scale is a new graph)."""
     import graphc as gc
-    from mlp_step import _init
-    params, x, y = _init(BATCH)
+    if model == "mlp":
+        from mlp_step import _init
+        params, x, y = _init(BATCH)
+
+        def loss(p, x, y):
+            h = gc.relu(x @ p["w0"] + p["b0"])
+            h = gc.relu(h @ p["w1"] + p["b1"])
+            return gc.nn.cross_entropy(h @ p["w2"] + p["b2"], y) * (scale / 0.01)
+        return loss, params, (x, y), False
+    if model == "lenet":
+        import lenet_step
+        params, x, y = lenet_step.init()
+        base = lenet_step.graphc_loss(gc)
+    else:
+        import transformer_step
+        m, params, x, y = transformer_step._setup()
+        base = m.loss
 
     def loss(p, x, y):
-        h = gc.relu(x @ p["w0"] + p["b0"])
-        h = gc.relu(h @ p["w1"] + p["b1"])
-        return gc.nn.cross_entropy(h @ p["w2"] + p["b2"], y) * (lr / 0.01)
+        return base(p, x, y) * (scale / 0.01)
+    return loss, params, (x, y), True
+
+
+def _graphc_compile(model, lr):
+    import graphc as gc
+    loss, params, batch, first = _problem(model, lr)
     t0 = time.perf_counter()
-    step = gc.compile_step(loss, params, gc.optim.SGD(lr), (x, y), backend="llvm")
+    step = gc.compile_step(loss, params, gc.optim.SGD(0.01 if model != "mlp" else lr),
+                           batch, backend="llvm")
+    if first:
+        step(*batch)
     dt = time.perf_counter() - t0
     info = {k: v for k, v in step._run.compile_info.items()}
     return dt, info
@@ -69,19 +105,35 @@ def _lib_stats():
     return dict(kernellib.STATS)
 
 
-def worker_graphc(mode, lrs):
+def worker_graphc(mode, model, lrs):
     import graphc  # noqa: F401  (timed scenarios start after this import)
     out = {"mode": mode, "runs": []}
     for lr in lrs:
         if mode == "hit-inproc":
             from graphc.backends.llvm.native import jit
             jit.clear_memory_cache()
-        dt, info = _graphc_compile(lr)
+        dt, info = _graphc_compile(model, lr)
         out["runs"].append({"seconds": dt, "info": info, "lib": _lib_stats()})
     print("RESULT " + json.dumps(out))
 
 
-def worker_jax(lrs):
+def worker_tune():
+    """The GEMM tuner's one-time search into this process's empty cache directory."""
+    from graphc.backends.llvm.runtime import tuner
+    t0 = time.perf_counter()
+    tuner.ensure_tuned()
+    print("RESULT " + json.dumps({"mode": "tune", "runs": [
+        {"seconds": time.perf_counter() - t0}]}))
+
+
+def worker_jax(model, lrs):
+    if model != "mlp":      # the first call of the peer benchmark's jitted step
+        import lenet_step
+        import transformer_step
+        make = (lenet_step if model == "lenet" else transformer_step).make_jax
+        out = make(os.cpu_count() or 1)
+        print("RESULT " + json.dumps({"mode": "jax", "runs": [{"seconds": out[1]}]}))
+        return
     import jax
     import jax.numpy as jnp
     from mlp_step import _init
@@ -117,49 +169,67 @@ def _run(args, env):
     raise RuntimeError(f"worker {args} failed:\n{r.stdout}\n{r.stderr}")
 
 
-def measure(reps: int, inproc: int = 5, library: bool = True):
+def measure(reps: int, inproc: int = 5, library: bool = True, model: str = "mlp",
+            tune: bool = True):
     pyc = tempfile.mkdtemp(prefix="graphc-pyc-")
     env = dict(os.environ)
     if not library:
         env["GRAPHC_KERNEL_LIBRARY"] = "0"
+    if not tune:
+        env["GRAPHC_TUNE"] = "0"
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = pyc
-    res = {k: [] for k in ("first", "new-fresh", "new-warm", "hit-fresh", "hit-inproc",
-                           "jax-fresh", "jax-warm")}
-    phases = {k: [] for k in ("first", "new-warm", "hit-fresh")}
+    res = {k: [] for k in ("tune", "first", "new-fresh", "new-warm", "hit-fresh",
+                           "hit-inproc", "jax-fresh", "jax-warm")}
+    phases = {k: [] for k in ("first", "new-fresh", "new-warm", "hit-fresh")}
     i = 0
+    tuned = tempfile.mkdtemp(prefix="graphc-tune-")
     try:
+        if tune and env.get("GRAPHC_TUNE", "auto") not in ("0", "off"):
+            # the tuner once (its own row); its choice is copied into every empty cache
+            env["GRAPHC_CACHE_DIR"] = tuned
+            res["tune"].append(_run(["tune"], env)["runs"][0]["seconds"])
+
+        def fresh_dir():
+            d = tempfile.mkdtemp(prefix="graphc-cache-")
+            for name in os.listdir(tuned):
+                if name.startswith("tune-"):
+                    shutil.copy2(os.path.join(tuned, name), d)
+            return d
         # warm the .pyc cache (untimed)
-        d = tempfile.mkdtemp(prefix="graphc-cache-")
+        d = fresh_dir()
         env["GRAPHC_CACHE_DIR"] = d
-        _run(["graphc", "first", str(_lr(i))], env)
+        _run(["graphc", "first", model, str(_lr(i))], env)
         have_jax = True
         try:
-            _run(["jax", str(_lr(i))], env)
+            _run(["jax", model, str(_lr(i))], env)
         except RuntimeError:
             have_jax = False
         shutil.rmtree(d, ignore_errors=True)
+        warm = 1 + inproc if model == "mlp" else 1     # JAX in-process: MLP only
         for rep in range(reps):
-            d = tempfile.mkdtemp(prefix="graphc-cache-")
+            d = fresh_dir()
             env["GRAPHC_CACHE_DIR"] = d
             try:
                 i += 1
                 lr_first = _lr(i)
-                r = _run(["graphc", "first", str(lr_first)], env)["runs"][0]
+                r = _run(["graphc", "first", model, str(lr_first)], env)["runs"][0]
                 res["first"].append(r["seconds"])
                 phases["first"].append(r)
                 lrs = [_lr(i + 100 + k) for k in range(1 + inproc)]
-                r = _run(["graphc", "new", *map(str, lrs)], env)["runs"]
+                r = _run(["graphc", "new", model, *map(str, lrs)], env)["runs"]
                 res["new-fresh"].append(r[0]["seconds"])
+                phases["new-fresh"].append(r[0])
                 res["new-warm"] += [x["seconds"] for x in r[1:]]
                 phases["new-warm"] += r[1:]
-                r = _run(["graphc", "hit", str(lr_first)], env)["runs"][0]
+                r = _run(["graphc", "hit", model, str(lr_first)], env)["runs"][0]
                 res["hit-fresh"].append(r["seconds"])
                 phases["hit-fresh"].append(r)
-                r = _run(["graphc", "hit-inproc", *[str(lr_first)] * (1 + inproc)], env)
+                r = _run(["graphc", "hit-inproc", model, *[str(lr_first)] * (1 + inproc)],
+                         env)
                 res["hit-inproc"] += [x["seconds"] for x in r["runs"][1:]]
                 if have_jax:
-                    r = _run(["jax", *map(str, [_lr(i + 200 + k) for k in range(1 + inproc)])],
+                    r = _run(["jax", model, *map(str, [_lr(i + 200 + k) for k in range(warm)])],
                              env)["runs"]
                     res["jax-fresh"].append(r[0]["seconds"])
                     res["jax-warm"] += [x["seconds"] for x in r[1:]]
@@ -167,13 +237,16 @@ def measure(reps: int, inproc: int = 5, library: bool = True):
                 shutil.rmtree(d, ignore_errors=True)
     finally:
         shutil.rmtree(pyc, ignore_errors=True)
+        shutil.rmtree(tuned, ignore_errors=True)
     return res, phases
 
 
 LABELS = [
-    ("first", "first ever compile on this machine (empty cache; builds the kernel library)",
-     "jax-fresh"),
-    ("new-fresh", "new graph, fresh process (kernel library from disk)", "jax-fresh"),
+    ("tune", "GEMM tuner, once per CPU (not in any other row)", None),
+    ("first", "first ever compile on this machine (empty cache but the tuner's choice; "
+     "builds the kernel library)", "jax-fresh"),
+    ("new-fresh", "new graph, fresh process (kernel library from disk; every kernel "
+     "compiled)", "jax-fresh"),
     ("new-warm", "new graph, warm kernel library (same process)", "jax-warm"),
     ("hit-fresh", "disk cache hit, fresh process", "jax-fresh"),
     ("hit-inproc", "disk cache hit, same process (memory cache cleared)", "jax-warm"),
@@ -190,7 +263,9 @@ def table(res, phases, reps):
     lines = ["| scenario | graphc s | JAX s (same situation) | graphc / JAX | n |",
              "|---|---|---|---|---|"]
     for key, label, jkey in LABELS:
-        g, j = med[key], med[jkey]
+        if not res[key]:
+            continue
+        g, j = med[key], (med[jkey] if jkey else None)
         ratio = f"{g / j:.2f}" if (g and j) else "–"
         jtxt = f"{j:.3f}" if j else "–"
         lines.append(f"| {label} | {g:.3f} | {jtxt} | {ratio} | {len(res[key])} |")
@@ -204,7 +279,8 @@ def table(res, phases, reps):
                  "`lower_seconds` = fusion + plan + Python IR build; `ir_build` = printing the "
                  "modules; then LLVM or the cache):")
     lines.append("")
-    for key, label in (("first", "first ever"), ("new-warm", "new graph, warm library"),
+    for key, label in (("first", "first ever"), ("new-fresh", "new graph, fresh process"),
+                       ("new-warm", "new graph, warm library"),
                        ("hit-fresh", "disk hit, fresh process")):
         if phases[key]:
             pm = _phase_medians(phases[key])
@@ -216,8 +292,9 @@ def table(res, phases, reps):
 
 NOTES = """
 Notes:
-- "New graph" means a graph in no cache: each measurement uses a learning rate never
-  used before (a constant of the graph, so part of its fingerprint).  The kernel library
+- "New graph" means a graph in no cache: each measurement scales the loss by a constant
+  never used before (part of the graph's fingerprint), and every kernel of it is
+  compiled (no per-kernel object cache; identical kernels inside one graph once).  The kernel library
   (`backends/llvm/native/kernellib.py`) holds the shape-generic GEMM code, built once per
   machine (dtype, tile family, target, llvmlite version, source digest) and loaded from
   the disk cache by every later process; the "first ever" row pays its build on top of
@@ -245,21 +322,16 @@ def _machine():
     except OSError:
         pass
     import llvmlite
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
-           f"llvmlite {llvmlite.__version__}"
+    import llvmlite.binding as llvm
+    return f"{cpu} (`{llvm.get_host_cpu_name()}`), {os.cpu_count()} cores, Python " \
+           f"{platform.python_version()}, llvmlite {llvmlite.__version__}, load average " \
+           f"{open('/proc/loadavg').read().split()[0]} at the end"
 
 
 def update_docs(text):
+    """Append ``text`` to docs/benchmarks.md (never replacing an earlier table)."""
     path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text()
-    head = "## Compile time"
-    start = doc.find(head)
-    if start < 0:
-        doc = doc.rstrip() + "\n\n" + text + "\n"
-    else:
-        nxt = doc.find("\n## ", start + len(head))
-        doc = doc[:start] + text + ("\n" + doc[nxt:] if nxt >= 0 else "\n")
-    path.write_text(doc)
+    path.write_text(path.read_text().rstrip() + "\n\n" + text + "\n")
 
 
 def main():
@@ -269,22 +341,35 @@ def main():
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--no-library", action="store_true",
                     help="GRAPHC_KERNEL_LIBRARY=0: GEMMs compiled into every graph (before)")
-    ap.add_argument("--update-docs", action="store_true")
+    ap.add_argument("--model", choices=("mlp", "lenet", "transformer"), default="mlp")
+    ap.add_argument("--no-tune", action="store_true",
+                    help="GRAPHC_TUNE=0 (the table's tile; no tuner row)")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="append the table to docs/benchmarks.md (older tables are kept)")
     a = ap.parse_args()
     if a.worker:
         kind, *rest = a.worker
         if kind == "jax":
-            worker_jax([float(x) for x in rest])
+            worker_jax(rest[0], [float(x) for x in rest[1:]])
+        elif kind == "tune":
+            worker_tune()
         else:
-            worker_graphc(rest[0], [float(x) for x in rest[1:]])
+            worker_graphc(rest[0], rest[1], [float(x) for x in rest[2:]])
         return
-    res, phases = measure(a.reps, a.inproc, not a.no_library)
+    print(f"load average {open('/proc/loadavg').read().split()[0]}", file=sys.stderr)
+    res, phases = measure(a.reps, a.inproc, not a.no_library, a.model, not a.no_tune)
     tab = table(res, phases, a.reps)
-    cmd = "python bench/compile_time.py" + (f" --reps {a.reps}" if a.reps != 5 else "") + \
-        (" --no-library" if a.no_library else "")
-    text = (f"## Compile time\n\n"
-            f"MLP 784-512-256-10 training step, batch 128, SGD: `gc.compile_step` with the "
-            f"LLVM backend vs `jax.jit(...).lower().compile()`; medians "
+    cmd = "python bench/compile_time.py" + (f" --model {a.model}" if a.model != "mlp" else "") \
+        + (f" --reps {a.reps}" if a.reps != 5 else "") \
+        + (f" --inproc {a.inproc}" if a.inproc != 5 else "") \
+        + (" --no-library" if a.no_library else "") + (" --no-tune" if a.no_tune else "")
+    what = {"mlp": "MLP 784-512-256-10 training step, batch 128, SGD: `gc.compile_step` with "
+                   "the LLVM backend vs `jax.jit(...).lower().compile()`",
+            "lenet": "LeNet-5 training step, batch 64, SGD: `gc.compile_step` + the first "
+                     "step vs JAX's first call of the jitted step",
+            "transformer": "char-LM transformer step (issue 12's benchmark model), SGD: "
+                           "`gc.compile_step` + the first step vs JAX's first call"}[a.model]
+    text = (f"### Compile time, {a.model}\n\n{what}; medians "
             f"({datetime.date.today().isoformat()}, {_machine()}; `{cmd}`).\n\n{tab}\n"
             + (NOTES if not a.no_library else ""))
     print(text)
