@@ -35,7 +35,9 @@ from . import comm as C
 from .graphs import dropout_key, gradient_graph, rng_input_index, update_graph
 from .region import GradRegion
 
-REDUCE_MODES = ("auto", "allreduce", "shared")
+REDUCE_MODES = ("auto", "allreduce", "shared", "sharded")
+#: what ``reduce="auto"`` takes when every rank is on one machine (docs/benchmarks.md)
+AUTO_ON_ONE_NODE = "shared"
 
 
 class DataParallelStep:
@@ -73,7 +75,9 @@ class DataParallelStep:
         self._p_leaves = [_own_param(x, n) for x, n in zip(p_leaves, names)]
         self.params = pytree.unflatten(self._p_tree, self._p_leaves)
         self._check_same_model(names)
-        if broadcast and self.world > 1:
+        self.optimizer = optimizer
+        self.reduce = self._sharded_or_not(self.reduce, reduce)
+        if broadcast and self.world > 1 and self.reduce != "sharded":
             for i, p in enumerate(self._p_leaves):
                 C.bcast_array(p, 0, self.comm, f"broadcast of parameter {names[i]}",
                               self.timeout)
@@ -87,6 +91,8 @@ class DataParallelStep:
             parts = self.world if self.reduce == "shared" else 1
             self.update_graph, state_inputs = update_graph(ptypes, optimizer, self.world,
                                                            parts)
+            if self.reduce == "sharded":
+                self._layout_sharded(ptypes, state_inputs)   # its own update graph
             from ..backends import get_backend
             be = get_backend(backend)
             self._grad_run = be.compile(self.graph, **opts)
@@ -102,8 +108,10 @@ class DataParallelStep:
         self._state_names = [v.name for v in state_inputs]
         self.opt_state = dict(zip(self._state_names, optimizer.init_state(state_inputs)))
         self._b_tree = pytree.flatten(list(example_batch))[1]
-        self._shared = None
-        if self.reduce == "shared":
+        self._shared = self._win = None
+        if self.reduce == "sharded":
+            self._share_window(state_inputs)
+        elif self.reduce == "shared":
             from .shared import SharedGrads
             self._shared = SharedGrads(self.comm, self._p_leaves)
             self.grads = self._shared.mine
@@ -139,10 +147,93 @@ class DataParallelStep:
             return "allreduce"               # buckets are all-reduce calls: asked for
         from .shared import single_node
         one = single_node(self.comm)         # collective: every rank decides alike
-        if reduce == "shared" and not one:
-            raise C.DistributedError("reduce='shared' needs every rank on one machine; "
+        if reduce in ("shared", "sharded") and not one:
+            raise C.DistributedError(f"reduce={reduce!r} needs every rank on one machine; "
                                      "use reduce='allreduce' across machines")
-        return "shared" if one else "allreduce"
+        if not one:
+            return "allreduce"
+        return AUTO_ON_ONE_NODE if reduce == "auto" else reduce
+
+    def _sharded_or_not(self, mode: str, asked) -> str:
+        """``mode``, or "shared" when the sharded update does not apply to this
+        optimizer and model (an error when "sharded" was asked for by name)."""
+        if mode != "sharded":
+            return mode
+        from .sharded import shardable
+        why = shardable(self._p_leaves, self.optimizer, self.world)
+        if not why:
+            return mode
+        if (asked or os.environ.get("GRAPHC_SYNC_REDUCE", "")) == "sharded":
+            raise ArgumentError(f"reduce='sharded' does not apply: {why}; use "
+                                f"reduce='shared'")
+        return "shared"
+
+    def _layout_sharded(self, ptypes, state_inputs):
+        """The sharded update's graph: flat shards of the window's buffers in place of the
+        parameters (the optimizer rules are elementwise), every rank's gradient shard,
+        the state shards; and the map from its state inputs to the window's regions."""
+        from .sharded import shard_bounds
+        bufs = GradRegion(self._p_leaves, 0).buffers
+        flat = []
+        for b, buf in enumerate(bufs):
+            lo, hi = shard_bounds(buf.size, buf.itemsize, self.world)[self.rank]
+            flat.append(((hi - lo,), buf.dtype, f"shard{b}"))
+        self.update_graph, flat_states = update_graph(flat, self.optimizer, self.world,
+                                                      self.world)
+        kinds: list[str] = []
+        self._flat_states = []                 # per state input: (kind index, buffer) or None
+        for v in flat_states:
+            head, _, tail = v.name.rpartition(".")
+            if tail.startswith("shard") and tail[5:].isdigit() and v.shape != ():
+                kind = head[len("opt."):]
+                if kind not in kinds:
+                    kinds.append(kind)
+                self._flat_states.append((kinds.index(kind), int(tail[5:]), v))
+            else:
+                self._flat_states.append((None, None, v))
+        self._kinds = kinds
+        self._pnames = [n for _, _, n in ptypes]
+
+    def _share_window(self, state_inputs):
+        """Parameters, per-element optimizer state and gradient slots in one node-shared
+        window (:mod:`.sharded`); ``params`` and ``opt_state`` become views of it."""
+        from .sharded import ShardedWindow
+        win = self._win = ShardedWindow(self.comm, self._p_leaves, len(self._kinds))
+        self._p_leaves = list(win.params.views)
+        self.params = pytree.unflatten(self._p_tree, self._p_leaves)
+        in_win = {f"opt.{k}.{n}": win.states[i].views[j]
+                  for i, k in enumerate(self._kinds) for j, n in enumerate(self._pnames)}
+        private = {}
+        for name, init in list(self.opt_state.items()):
+            if name in in_win:
+                if self.rank == 0:
+                    in_win[name][...] = init
+                self.opt_state[name] = in_win[name]
+            else:
+                private[name] = init            # lr, step count: the same on every rank
+        win.exchange()
+        flat_inputs = list(win.shard(win.params))
+        for r in range(self.world):
+            flat_inputs += win.shard(win.slots[r])
+        for kind, b, v in self._flat_states:
+            flat_inputs.append(private[v.name] if kind is None
+                               else win.shard(win.states[kind])[b])
+        self._flat_inputs = flat_inputs
+        self.grads = win.mine
+
+    def broadcast_from_root(self, arrays, what="broadcast"):
+        """Make every rank's ``arrays`` (parameters, optimizer state) equal rank 0's, after
+        rank 0 wrote them (a checkpoint restored): private arrays are broadcast, arrays
+        in the sharded window -- one copy for all ranks -- only need a barrier."""
+        if self.world == 1:
+            return
+        for a in arrays:
+            if self._win is None or not self._win.holds(a):
+                C.bcast_array(a, 0, self.comm, what, self.timeout)
+        if self._win is not None:
+            self._watchdog.arm(what, self.timeout)
+            self._win.exchange()
+            self._watchdog.disarm()
 
     def set_buckets(self, n: int):
         """All-reduce in about ``n`` slices (last layers first) instead of one call
@@ -159,6 +250,8 @@ class DataParallelStep:
         if tree != self._b_tree:
             raise ArgumentError(f"step: batch structure {tree} differs from the example's "
                                 f"{self._b_tree}")
+        if self._win is not None:
+            return self._sharded_step(b_leaves)
         t0 = time.perf_counter()
         sh = self._shared
         if sh is not None:
@@ -189,10 +282,41 @@ class DataParallelStep:
         t3 = time.perf_counter()
         if sh is not None:
             sh.flip()
+        self._account(t1 - t0, t2 - t1, t3 - t2)
+        return total / self.world
+
+    def _account(self, compute, comm, update):
         self.steps += 1
-        self.timings = {"compute": t1 - t0, "comm": t2 - t1, "update": t3 - t2}
+        self.timings = {"compute": compute, "comm": comm, "update": update}
         for k, v in self.timings.items():
             self.totals[k] += v
+
+    def _sharded_step(self, b_leaves):
+        """One step of ``reduce="sharded"`` (:mod:`.sharded`): gradients into this rank's
+        slot, barrier, this rank's shard of the update, barrier."""
+        win, dog = self._win, self._watchdog
+        t0 = time.perf_counter()
+        rng = ()
+        if self._rng_at is not None:
+            rng = (dropout_key(self._rng, self.seed, self.steps, self.rank),)
+        mine = win.mine
+        (loss,) = self._grad_run(*self._p_leaves, *b_leaves, *rng, *mine.views)
+        mine.loss_slot[0] = loss
+        t1 = time.perf_counter()
+        dog.arm(f"gradient exchange (shared-memory barrier) of step {self.steps + 1}",
+                self.timeout)
+        win.exchange()
+        dog.disarm()
+        total = win.loss_sum()
+        t2 = time.perf_counter()
+        self._update_run(*self._flat_inputs)
+        t3 = time.perf_counter()
+        dog.arm(f"parameter exchange (shared-memory barrier) of step {self.steps + 1}",
+                self.timeout)
+        win.exchange()
+        dog.disarm()
+        t4 = time.perf_counter()
+        self._account(t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2)
         return total / self.world
 
     def memory_report(self, **options):

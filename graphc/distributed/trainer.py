@@ -106,9 +106,9 @@ class SyncTrainer:
             raise ckpt.CheckpointError(msg)
         if meta is None:
             return ""
-        for arr in list(self.live.values()) + list(self.step.opt_state.values()):
-            if self.world > 1:
-                C.bcast_array(arr, 0, self.comm, "checkpoint broadcast", self.step.timeout)
+        self.step.broadcast_from_root(list(self.live.values())
+                                      + list(self.step.opt_state.values()),
+                                      "checkpoint broadcast")
         self.s = meta["state"]
         pos = {r: (e, b) for r, e, b in meta["positions"]}
         if (pos[self.rank][0], pos[self.rank][1]) != (self.s["epoch"], self.s["batch"]):

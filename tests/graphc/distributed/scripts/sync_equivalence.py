@@ -2,7 +2,8 @@
 once with the other gradient reduction (shared window vs MPI_Allreduce), and, on rank 0,
 one rank x the global batch with gc.compile_step; prints one RESULT json line.
 
-argv: optimizer (sgd|adam), buckets, reduce (auto|allreduce|shared)."""
+argv: optimizer (sgd|adam), buckets, reduce (auto|allreduce|shared|sharded; sharded is
+compared with shared, the others with allreduce)."""
 import hashlib
 import json
 import sys
@@ -40,7 +41,7 @@ X = rng.normal(size=(384, 64)).astype(np.float32)
 Y = rng.integers(0, 10, 384)
 B, rank, world = 96, dist.rank(), dist.world_size()
 losses, digests, modes = [], [], []
-other = {"allreduce": "shared"}.get(reduce, "allreduce")
+other = {"allreduce": "shared", "sharded": "shared"}.get(reduce, "allreduce")
 for run, mode in enumerate([reduce, reduce, other]):
     s = dist.ShardedSampler(len(X), B, rank, world, seed=3)
     step = dist.data_parallel_step(loss, init(), make(), (X[:B // world], Y[:B // world]),
