@@ -271,11 +271,14 @@ class PlanBuilder:
     def direct_updates(self) -> dict:
         """Updates stored in place by the kernel computing them: safe when every other
         reader of the target ran in an earlier kernel or reads it element-for-element
-        in the storing kernel.  Returns {source: target}."""
+        in the storing kernel.  The source is an elementwise node (an update fused into
+        its kernel) or a product whose output is the whole target (a gradient graph's
+        weight gradient written straight into its buffer, data parallel: no copy).
+        Returns {source: target}."""
         g, direct = self.graph, {}
         for a, b in g.updates:
             bn = b.node
-            if (bn not in self.kernel_of or kind_of(bn) != "elementwise"
+            if (bn not in self.kernel_of or kind_of(bn) not in ("elementwise", "matmul")
                     or len(self.update_src[b]) != 1 or b.shape != a.shape
                     or a in self.update_src or b in g.inputs):
                 continue
