@@ -84,10 +84,14 @@ def _distributed(t):
     g.add_argument("--buckets", type=positive_int, default=1,
                    help="sync: all-reduce calls per step (default 1: the whole region; "
                         "more than 1 implies --reduce allreduce)")
-    g.add_argument("--reduce", choices=("auto", "allreduce", "shared"), default=None,
-                   help="sync: how gradients are summed: shared (one machine: read in "
-                        "place from a shared-memory MPI window), allreduce (MPI_Allreduce, "
-                        "any machines), auto (shared on one machine; the default, or "
+    g.add_argument("--reduce", choices=("auto", "allreduce", "shared", "sharded"),
+                   default=None,
+                   help="sync: how gradients are summed: sharded (one machine: parameters, "
+                        "optimizer state and gradients in a shared-memory MPI window, each "
+                        "rank sums and updates 1/N of them), shared (one machine: every rank "
+                        "sums all gradients in place from the window), allreduce "
+                        "(MPI_Allreduce, any machines), auto (sharded on one machine, shared "
+                        "when the optimizer clips by global norm; the default, or "
                         "$GRAPHC_SYNC_REDUCE)")
     g.add_argument("--comm-timeout", type=positive_float, default=None,
                    help="seconds before a stuck rank is an error (default 60)")

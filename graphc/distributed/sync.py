@@ -37,7 +37,7 @@ from .region import GradRegion
 
 REDUCE_MODES = ("auto", "allreduce", "shared", "sharded")
 #: what ``reduce="auto"`` takes when every rank is on one machine (docs/benchmarks.md)
-AUTO_ON_ONE_NODE = "shared"
+AUTO_ON_ONE_NODE = "sharded"
 
 
 class DataParallelStep:

@@ -173,3 +173,62 @@ def test_dropout_key_streams():
     k = np.zeros(2, np.int64)
     assert list(dropout_key(k, 7, 3, 0)) == [7, 3]          # stream 0: compile_step's key
     assert list(dropout_key(k, 7, 3, 2)) == [7, 3 + (2 << 32)]
+
+
+def test_shard_bounds_cover_the_buffer_aligned_and_balanced():
+    from graphc.distributed.sharded import shard_bounds
+    for n, world in ((16 * 1000, 2), (16 * 1001, 3), (16 * 7, 7), (48, 2)):
+        b = shard_bounds(n, 4, world)
+        assert b[0][0] == 0 and b[-1][1] == n and len(b) == world
+        assert all(hi == lo2 for (_, hi), (lo2, _) in zip(b, b[1:]))
+        assert all(lo % 16 == 0 for lo, _ in b)
+        sizes = [hi - lo for lo, hi in b]
+        assert max(sizes) - min(sizes) <= 16
+
+
+def test_shardable_needs_an_elementwise_update_and_room_for_every_rank():
+    from graphc.distributed.sharded import shardable
+    ps = list(_params().values())
+    assert shardable(ps, gc.optim.SGD(0.1), 2) == ""
+    assert "clip_grad_norm" in shardable(ps, gc.optim.SGD(0.1, clip_grad_norm=1.0), 2)
+    assert "too small" in shardable([np.zeros(8, np.float32)], gc.optim.SGD(0.1), 2)
+
+
+@pytest.mark.parametrize("opt", [lambda: gc.optim.SGD(0.1, momentum=0.9, nesterov=True,
+                                                      weight_decay=1e-3),
+                                 lambda: gc.optim.AdamW(1e-2)])
+def test_sharded_update_on_flat_shards_equals_the_per_parameter_update(opt):
+    """reduce='sharded' runs the optimizer on flat 1/N slices of the parameter region (the
+    rules are elementwise): bit-identical to the per-parameter update of the same sums."""
+    from graphc.distributed.graphs import update_graph
+    from graphc.distributed.sharded import shard_bounds
+    be = gc.backends.get_backend("llvm")
+    ps = list(_params().values())
+    rng = np.random.default_rng(5)
+    regions = {k: GradRegion(ps, 0) for k in ("p", "g0", "g1", "s0", "s1")}
+    for v, p in zip(regions["p"].views, ps):
+        v[...] = p
+    for k in ("g0", "g1"):
+        for v in regions[k].views:
+            v[...] = rng.normal(size=v.shape)
+    ptypes = [(p.shape, p.dtype, f"params.{i}") for i, p in enumerate(ps)]
+    g, st = update_graph(ptypes, opt(), 2, parts=2)
+    ref = [np.array(v) for v in regions["p"].views]
+    state = opt().init_state(st)
+    fn = be.compile(g)
+    for _ in range(3):
+        fn(*ref, *[np.array(v) for v in regions["g0"].views],
+           *[np.array(v) for v in regions["g1"].views], *state)
+    (buf,) = regions["p"].buffers
+    for r, (lo, hi) in enumerate(shard_bounds(buf.size, buf.itemsize, 2)):
+        flat, fst = update_graph([((hi - lo,), buf.dtype, "shard0")], opt(), 2, parts=2)
+        private = opt().init_state(fst)
+        args = [regions[k].buffers[0][lo:hi] for k in ("p", "g0", "g1")]
+        kinds = iter([regions["s0"].buffers[0][lo:hi], regions["s1"].buffers[0][lo:hi]])
+        for v, init in zip(fst, private):
+            args.append(next(kinds) if v.name.endswith(".shard0") else init)
+        f = be.compile(flat)
+        for _ in range(3):
+            f(*args)
+    for a, b in zip(regions["p"].views, ref):
+        assert np.array_equal(a, b)

@@ -15,8 +15,9 @@ def loss(p, x):
 
 rank = dist.rank()
 x = np.ones((4, 8), np.float32)
-step = dist.data_parallel_step(loss, {"w": np.ones((8, 2), np.float32)}, gc.optim.SGD(0.01),
+step = dist.data_parallel_step(loss, {"w": np.ones((8, 16), np.float32)}, gc.optim.SGD(0.01),
                                (x,), timeout=2)
+print(f"rank {rank}: reduce {step.reduce}", flush=True)
 for i in range(5):
     if rank == 1 and i == 2:
         os.kill(os.getpid(), signal.SIGSTOP)
