@@ -12,9 +12,9 @@ from .conftest import Job, mpiexec
 from .test_restart_mpi import _rank_pid
 
 
-def _job(tmp_path, *extra):
+def _job(tmp_path, *extra, model="mlp"):
     cmd = [mpiexec(), "--with-ft", "ulfm", "--oversubscribe", "-n", "3", sys.executable, "-m",
-           "graphc", "train", "mlp", "--distributed", "async", "--batch-size", "32",
+           "graphc", "train", model, "--distributed", "async", "--batch-size", "32",
            "--progress", "lines", "--comm-timeout", "20", "--json",
            str(tmp_path / "log.json"), *extra]
     return Job(cmd)
@@ -32,6 +32,28 @@ def test_async_trains_with_bounded_staleness(tmp_path):
     assert test["event"] == "test" and test["test_accuracy"] > 0.9, test
     assert test["staleness"]["max"] <= 1 and test["updates"] == 3 * (1257 // 32)
     assert "async data parallel on 3 ranks" in out.splitlines()[-1]
+
+
+DROPOUT_MODEL = """
+import graphc as gc
+
+
+def net(n_features, n_classes):
+    return gc.nn.Sequential(gc.nn.Linear(n_features, 64), gc.nn.ReLU(), gc.nn.Dropout(0.2),
+                            gc.nn.Linear(64, n_classes))
+"""
+
+
+def test_async_trains_a_model_with_dropout(tmp_path):
+    """Each worker draws its slot's dropout stream (docs/distributed.md); the server's
+    evaluation runs without dropout."""
+    (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
+    with _job(tmp_path, "--epochs", "3", model=str(tmp_path / "dropmodel.py") + ":net") as job:
+        out, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err[-3000:]
+    test = _records(tmp_path)[-1]
+    assert test["event"] == "test" and test["test_accuracy"] > 0.85, test
+    assert test["updates"] == 3 * (1257 // 32) and not test["lost_workers"]
 
 
 def test_killed_worker_does_not_stop_training(tmp_path):
