@@ -25,13 +25,13 @@ from graphc.ir.ops.window import node_geometry as geometry
 
 from ..native import kernellib
 from ..plan.kernels import CustomKernel, SmallKKernel
-from . import loops, window
+from . import knobs, loops, window
 from .lowerings import mem_type
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 
 #: False: never fuse (for comparisons)
-ENABLED = True
+ENABLED = knobs.CONV_FUSED   # the graph key reads it (knobs.key_values)
 #: a block's slot holds at most this many bytes of product (one image at least)
 BLOCK_BYTES = 256 * 1024
 

@@ -25,7 +25,7 @@ import numpy as np
 from llvmlite import ir
 
 from . import gemm as gemm_mod
-from . import loops
+from . import knobs, loops
 from .lowerings import mem_type, reg_type
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -36,7 +36,7 @@ MIN_K = 1024
 #: K block (elements, a multiple of every vector width)
 KBLOCK = 1024
 #: False: never use the dot kernel (for comparisons)
-ENABLED = True
+ENABLED = knobs.DOT   # the graph key reads it (knobs.key_values)
 #: the accumulators of all tiles of a chunk live on the stack: at most this many bytes
 MAX_ACC_BYTES = 64 * 1024
 

@@ -132,3 +132,19 @@ def test_disk_hit_in_a_fresh_process_loads_the_kernel_library(tmp_path):
         outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
     assert [o["source"] for o in outs] == ["compiled", "disk"]
     assert outs[0]["losses"] == outs[1]["losses"] and outs[0]["w"] == outs[1]["w"]
+
+
+@pytest.mark.parametrize("module,attr", [("dot", "ENABLED"), ("conv_fused", "ENABLED"),
+                                         ("window_rows", "ENABLED"),
+                                         ("window_pool", "ENABLED")])
+def test_code_generator_switches_change_the_key(cache_dir, monkeypatch, module, attr):
+    """A switch that changes the generated code (tests flip them) is in the graph key,
+    so a cached object of the other setting is never reused."""
+    import importlib
+    mod = importlib.import_module(f"graphc.backends.llvm.codegen.{module}")
+    step, _ = _step()
+    before = llvm_backend.graph_key(step.graph, 1)
+    monkeypatch.setattr(mod, attr, not getattr(mod, attr))
+    assert llvm_backend.graph_key(step.graph, 1) != before
+    monkeypatch.undo()
+    assert llvm_backend.graph_key(step.graph, 1) == before
