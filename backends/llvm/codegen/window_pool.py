@@ -102,6 +102,8 @@ class _Rows:
 def _argmax(rows, b, x, n, c, oh, v, carry=None):
     """(max, picked carry, tap index as <VW x i32>) of output vector v of row oh."""
     g = rows.g
+    if rows.out_lanes(v) == 1:
+        return _argmax_lane0(rows, b, x, n, c, oh, v, carry)
     best = picked = arg = None
     for i in range(g.kh):
         h = b.add(b.mul(oh, I64(g.sh)), I64(i))
@@ -120,6 +122,38 @@ def _argmax(rows, b, x, n, c, oh, v, carry=None):
             if tc is not None:
                 picked = b.select(upd, tc, picked)
     return best, picked, arg
+
+
+def _argmax_lane0(rows, b, x, n, c, oh, v, carry=None):
+    """:func:`_argmax` of a vector with one valid lane, from scalar loads.  LLVM 20's
+    x86 code generator miscompiles the shuffles when only lane 0 of the taps is used:
+    on AVX-512 it compared the first tap with itself (fuzz seed 151887; float64 1×2
+    windows over rows 2 wide, float32 2×3 windows with a 17th output)."""
+    g, em = rows.g, rows.em
+    vt = ir.VectorType(em.t, rows.vw)
+    it = ir.VectorType(I32, rows.vw)
+    best = picked = arg = None
+    for i in range(g.kh):
+        h = b.add(b.mul(oh, I64(g.sh)), I64(i))
+        for j in range(g.kw):
+            col = I64(v * rows.vw * g.sw + j)
+            t = rows.cg.load(b, rows.ptrs, x, [n, c, h, col])
+            tc = rows.cg.load(b, rows.ptrs, carry, [n, c, h, col]) if carry is not None \
+                else None
+            tap = I32(i * g.kw + j)
+            if best is None:
+                best, picked, arg = t, tc, tap
+                continue
+            upd = b.or_(b.fcmp_ordered(">", t, best), b.fcmp_unordered("uno", t, t))
+            best = b.select(upd, t, best)
+            arg = b.select(upd, tap, arg)
+            if tc is not None:
+                picked = b.select(upd, tc, picked)
+
+    def lane0(val, typ):
+        return None if val is None else b.insert_element(
+            ir.Constant(typ, None), val, I32(0))
+    return lane0(best, vt), lane0(picked, vt), lane0(arg, it)
 
 
 def _plane_loop(cg, b, lo, hi, split, N, C, OH, body):

@@ -170,3 +170,24 @@ def test_unpadded_pooling_vector_rows(image, rows, monkeypatch):
             x = np.round(rng.standard_normal(image) * 2).astype(dtype)    # many ties
             args = [x] + [rng.standard_normal(v.shape).astype(dtype) for v in g.inputs[1:]]
             run_both(g, args, threads=(1, 2, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("outputs", ["one", "vector+1"])
+@pytest.mark.parametrize("kernel", [(1, 2), (2, 3)], ids=["k1x2", "k2x3"])
+def test_pooling_vector_with_one_valid_lane(kernel, outputs, dtype):
+    """A pooled row whose last (or only) vector holds one output: LLVM's x86 code
+    generator miscompiled the taps' shuffles there (AVX-512: the first tap compared
+    with itself, so max_pool2d_select picked tap 0; fuzz seed 151887).  Widths chosen
+    from the host's vector width, so every CPU runs the one-lane case."""
+    from graphc.backends.llvm.codegen.window_rows import lanes
+    ow = 1 if outputs == "one" else lanes(dtype) + 1
+    image = (3, 2, kernel[0] + 1, ow - 1 + kernel[1])
+    attrs = {"kernel": kernel, "stride": (1, 1), "padding": (0, 0)}
+    pooled = _pooled(attrs, image)
+    g = _graph([("max_pool2d", attrs, [0]), ("max_pool2d_select", attrs, [0, 1]),
+                ("max_pool2d_grad", attrs, [0, 2])], [image, image, pooled], dtype)
+    rng = np.random.default_rng(7)
+    args = [rng.standard_normal(v.shape).astype(dtype) for v in g.inputs]
+    run_both(g, args, threads=(1, 2))
+
