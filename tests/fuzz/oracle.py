@@ -132,6 +132,19 @@ def describe(prog: Program, transform, config, args_fn=None) -> str:
 
 
 def run_case(prog: Program, transform: str, config) -> None:
+    """Run the case; LLVM diagnostics printed while compiling it (a forced vectorization
+    that failed, say) fail it too: graphc must never put them on the user's stderr."""
+    from graphc.backends.llvm.native import diagnostics
+    before = diagnostics.COUNTS["llvm"]
+    _run_case(prog, transform, config)
+    new = diagnostics.COUNTS["llvm"] - before
+    if new:
+        lines = "\n".join(diagnostics.LAST[-new:])
+        raise Mismatch(f"LLVM printed {new} diagnostic line(s) while compiling:\n{lines}\n"
+                       f"{describe(prog, transform, config)}")
+
+
+def _run_case(prog: Program, transform: str, config) -> None:
     fuse, plan, threads = config
     opts = dict(fuse=fuse, plan=plan, threads=threads)
     ctx = lambda: describe(prog, transform, config)       # noqa: E731

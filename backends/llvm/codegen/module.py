@@ -110,7 +110,12 @@ class Codegen(DynamicSchedule):
         return loop_id
 
     def loop(self, b, lo, hi, body, name="i", vectorize=True, masked=False, reorder=False):
-        """``for i in [lo, hi): body(i)`` (an i64 phi); see :meth:`loop_md`."""
+        """``for i in [lo, hi): body(i)`` (an i64 phi); see :meth:`loop_md`.  A loop of at
+        most two known trips is never forced to vectorize: it cannot pay, and LLVM
+        warns on stderr when a forced vectorization fails."""
+        trips = _known_trips(lo, hi)
+        if trips is not None and trips <= 2:
+            vectorize = masked = reorder = False
         br = emit_loop(b, lo, hi, 1, body, name, nsw=True)
         br.set_metadata("llvm.loop", self.loop_md(vectorize, masked, reorder))
 
@@ -466,6 +471,13 @@ def is_cold(k) -> bool:
     return (isinstance(k, LoopKernel) and not isinstance(k, GemmKernel)
             and int(np.prod(k.shape, dtype=np.int64)) <= COLD_ELEMENTS
             and not _row_sum(k))
+
+
+def _known_trips(lo, hi):
+    """The trip count of ``[lo, hi)`` when both bounds are constants, else None."""
+    if isinstance(lo, ir.Constant) and isinstance(hi, ir.Constant):
+        return max(0, int(hi.constant) - int(lo.constant))
+    return None
 
 
 def _clean(name):

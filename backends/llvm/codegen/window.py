@@ -113,9 +113,12 @@ def _split(b, u, *sizes):
     return list(reversed(out))
 
 
-def row_loop(cg, b, lo, hi, body, name="r"):
-    """``for i in [lo, hi): body(i)`` as a short row, vectorized with a masked tail."""
-    cg.loop(b, lo, hi, body, name, masked=True)
+def row_loop(cg, b, lo, hi, body, name="r", most=None):
+    """``for i in [lo, hi): body(i)`` as a short row, vectorized with a masked tail --
+    unless the row has at most ``most`` <= 2 elements: that cannot pay, and LLVM then
+    failed the forced vectorization of the scatter-add rows with a warning on stderr."""
+    cg.loop(b, lo, hi, body, name, masked=most is None or most > 2,
+            vectorize=most is None or most > 2)
 
 
 def _zero_plane(cg, b, ptrs, v: View, n, c, h, w):
@@ -146,14 +149,15 @@ def _im2col(cg, b, k, ptrs, lo, hi):
             return [c, i, j, n, oh, ow]
 
         def zrow(oh, a, z):
-            row_loop(cg, b, a, z, lambda ow: cg.store(b, ptrs, out, idx(oh, ow), zero), "zc")
+            row_loop(cg, b, a, z, lambda ow: cg.store(b, ptrs, out, idx(oh, ow), zero), "zc",
+                     OW)
 
         def row(oh):
             hh = b.add(b.mul(oh, I64(sh)), hoff)
             zrow(oh, I64(0), c0)
             row_loop(cg, b, c0, c1, lambda ow: cg.store(
                 b, ptrs, out, idx(oh, ow),
-                cg.load(b, ptrs, x, [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)])), "cp")
+                cg.load(b, ptrs, x, [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)])), "cp", OW)
             zrow(oh, c1, I64(OW))
         cg.loop(b, I64(0), r0, lambda oh: zrow(oh, I64(0), I64(OW)), "zr0", vectorize=False)
         cg.loop(b, r0, r1, row, "row", vectorize=False)
@@ -202,7 +206,7 @@ def _scatter_taps(cg, b, k, ptrs, lo, hi, value):
                         at = [n, c, hh, b.add(b.mul(ow, I64(sw)), woff)]
                         old = cg.load(b, ptrs, out, at)
                         cg.store(b, ptrs, out, at, b.fadd(old, value(n, c, i, j, oh, ow)))
-                    row_loop(cg, b, c0, c1, col, "col")
+                    row_loop(cg, b, c0, c1, col, "col", OW)
                 cg.loop(b, r0, r1, row, "row", vectorize=False)
             cg.loop(b, n0, n1, image, "img", vectorize=False)
         cg.loop(b, I64(0), I64(kh), lambda i: cg.loop(

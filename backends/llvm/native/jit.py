@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import llvmlite
 
-from . import elfload
+from . import diagnostics, elfload
 # TargetInfo and host_target are used through this module by the other stages
 from .target import TargetInfo, host_target, initialise  # noqa: F401
 from .diskcache import (CACHE_FORMAT_VERSION, cache_dir, entry_path, join_objects,
@@ -402,9 +402,10 @@ def _compile_part(text, opt: str, target: TargetInfo, own_context: bool) -> tupl
     tm = target.machine(0 if PIPELINES[opt] is None else 3)
     mod = _parse(text, tm, timings, ctx)
     t1 = time.perf_counter()
-    _optimise(mod, tm, opt, unlocked=own_context)
-    t2 = time.perf_counter()
-    obj = _emit_object(tm, mod, unlocked=own_context)
+    with diagnostics.collected():
+        _optimise(mod, tm, opt, unlocked=own_context)
+        t2 = time.perf_counter()
+        obj = _emit_object(tm, mod, unlocked=own_context)
     timings.update(optimise=t2 - t1, codegen=time.perf_counter() - t2)
     dump_dir = os.environ.get("GRAPHC_DUMP_LLVM")
     if dump_dir:
@@ -464,9 +465,10 @@ def assembly(module_or_text, optimise: bool = True, opt: str = "O3") -> str:
     target = host_target()
     tm = target.machine()
     mod = _parse(ir_text, tm)
-    if optimise:
-        _optimise(mod, tm, opt)
-    return tm.emit_assembly(mod)
+    with diagnostics.collected():
+        if optimise:
+            _optimise(mod, tm, opt)
+        return tm.emit_assembly(mod)
 
 
 def optimised_ir(module_or_text) -> str:
@@ -474,5 +476,6 @@ def optimised_ir(module_or_text) -> str:
     ir_text = module_or_text if isinstance(module_or_text, str) else str(module_or_text)
     tm = host_target().machine()
     mod = _parse(ir_text, tm)
-    _optimise(mod, tm)
+    with diagnostics.collected():
+        _optimise(mod, tm)
     return str(mod)
