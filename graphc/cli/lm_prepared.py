@@ -49,12 +49,9 @@ class LMPrepared:
     params: dict
 
     def example_batch(self, batch_size=None):
-        bs = int(batch_size or self.config.batch_size)
-        tr = self.splits.train
-        if bs > len(tr):
-            raise GraphcError(f"batch size {bs} is larger than the {len(tr)} training "
-                              f"windows; use --batch-size {len(tr)} or less")
-        return tr.X[:bs], tr.y[:bs]
+        from ..train.setup import first_batch
+        return first_batch(self.splits.train, batch_size or self.config.batch_size,
+                           "windows")
 
 
 #: what the LM trains with when the command line says nothing (graphc.lm.train's)

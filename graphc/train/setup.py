@@ -29,12 +29,18 @@ class Prepared:
     params: dict
 
     def example_batch(self, batch_size=None):
-        bs = int(batch_size or self.config.batch_size)
-        tr = self.splits.train
-        if bs > len(tr):
-            raise GraphcError(f"batch size {bs} is larger than the {len(tr)} training "
-                              f"samples; use --batch-size {len(tr)} or less")
-        return tr.X[:bs], tr.y[:bs]
+        return first_batch(self.splits.train, batch_size or self.config.batch_size,
+                           "samples")
+
+
+def first_batch(train, batch_size, what: str):
+    """The first ``batch_size`` rows of the training split (what a step is compiled
+    for), or a clear error naming the split's size."""
+    bs = int(batch_size)
+    if bs > len(train):
+        raise GraphcError(f"batch size {bs} is larger than the {len(train)} training "
+                          f"{what}; use --batch-size {len(train)} or less")
+    return train.X[:bs], train.y[:bs]
 
 
 def resolve(model_name: str, **overrides) -> tuple[ModelSpec, TrainConfig]:
