@@ -10,10 +10,10 @@ from . import comm as C
 
 
 def run_train(args, overrides: dict) -> int:
-    """Train on this rank, then finalize MPI with a deadline (``--comm-timeout``): a rank
-    whose MPI_Finalize hangs says so and exits (``FINALIZE_TIMEOUT_EXIT`` after a
+    """Train on this rank, then finalize MPI with a deadline (``--comm-timeout``, at least
+    ``FINALIZE_FLOOR``): a rank whose MPI_Finalize hangs says so and exits (``FINALIZE_TIMEOUT_EXIT`` after a
     finished run, its outputs written) -- never a process that does not end."""
-    C.end_of_run(timeout=args.comm_timeout)
+    C.end_of_run(timeout=max(args.comm_timeout or C.DEFAULT_TIMEOUT, C.FINALIZE_FLOOR))
     rc = _train(args, overrides)
     if rc == 0:
         C.end_of_run(finished=True)

@@ -230,6 +230,10 @@ def skip_finalize_fence() -> bool:
 #: exit status of a rank whose MPI_Finalize did not return in time after its run had
 #: finished (its outputs written): ``graphc launch`` does not restart such a job
 FINALIZE_TIMEOUT_EXIT = 4
+#: the shortest finalize deadline of ``graphc train``: after the parameter server dropped
+#: a stopped (alive) worker, Open MPI's MPI_Finalize took 2-5 s on every rank here (Zen 4,
+#: Open MPI 5.0.11), longer than a short ``--comm-timeout``
+FINALIZE_FLOOR = 30.0
 #: the end of the process: finalize's deadline, and whether the run's work is done
 _END = {"timeout": DEFAULT_TIMEOUT, "finished": False}
 

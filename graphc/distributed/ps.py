@@ -15,12 +15,16 @@ for slow ones); ``None`` never waits.
 
 Fault tolerance uses Open MPI's ULFM (``mpiexec --with-ft ulfm``): the server's
 communicator returns errors instead of aborting, so a killed worker shows up as a failed
-receive (``MPI_ERR_PROC_FAILED``), and a stuck one as a receive that passes
+receive (``MPI_ERR_PROC_FAILED``), and a stuck one as a send or receive that passes
 ``comm_timeout``; the server drops it and goes on with the others, and (``respawn``)
 starts a replacement with ``MPI_Comm_spawn`` that takes over the lost worker's data
-shard and position.  Separate jobs joining through ``Open_port``/``Comm_connect`` were
-tried and do not work with this Open MPI build outside one launcher (see
-docs/distributed.md).
+shard and position.  The server never blocks on one worker: parameters go out as a
+per-worker copy without waiting (a stopped worker cannot take a large message, and a
+blocking send to it once held up every other worker until their own waits expired and
+aborted the job).  A stuck worker that wakes up after it was dropped finds its gradient
+answered with a stop and leaves cleanly.  Separate jobs joining through
+``Open_port``/``Comm_connect`` were tried and do not work with this Open MPI build
+outside one launcher (see docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -60,6 +64,9 @@ class _Peer:
         self.base = 0               # version its current gradient is computed from
         self.computing = False
         self.reqs: list = []
+        self.out = None             # its copy of the parameters being sent (a GradRegion)
+        self.sends: list = []
+        self.send_since = 0.0
         self.since = time.perf_counter()
         self.position = (0, 0)      # its sampler's (epoch, step)
         self.updates = 0
@@ -106,18 +113,30 @@ class ParamServer:
         self.version = 0
         self.staleness_seen: list[int] = []
         self.lost: list[str] = []
+        #: workers dropped for silence, not death: their gradient, if it ever comes, is
+        #: answered with a stop so they leave without ending the job
+        self.zombies: list[_Peer] = []
         self.best = {n: np.array(v) for n, v in zip(self._names, self.params.views)}
         self.best_val, self.best_epoch = float("inf"), 0
         self.history: list = []
 
     # ---- messages -----------------------------------------------------------------------
     def _send_params(self, peer: _Peer, stop=False) -> bool:
+        """Post the current parameters (a copy: updates go on meanwhile) to ``peer``
+        without waiting; :meth:`_sent` drops it if they are not taken in time."""
         e, s = peer.position
-        self.params.header[:] = (self.version, float(stop), e, s, peer.slot, self.n_slots)
         try:
-            reqs = [peer.comm.Isend(b, dest=peer.rank, tag=TAG_PARAMS)
-                    for b in self.params.buffers]
-            C.wait_all(reqs, f"sending parameters to {peer.name}", self.timeout, self.comm)
+            # the previous send is complete: the peer has answered it (or said goodbye)
+            C.wait_all(peer.sends, f"sending parameters to {peer.name}", self.timeout,
+                       self.comm)
+            if peer.out is None:
+                peer.out = GradRegion(self.params.views, extra=P_HDR)
+            for mine, cur in zip(peer.out.views, self.params.views):
+                mine[...] = cur
+            peer.out.header[:] = (self.version, float(stop), e, s, peer.slot, self.n_slots)
+            peer.sends = [peer.comm.Isend(b, dest=peer.rank, tag=TAG_PARAMS)
+                          for b in peer.out.buffers]
+            peer.send_since = time.perf_counter()
         except (self.MPI.Exception, C.CommTimeout) as e:
             self._drop(peer, f"sending parameters failed ({_brief(e)})")
             return False
@@ -127,26 +146,49 @@ class ParamServer:
                          for b in peer.region.buffers]
         return True
 
+    def _sent(self, peer: _Peer) -> bool:
+        """True when the parameters posted to ``peer`` are all taken; a peer that has not
+        taken them within the timeout is dropped (stopped or stuck)."""
+        try:
+            if all(r.Test() for r in peer.sends):
+                peer.sends = []
+                return True
+        except self.MPI.Exception as e:
+            self._drop(peer, _brief(e))
+            return False
+        if time.perf_counter() - peer.send_since > self.timeout:
+            self._drop(peer, f"parameters not taken for {self.timeout:g} s (stuck?)",
+                       alive=True)
+        return False
+
     def _poll(self, peer: _Peer) -> bool:
         """True when the peer's whole gradient has arrived."""
+        if peer.sends and not self._sent(peer):
+            return False
         try:
             done = all(r.Test() for r in peer.reqs)
         except self.MPI.Exception as e:
             self._drop(peer, _brief(e))
             return False
         if not done and time.perf_counter() - peer.since > self.timeout:
-            self._drop(peer, f"no gradient for {self.timeout:g} s (stuck?)")
+            self._drop(peer, f"no gradient for {self.timeout:g} s (stuck?)", alive=True)
         return done
 
-    def _drop(self, peer: _Peer, why: str):
+    def _drop(self, peer: _Peer, why: str, alive: bool = False):
+        """Go on without ``peer``.  ``alive``: it went silent rather than failed, so its
+        pending messages stay posted -- if it wakes up, :meth:`_release_zombies` answers
+        its gradient with a stop."""
         if peer not in self.peers:
             return
         self.peers.remove(peer)
-        for r in peer.reqs:
-            try:
-                r.Cancel()
-            except self.MPI.Exception:
-                pass
+        if alive and self.ft:
+            self.zombies.append(peer)
+        else:
+            for r in peer.reqs:
+                try:
+                    r.Cancel()
+                except self.MPI.Exception:
+                    pass
         self.lost.append(f"{peer.name}: {why}")
         self.progress.line(f"server: lost {peer.name} at update {self.version} ({why}); "
                            f"going on with {len(self.peers)} worker(s)")
@@ -173,6 +215,25 @@ class ParamServer:
         self.peers.append(peer)
         self.progress.line(f"server: spawned a replacement worker for slot {old.slot}")
         self._send_params(peer)
+
+    def _release_zombies(self):
+        """A dropped worker whose gradient arrives after all gets a stop (not parameters):
+        it says goodbye and leaves without ending the job."""
+        for z in list(self.zombies):
+            try:
+                if not (all(r.Test() for r in z.sends) and all(r.Test() for r in z.reqs)):
+                    continue
+                e, s = z.position
+                z.out.header[:] = (self.version, 1.0, e, s, z.slot, self.n_slots)
+                z.sends = [z.comm.Isend(b, dest=z.rank, tag=TAG_PARAMS) for b in z.out.buffers]
+                z.bye = np.zeros(1)         # kept alive with the request
+                z.reqs = [z.comm.Irecv(z.bye, source=z.rank, tag=TAG_BYE)]
+            except self.MPI.Exception:      # it died after all: nothing to tell it
+                self.zombies.remove(z)
+                continue
+            self.zombies.remove(z)
+            self.progress.line(f"server: {z.name} woke up after it was dropped; told it "
+                               "to stop")
 
     # ---- staleness ------------------------------------------------------------------------
     def _may_release(self, peer: _Peer) -> bool:
@@ -201,6 +262,8 @@ class ParamServer:
         t_epoch, loss_sum, busy = time.perf_counter(), 0.0, 0.0
         while self.version < self.total:
             progressed = False
+            if self.zombies:
+                self._release_zombies()
             for peer in list(self.peers):
                 if peer.computing and self._poll(peer):
                     tb = time.perf_counter()
@@ -257,6 +320,8 @@ class ParamServer:
             try:
                 C.wait(peer.comm.Irecv(bye, source=peer.rank, tag=TAG_BYE),
                        f"the goodbye of {peer.name}", min(self.timeout, 10.0), self.comm)
+                C.wait_all(peer.sends, f"the stop of {peer.name}", min(self.timeout, 10.0),
+                           self.comm)
             except (self.MPI.Exception, C.CommTimeout) as e:
                 self.progress.line(f"server: {peer.name} did not say goodbye ({_brief(e)})")
                 continue
@@ -347,10 +412,15 @@ class Worker:
         self.comm_seconds = 0.0
 
     def _recv_params(self) -> bool:
+        """Wait for the next parameters.  The server may hold this worker back (bounded
+        staleness) until it has dropped a stuck peer -- up to one timeout after that
+        peer's last message -- so the wait here is longer than the server's worst case:
+        two timeouts and a margin, else one stuck worker would time out the others."""
         t0 = time.perf_counter()
         reqs = [self.comm.Irecv(b, source=self.server, tag=TAG_PARAMS)
                 for b in self.params.buffers]
-        C.wait_all(reqs, "waiting for parameters from the server", self.timeout, self.comm)
+        C.wait_all(reqs, "waiting for parameters from the server", 2 * self.timeout + 5,
+                   self.comm)
         self.comm_seconds += time.perf_counter() - t0
         return self.params.header[1] == 0
 
@@ -397,7 +467,7 @@ def run_async(prepared, opts, comm) -> dict:
     if comm.Get_rank() == 0:
         result = ParamServer(prepared, opts, comm).run()
     else:
-        Worker(prepared, opts, comm, 0).run()
+        _work(Worker(prepared, opts, comm, 0))
         result = {}
     _after_stop()
     return result
@@ -405,10 +475,23 @@ def run_async(prepared, opts, comm) -> dict:
 
 def run_spawned_worker(prepared, opts) -> int:
     parent = C.parent_comm()
-    Worker(prepared, opts, parent, 0).run()
+    _work(Worker(prepared, opts, parent, 0))
     parent.Disconnect()
     _after_stop()
     return 0
+
+
+def _work(worker: Worker) -> None:
+    """Run a worker.  Under ULFM a worker whose exchange with the server timed out
+    leaves the job rather than aborting it (MPI_Abort ends every process, even there):
+    the server has dropped it, or is itself gone, which the job's status then shows."""
+    try:
+        worker.run()
+    except C.CommTimeout as e:
+        if not C.ft_enabled():
+            raise
+        print(f"graphc train: {e}; this worker leaves the job (the server goes on "
+              "without it)", file=sys.stderr, flush=True)
 
 
 def _after_stop():

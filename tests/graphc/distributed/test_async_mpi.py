@@ -76,3 +76,31 @@ def test_killed_worker_does_not_stop_training(tmp_path):
     test = _records(tmp_path)[-1]
     assert test["updates"] == 6 * (1257 // 16) and test["test_accuracy"] > 0.9
     assert len(test["lost_workers"]) == 1
+
+
+def test_stopped_worker_is_dropped_and_training_completes(tmp_path):
+    """A worker that is alive but stuck (SIGSTOP, longer than --comm-timeout): the
+    server, which never blocks on one worker, drops it and goes on; the other worker,
+    held back at most until then, does not time out; the stopped one, resumed, leaves
+    without ending the job.  (Before: the server's blocking send to the stopped worker
+    ran out the other worker's wait too, and its MPI_Abort ended the whole job.)"""
+    with _job(tmp_path, "--epochs", "8", "--batch-size", "16", "--comm-timeout", "4",
+              "--respawn", "0", "--staleness", "1") as job:
+        stopped, deadline = None, time.time() + 90
+        while time.time() < deadline and job.poll() is None:
+            log = tmp_path / "log.json"
+            if log.exists() and log.read_text().count('"epoch"') >= 1:
+                stopped = _rank_pid(job.pid, 2)
+                if stopped:
+                    os.kill(stopped, signal.SIGSTOP)
+                    break
+            time.sleep(0.02)
+        assert stopped, "the run ended before the worker could be stopped"
+        time.sleep(7)
+        os.kill(stopped, signal.SIGCONT)
+        out, err = job.communicate(timeout=150)
+    assert job.returncode == 0, (out[-2000:], err[-3000:])
+    assert "server: lost worker 2" in out, out[-3000:]
+    test = _records(tmp_path)[-1]
+    assert test["event"] == "test" and test["updates"] == 8 * (1257 // 16), test
+    assert test["test_accuracy"] > 0.9 and len(test["lost_workers"]) == 1
