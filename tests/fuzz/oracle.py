@@ -47,8 +47,9 @@ def _tol_dtype(prog: Program):
     return np.float32 if any(v.dtype is np.float32 for v in prog.pool) else np.float64
 
 
-def compare(what, got, ref, dtype, context):
-    """Raise :class:`Mismatch` unless ``got`` matches ``ref`` (lists of arrays)."""
+def compare(what, got, ref, dtype, context, slack=None):
+    """Raise :class:`Mismatch` unless ``got`` matches ``ref`` (lists of arrays);
+    ``slack``: per-array extra allowance (arrays broadcastable to each result)."""
     if len(got) != len(ref):
         raise Mismatch(f"{what}: {len(got)} results, the oracle gave {len(ref)}\n{context()}")
     rtol, atol = _tol(dtype)
@@ -72,6 +73,8 @@ def compare(what, got, ref, dtype, context):
         af, bf = np.where(fin, a64, 0.0), np.where(fin, b64, 0.0)   # inf - inf: no NaN
         err = np.abs(af - bf)
         bound = atol * scale + rtol * np.abs(bf)
+        if slack is not None:
+            bound = bound + np.where(fin, slack[j], 0.0)
         if np.any(err > bound):
             idx = np.unravel_index(int(np.argmax(err - bound)), err.shape) if err.ndim else ()
             raise Mismatch(f"{what}[{j}]: worst element {idx}: got {a64[idx]!r}, oracle "
@@ -180,15 +183,59 @@ def _run_step(prog: Program, opts, ctx, config):
                                      backend=backend, **o))
     ref, got = steps
     dtype = _tol_dtype(prog)
+    fed = []
     for call in range(CALLS):
         batch = prog.sample_inputs(rng)[k:]
+        fed.append(batch)
         lr = ref(*[b.copy() for b in batch])
         lg = got(*[b.copy() for b in batch])
-        compare(f"step {call + 1} loss", [lg], [lr], dtype, ctx)
-        compare(f"step {call + 1} params", [got.params[nm] for nm in names],
-                [ref.params[nm] for nm in names], dtype, ctx)
-        compare(f"step {call + 1} optimizer state", list(got.opt_state.values()),
-                list(ref.opt_state.values()), dtype, ctx)
+        mine = [[lg], [got.params[nm] for nm in names], list(got.opt_state.values())]
+        oracle = [[lr], [ref.params[nm] for nm in names], list(ref.opt_state.values())]
+        try:
+            _compare_step(call, mine, oracle, dtype, ctx)
+        except Mismatch:
+            # within what float32 rounding alone moves the oracle itself?
+            wide = _step_in_float64(prog, loss_fn, names, init, k, opt, fed)
+            if wide is None or dtype != np.float32:
+                raise
+            _compare_step(call, mine, oracle, dtype, ctx, slack=[
+                [ROUNDING_SLACK * np.abs(np.asarray(r, np.float64) - w)
+                 for r, w in zip(rs, ws)] for rs, ws in zip(oracle, wide)])
+
+
+#: how many times the oracle's own float32 rounding error (its distance from the same
+#: step in float64) an element may differ by after a failed strict comparison
+ROUNDING_SLACK = 2.0
+
+
+def _compare_step(call, mine, oracle, dtype, ctx, slack=None):
+    for what, a, b, sl in zip(("loss", "params", "optimizer state"), mine, oracle,
+                              slack or (None, None, None)):
+        compare(f"step {call + 1} {what}", a, b, dtype, ctx, sl)
+
+
+def _step_in_float64(prog, loss_fn, names, init, k, opt, fed):
+    """[loss], params, optimizer state of the numpy oracle's step run in float64 (float32
+    inputs widened) over the same batches -- None if the program does not run widened.
+
+    An optimizer that normalises its step (Adam) turns a gradient that is mostly
+    rounding noise (a cancellation: layer norm of a scaled row, attention over one key)
+    into a full-size update, so two correct float32 backends can disagree by more than
+    any fixed tolerance there.  The oracle's own distance from float64 says how much
+    noise an element carries; a backend within a small multiple of it is correct.
+    Seeds 31269, 80094, 240049."""
+    def wide(x):
+        x = np.asarray(x)
+        return x.astype(np.float64) if x.dtype == np.float32 else x.copy()
+    try:
+        params = {nm: wide(x) for nm, x in zip(names, init)}
+        step = gc.compile_step(loss_fn, params, opt(), tuple(wide(x) for x in init[k:]),
+                               backend="numpy")
+        for batch in fed:
+            loss = step(*[wide(b) for b in batch])
+        return [[loss], [step.params[nm] for nm in names], list(step.opt_state.values())]
+    except Exception:       # noqa: BLE001 -- a program whose dtypes do not widen
+        return None
 
 
 def cases(seeds):
