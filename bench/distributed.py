@@ -12,6 +12,11 @@ Configurations, each in its own processes (thread pools are fixed at start):
   barriers a step);
 * ``2x1 allreduce`` -- the same with one in-place ``MPI_Allreduce`` per step
   (``2x1 allreduce4``: four bucket calls);
+* ``2x1-indep`` -- two independent processes, no MPI and nothing shared: each a
+  ``gc.compile_step`` at batch 128 on 1 thread, timed together (a start line in a
+  scratch directory), samples/s summed: what two cores give the same work when the
+  exchange costs nothing -- the ceiling of any ``2x1`` row on this machine (clock,
+  caches and memory shared by two busy cores), against which ``1x1`` x 1.8 is judged;
 * ``1x1-dp128`` -- one process, no MPI: ``data_parallel_step`` at batch 128 (one rank's
   share), for its phases: the gradient graph at half the batch and the separate update
   pass, the two costs a 2-rank step adds to half of a 1x1 step.  Its samples/s counts
@@ -88,7 +93,8 @@ def child(steps: int, blocks: int, buckets: int, reduce: str):
     loss, params, X, Y = _model()
     world, rank = dist.world_size(), dist.rank()
     half = reduce == "half"                 # 1x1-dp128: one rank's share, no MPI
-    b = GLOBAL_BATCH // (2 if half else world)
+    indep = reduce.startswith("indep:")     # 2x1-indep: half the batch, beside a twin
+    b = GLOBAL_BATCH // (2 if half or indep else world)
     opt = gc.optim.SGD(0.01)
     if half:
         step = dist.data_parallel_step(loss, params, opt, (X[:b], Y[:b]))
@@ -97,7 +103,8 @@ def child(steps: int, blocks: int, buckets: int, reduce: str):
     else:
         step = dist.data_parallel_step(loss, params, opt, (X[:b], Y[:b]), buckets=buckets,
                                        reduce=reduce)
-    sampler = dist.ShardedSampler(len(X), GLOBAL_BATCH, rank, 2 if half else world, seed=0)
+    sampler = dist.ShardedSampler(len(X), GLOBAL_BATCH, rank, 2 if half or indep else world,
+                                  seed=0)
     per = sampler.per_epoch
     k = 0
     phases: dict = {"compute": [], "comm": [], "update": [], "step": []}
@@ -121,6 +128,11 @@ def child(steps: int, blocks: int, buckets: int, reduce: str):
         one()
     for v in list(phases.values()) + list(cpu.values()):
         v.clear()
+    if indep:                               # start timing when the twin is ready too
+        _, where, me = reduce.split(":")
+        Path(where, f"ready{me}").touch()
+        while len(list(Path(where).glob("ready*"))) < 2:
+            time.sleep(1e-3)
     rates = []
     for _ in range(blocks):
         t0 = time.perf_counter()
@@ -203,6 +215,8 @@ def run_phases(modes, reps, steps, bind, mca):
 def _run(ranks, threads, buckets, reduce, steps, blocks, bind, mca):
     env = dict(os.environ, GRAPHC_NUM_THREADS=str(threads), OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    if reduce == "indep":
+        return _run_twins(env, steps, blocks)
     me = [sys.executable, __file__, "--child", str(steps), str(blocks), str(buckets), reduce]
     if ranks > 1:
         mpiexec = Path(sys.executable).with_name("mpiexec")
@@ -215,12 +229,33 @@ def _run(ranks, threads, buckets, reduce, steps, blocks, bind, mca):
     return json.loads(lines[0][7:])
 
 
+def _run_twins(env, steps, blocks):
+    """Two independent 1-thread processes at batch 128, timed together: summed rates."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as where:
+        procs = [subprocess.Popen([sys.executable, __file__, "--child", str(steps),
+                                   str(blocks), "1", f"indep:{where}:{i}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env) for i in range(2)]
+        outs = [p.communicate(timeout=600) for p in procs]
+    res = []
+    for (out, err), p in zip(outs, procs):
+        lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+        if p.returncode or not lines:
+            raise SystemExit(f"2x1-indep child failed:\n{out}\n{err}")
+        res.append(json.loads(lines[0][7:]))
+    return {"samples_per_s": sum(r["samples_per_s"] for r in res),
+            "step_min_ms": max(r["step_min_ms"] for r in res)}
+
+
 # name: (ranks, threads, buckets, reduce)
 CONFIGS = {"1x1": (1, 1, 1, "auto"), "1x2": (1, 2, 1, "auto"),
            "2x1-shared": (2, 1, 1, "shared"), "2x1-sharded": (2, 1, 1, "sharded"),
            "2x1-allreduce": (2, 1, 1, "allreduce"),
-           "2x1-allreduce4": (2, 1, 4, "allreduce"), "1x1-dp128": (1, 1, 1, "half")}
-DEFAULT = ["1x1", "1x2", "2x1-shared", "2x1-sharded", "2x1-allreduce", "1x1-dp128"]
+           "2x1-allreduce4": (2, 1, 4, "allreduce"), "1x1-dp128": (1, 1, 1, "half"),
+           "2x1-indep": (1, 1, 1, "indep")}
+DEFAULT = ["1x1", "1x2", "2x1-shared", "2x1-sharded", "2x1-allreduce", "1x1-dp128",
+           "2x1-indep"]
 
 
 def _load() -> str:
