@@ -22,6 +22,11 @@ def mark_no_unroll(module: ir.Module, br, tag: str, no_vectorize: bool = False) 
     br.set_metadata("llvm.loop", loop_id)
 
 
+#: rows of at most this many elements are never forced to vectorize (a masked 16-lane
+#: vector body pays from about 5 elements on; LLVM warns when a forced one fails)
+SHORT_ROW = 4
+
+
 def emit_loop(b, start, stop, step, body, name, nsw=False):
     """``for i = start; i < stop; i += step: body(i)`` (i64 phi, step > 0); returns the
     back-edge branch (for loop metadata) with ``b`` positioned after the loop."""

@@ -22,7 +22,7 @@ from ..native import kernellib
 from . import conv_fused, dot, knobs, smallk
 from ..runtime import parallel
 from .dynamic import DynamicSchedule
-from .loops import emit_loop
+from .loops import SHORT_ROW, emit_loop
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
 from ..plan.kernels import (Col2imGemmKernel, Im2colGemmKernel, CopyKernel, CustomKernel, DotKernel,
                             GemmKernel, LoopKernel, Plan, SmallKKernel)
@@ -111,10 +111,10 @@ class Codegen(DynamicSchedule):
 
     def loop(self, b, lo, hi, body, name="i", vectorize=True, masked=False, reorder=False):
         """``for i in [lo, hi): body(i)`` (an i64 phi); see :meth:`loop_md`.  A loop of at
-        most two known trips is never forced to vectorize: it cannot pay, and LLVM
-        warns on stderr when a forced vectorization fails."""
+        most ``SHORT_ROW`` known trips is never forced to vectorize: it cannot pay, and
+        LLVM warns on stderr when a forced vectorization fails."""
         trips = _known_trips(lo, hi)
-        if trips is not None and trips <= 2:
+        if trips is not None and trips <= SHORT_ROW:
             vectorize = masked = reorder = False
         br = emit_loop(b, lo, hi, 1, body, name, nsw=True)
         br.set_metadata("llvm.loop", self.loop_md(vectorize, masked, reorder))

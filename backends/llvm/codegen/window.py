@@ -33,6 +33,7 @@ from graphc.ir.ops.window import node_geometry as geometry
 from ..plan.views import View
 from . import window_pool, window_rows
 from .custom import CHUNKS_PER_THREAD, SINGLE_ELEMS, reg_type
+from .loops import SHORT_ROW
 
 I1, I64 = ir.IntType(1), ir.IntType(64)
 
@@ -115,10 +116,11 @@ def _split(b, u, *sizes):
 
 def row_loop(cg, b, lo, hi, body, name="r", most=None):
     """``for i in [lo, hi): body(i)`` as a short row, vectorized with a masked tail --
-    unless the row has at most ``most`` <= 2 elements: that cannot pay, and LLVM then
-    failed the forced vectorization of the scatter-add rows with a warning on stderr."""
-    cg.loop(b, lo, hi, body, name, masked=most is None or most > 2,
-            vectorize=most is None or most > 2)
+    unless the row has at most ``most`` <= ``SHORT_ROW`` elements: that cannot pay, and
+    LLVM failed such forced vectorizations with a warning on stderr (scatter-add rows of
+    two windows; im2col rows of three outputs, fuzz seed 241869)."""
+    wide = most is None or most > SHORT_ROW
+    cg.loop(b, lo, hi, body, name, masked=wide, vectorize=wide)
 
 
 def _zero_plane(cg, b, ptrs, v: View, n, c, h, w):
