@@ -116,6 +116,11 @@ class Codegen(DynamicSchedule):
         trips = _known_trips(lo, hi)
         if trips is not None and trips <= SHORT_ROW:
             vectorize = masked = reorder = False
+        if trips is not None and trips < 8 and reorder and not masked:
+            # a reassociated sum needs a whole vector body: fewer trips than the
+            # narrowest vector (8 lanes) run scalar anyway, and LLVM then warned
+            # (float64 dot products over 5 elements in attention rows, seed 242026)
+            reorder = False
         br = emit_loop(b, lo, hi, 1, body, name, nsw=True)
         br.set_metadata("llvm.loop", self.loop_md(vectorize, masked, reorder))
 
