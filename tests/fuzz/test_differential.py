@@ -24,7 +24,11 @@ REGRESSIONS = ((31269, "step", "sdpa_grad: one key (S = 1), dq noise through Ada
                (80094, "step", "sdpa_grad: causal L = S = 1, dq noise through Adam"),
                (21259, "step", "the comparison: NaN on both sides after divergence"),
                (151887, "jvp", "max_pool2d_select, one-lane vector row: LLVM x86 "
-                               "miscompiled the tap shuffles (AVX-512)"))
+                               "miscompiled the tap shuffles (AVX-512)"),
+               (241869, "step", "im2col rows of three outputs: a forced vectorization "
+                                "LLVM refused (a warning on stderr)"),
+               (242026, "value_and_grad", "attention rows over two keys, float64: a "
+                                          "forced reassociation LLVM refused"))
 
 
 def _seeds(config):
