@@ -113,15 +113,19 @@ def _argmax(rows, b, x, n, c, oh, v, carry=None):
             t = rows.tap(wx, j)
             tc = rows.tap(wc, j) if wc is not None else None
             tapv = ir.Constant(ir.VectorType(I32, rows.vw), [i * g.kw + j] * rows.vw)
-            if best is None:
-                best, picked, arg = t, tc, tapv
-                continue
-            upd = b.or_(b.fcmp_ordered(">", t, best), b.fcmp_unordered("uno", t, t))
-            best = b.select(upd, t, best)
-            arg = b.select(upd, tapv, arg)
-            if tc is not None:
-                picked = b.select(upd, tc, picked)
+            best, picked, arg = _argmax_step(b, (best, picked, arg), t, tc, tapv)
     return best, picked, arg
+
+
+def _argmax_step(b, state, t, tc, tap):
+    """(max, picked, argmax) after tap ``t`` (carry ``tc``, index ``tap``): the first
+    tap starts it; a later one wins when greater or NaN (PyTorch's rule)."""
+    best, picked, arg = state
+    if best is None:
+        return t, tc, tap
+    upd = b.or_(b.fcmp_ordered(">", t, best), b.fcmp_unordered("uno", t, t))
+    return (b.select(upd, t, best), None if tc is None else b.select(upd, tc, picked),
+            b.select(upd, tap, arg))
 
 
 def _argmax_lane0(rows, b, x, n, c, oh, v, carry=None):
@@ -140,15 +144,7 @@ def _argmax_lane0(rows, b, x, n, c, oh, v, carry=None):
             t = rows.cg.load(b, rows.ptrs, x, [n, c, h, col])
             tc = rows.cg.load(b, rows.ptrs, carry, [n, c, h, col]) if carry is not None \
                 else None
-            tap = I32(i * g.kw + j)
-            if best is None:
-                best, picked, arg = t, tc, tap
-                continue
-            upd = b.or_(b.fcmp_ordered(">", t, best), b.fcmp_unordered("uno", t, t))
-            best = b.select(upd, t, best)
-            arg = b.select(upd, tap, arg)
-            if tc is not None:
-                picked = b.select(upd, tc, picked)
+            best, picked, arg = _argmax_step(b, (best, picked, arg), t, tc, I32(i * g.kw + j))
 
     def lane0(val, typ):
         return None if val is None else b.insert_element(

@@ -56,18 +56,23 @@ def test_async_trains_a_model_with_dropout(tmp_path):
     assert test["updates"] == 3 * (1257 // 32) and not test["lost_workers"]
 
 
+def _signal_worker_after_an_epoch(job, tmp_path, sig) -> int:
+    """Send ``sig`` to rank 2 once the server has logged an epoch; its pid."""
+    deadline = time.time() + 90
+    while time.time() < deadline and job.poll() is None:
+        log = tmp_path / "log.json"
+        if log.exists() and log.read_text().count('"epoch"') >= 1:
+            pid = _rank_pid(job.pid, 2)
+            if pid:
+                os.kill(pid, sig)
+                return pid
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended before the worker could get signal {sig}")
+
+
 def test_killed_worker_does_not_stop_training(tmp_path):
     with _job(tmp_path, "--epochs", "6", "--batch-size", "16") as job:
-        killed, deadline = None, time.time() + 90
-        while time.time() < deadline and job.poll() is None:
-            log = tmp_path / "log.json"
-            if log.exists() and log.read_text().count('"epoch"') >= 1:
-                killed = _rank_pid(job.pid, 2)
-                if killed:
-                    os.kill(killed, signal.SIGKILL)
-                    break
-            time.sleep(0.02)
-        assert killed, "the run ended before the worker could be killed"
+        _signal_worker_after_an_epoch(job, tmp_path, signal.SIGKILL)
         # before the finalize fix, 2 runs in 40 (Zen 5; 1 in 3 on Zen 3) hung here in
         # MPI_Finalize after the kill
         out, err = job.communicate(timeout=150)
@@ -86,16 +91,7 @@ def test_stopped_worker_is_dropped_and_training_completes(tmp_path):
     ran out the other worker's wait too, and its MPI_Abort ended the whole job.)"""
     with _job(tmp_path, "--epochs", "8", "--batch-size", "16", "--comm-timeout", "4",
               "--respawn", "0", "--staleness", "1") as job:
-        stopped, deadline = None, time.time() + 90
-        while time.time() < deadline and job.poll() is None:
-            log = tmp_path / "log.json"
-            if log.exists() and log.read_text().count('"epoch"') >= 1:
-                stopped = _rank_pid(job.pid, 2)
-                if stopped:
-                    os.kill(stopped, signal.SIGSTOP)
-                    break
-            time.sleep(0.02)
-        assert stopped, "the run ended before the worker could be stopped"
+        stopped = _signal_worker_after_an_epoch(job, tmp_path, signal.SIGSTOP)
         time.sleep(7)
         os.kill(stopped, signal.SIGCONT)
         out, err = job.communicate(timeout=150)
