@@ -1,5 +1,8 @@
 """Simplify: common-subexpression elimination, algebraic identities, dead code.
 
+A sum of unslices that tile one axis (the VJP of slicing a fused projection into parts)
+becomes one ``concatenate`` of the parts: no zero-filled buffers, no adds.
+
 Autodiff and the optimizer emit many small redundant nodes (``1 * g``, the same scalar
 constant broadcast twice, ``reshape(reshape(x))``).  Removing them here keeps every
 later stage -- fusion, the memory plan, code generation -- smaller.  Pure: returns a new
@@ -61,6 +64,90 @@ def _identity(n: Node) -> Value | None:
     return None
 
 
+def _add_leaves(n: Node, root: Node) -> list[Value]:
+    """The operands of a tree of same-shape ``add`` nodes under ``n`` (inner adds only
+    when nothing else reads them)."""
+    out = []
+    for x in n.inputs:
+        m = x.node
+        if (m.op == "add" and x.shape == root.output.shape and x.dtype == root.output.dtype
+                and len(x.users) == 1 and all(y.shape == x.shape for y in m.inputs)):
+            out += _add_leaves(m, root)
+        else:
+            out.append(x)
+    return out
+
+
+def _concat_of_unslices(n: Node):
+    """``(axis, operands)`` when ``n`` is a sum of unslices (zeros with the operand written
+    at a slice: what the VJP of slicing produces) that tile the result along one axis --
+    the q, k, v cotangents of a fused qkv projection -- so one ``concatenate`` of the
+    operands is the same value: each element is one operand's plus zeros (bit for bit,
+    but for the sign of a zero); else None."""
+    if n.op != "add" or any(x.shape != n.output.shape or x.dtype != n.output.dtype
+                            for x in n.inputs):
+        return None
+    leaves = _add_leaves(n, n)
+    if len(leaves) < 2 or any(x.node.op != "unslice" for x in leaves):
+        return None
+    shape, axis, spans = n.output.shape, None, []
+    for x in leaves:
+        a = x.node.attrs
+        if any(s != 1 for s in a["steps"]):
+            return None
+        partial = [i for i, (lo, hi, d) in enumerate(zip(a["starts"], a["stops"], shape))
+                   if (lo, hi) != (0, d)]
+        if len(partial) != 1 or (axis is not None and partial[0] != axis):
+            return None
+        axis = partial[0]
+        spans.append((a["starts"][axis], a["stops"][axis], x.node.inputs[0]))
+    spans.sort(key=lambda t: t[0])
+    pos = 0
+    for lo, hi, _ in spans:
+        if lo != pos:
+            return None   # a gap or an overlap
+        pos = hi
+    if pos != shape[axis]:
+        return None
+    return axis, [v for lo, hi, v in spans if hi > lo]
+
+
+def _flat_source(parts, shape, axis):
+    """The 1-d value whose consecutive slices ``parts`` are (each possibly reshaped), when
+    joining them along ``axis`` of ``shape`` is joining their bytes (every axis before
+    ``axis`` of size 1) and the slices cover it in order; else None.  sdpa's gradient
+    is one flat buffer of dq, dk, dv: their concatenation is that buffer, reshaped."""
+    if any(d != 1 for d in shape[:axis]):
+        return None
+    src, pos = None, 0
+    for x in parts:
+        while x.node.op == "reshape":
+            x = x.node.inputs[0]
+        n = x.node
+        if n.op != "slice" or len(n.inputs[0].shape) != 1 or n.attrs["steps"] != (1,):
+            return None
+        if src is None:
+            src = n.inputs[0]
+        if n.inputs[0] is not src or n.attrs["starts"][0] != pos:
+            return None
+        pos = n.attrs["stops"][0]
+    return src if src is not None and pos == src.shape[0] else None
+
+
+def _joined(g: Graph, n: Node, parts, axis):
+    """A value equal to ``concatenate(parts, axis)`` (read by ``n``'s users)."""
+    if len(parts) == 1:
+        return parts[0]
+    src = _flat_source(parts, n.output.shape, axis)
+    if src is not None and src.shape == n.output.shape:
+        return src
+    if src is not None:
+        return g.add("reshape", [src], {"shape": n.output.shape}, role=n.role,
+                     source=n.source, before=n)
+    return g.add("concatenate", parts, {"axis": axis}, role=n.role, source=n.source,
+                 before=n)
+
+
 def simplify(graph: Graph) -> tuple[Graph, bool]:
     g, _ = graph.clone()
     changed = False
@@ -68,8 +155,10 @@ def simplify(graph: Graph) -> tuple[Graph, bool]:
     for n in list(g.nodes):
         if n.op == "input":
             continue
-        # Fold reshape(reshape(x)) into one reshape of x.
-        if n.op == "reshape" and n.inputs[0].node.op == "reshape":
+        # Fold reshape(reshape(x)) into one reshape of x -- but for x a transpose: there
+        # the inner reshape is a copy the outer one views (see _share_reshapes).
+        if (n.op == "reshape" and n.inputs[0].node.op == "reshape"
+                and n.inputs[0].node.inputs[0].node.op != "transpose"):
             inner = n.inputs[0]
             src = inner.node.inputs[0]
             n.inputs = [src]
@@ -78,6 +167,12 @@ def simplify(graph: Graph) -> tuple[Graph, bool]:
                 src.users.append(n)
             changed = True
         same = _identity(n)
+        cat = _concat_of_unslices(n) if same is None else None
+        if cat is not None:
+            same = _joined(g, n, cat[1], cat[0])
+        elif (same is None and n.op == "concatenate"
+              and _flat_source(n.inputs, n.output.shape, n.attrs["axis"]) is not None):
+            same = _joined(g, n, n.inputs, n.attrs["axis"])
         if same is None:
             key = _key(n)
             prev = seen.get(key)
@@ -89,4 +184,25 @@ def simplify(graph: Graph) -> tuple[Graph, bool]:
         changed = True
     if g.remove_dead():
         changed = True
+    if _share_reshapes(g):
+        changed = True
     return g, changed
+
+
+def _share_reshapes(g: Graph) -> bool:
+    """Point every reshape of a transpose but the first at the first: a reshape of a
+    permuted view is a copy in the LLVM backend, and sibling reshapes of one transpose
+    (the qkv gradient, read as (B, T, 3D) and as (B*T, 3D)) were two copies; a reshape of
+    the first one's contiguous result is a view."""
+    changed = False
+    for n in g.nodes:
+        if n.op != "transpose":
+            continue
+        rs = [u for u in g.nodes if u.op == "reshape" and n.output in u.inputs] \
+            if sum(u.op == "reshape" for u in n.output.users) > 1 else []
+        for r in rs[1:]:
+            r.inputs = [rs[0].output]
+            n.output.users.remove(r)
+            rs[0].output.users.append(r)
+            changed = True
+    return changed
