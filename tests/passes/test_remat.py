@@ -161,3 +161,40 @@ def test_half_budget_recomputes_in_segments_not_one_chain():
     # measured: two segments, of 3 and 2 layers (the greedy is myopic, and the first
     # layer, K = 128, is cheaper to recompute than the others)
     assert max(relus_below(v) for v in relus) <= 2
+
+
+def _gelu_mlp_steps(monkeypatch=None, min_gain=None, **options):
+    """A two-layer tanh-GELU MLP (the transformer's MLP block): no remat, and ``options``."""
+    import graphc.passes.remat as R
+    if min_gain is not None:
+        monkeypatch.setattr(R, "MIN_FLOPS_PER_BYTE", min_gain)
+    rng = np.random.default_rng(0)
+    params = {"w1": rng.normal(size=(32, 128)).astype(np.float32) * 0.2,
+              "b1": np.zeros(128, np.float32),
+              "w2": rng.normal(size=(128, 32)).astype(np.float32) * 0.1}
+    x = rng.normal(size=(64, 32)).astype(np.float32)
+
+    def loss(p, x):
+        h = gc.nn.gelu(x @ p["w1"] + p["b1"], approximate="tanh")
+        return gc.mean((h @ p["w2"] - x) ** 2)
+    out = []
+    for opts in ({}, options):
+        ps = {k: v.copy() for k, v in params.items()}
+        out.append(gc.compile_step(loss, ps, gc.optim.SGD(0.1), (x,), backend="numpy", **opts))
+    return out[0], out[1], (x,)
+
+
+def test_cheap_elementwise_values_are_recomputed_though_the_budget_has_room(monkeypatch):
+    """tanh-GELU's tanh spares ~1 FLOP per byte if saved: below MIN_FLOPS_PER_BYTE the
+    greedy search recomputes it (the products stay saved); with the threshold at 0 it
+    saves the tanh, filling the budget."""
+    s0, s1, batch = _gelu_mlp_steps(memory_budget=0.9)
+    ops = lambda st: sorted(v.node.op for v in saved_activations(st.graph))
+    assert "tanh" in ops(s0)
+    assert "tanh" not in ops(s1)
+    rep = s1.memory_info["remat"]
+    assert rep.met and rep.saved_bytes_after < 0.75 * rep.budget
+    assert_same_training(s0, s1, batch)
+    _, s2, _ = _gelu_mlp_steps(monkeypatch, 0.0, memory_budget=0.9)
+    assert "tanh" in ops(s2)
+    assert s2.memory_info["remat"].saved_bytes_after > rep.saved_bytes_after
