@@ -279,9 +279,10 @@ def main(argv=None) -> int:
             "(pointers cached); *graphc/step*: the same kernel repeated inside one native "
             "call (no ctypes overhead, as inside a compiled training step); *numpy*: "
             "`np.matmul(..., out=)` limited to the same thread count (threadpoolctl).  "
-            "Ratio = numpy time / graphc time (> 1: graphc faster).  A GEMM gets one "
-            f"thread per {2 * 2**19 / 1e6:.1f} MFLOP at most, so 64³ stays on one thread "
-            "(\"uses 1\").\n\n"
+            "Ratio = numpy time / graphc time (> 1: graphc faster).  graphc splits a "
+            "GEMM as a compiled step does (`codegen.gemm.partition`: up to 4 chunks per "
+            f"thread, one per {2 * 2**17 / 1e6:.2f} MFLOP at most; the tile is the step's "
+            "for that split), thread t running chunks t, t+T, ...\n\n"
             + table(rows, ceilings) + "\n")
     print()
     print(text)

@@ -424,25 +424,60 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     return fn
 
 
+#: a multi-thread GEMM is cut into up to this many chunks per thread (claimed dynamically
+#: by the step's threads: one slowed down by another process ends up doing fewer)
+CHUNKS_PER_THREAD = 4
+
+
+def chunks_for(threads: int) -> int:
+    """Chunks a GEMM is cut into for ``threads`` threads (1 thread: one)."""
+    return threads * CHUNKS_PER_THREAD if threads > 1 else 1
+
+
+def partition(m: int, n: int, k: int, trans_b: bool, spec: GemmSpec, chunks: int,
+              retile: bool = True) -> tuple:
+    """The fixed split of an m×n×k product's C into at most ``chunks`` pieces:
+    ``(parts, by_cols, units, width, spec)`` -- ``parts`` chunks of ``units`` blocks of
+    ``width`` columns (``by_cols``) or rows; chunk ``c`` covers blocks
+    ``units*c//parts : units*(c+1)//parts``.  Vector-width column blocks when there are
+    enough of them (always for ``trans_b``, whose B panels are packed per column block),
+    else MR-row blocks; small products stay in one piece.  ``retile``: column chunks
+    that are not whole 3-vector panels would run masked-off vectors in every tile, so
+    they get 2-vector tiles (8x32) instead.  The compiled step (:mod:`..plan.partition`)
+    and :class:`..runtime.gemmcall.GemmPlan` (tests, benchmarks, the tuner) both use it."""
+    work = m * n * max(k, 1)
+    parts = min(chunks, max(1, work // (MIN_WORK_PER_THREAD // CHUNKS_PER_THREAD)))
+
+    def split(spec):
+        cunits, runits = -(-n // spec.vw), -(-m // spec.mr)
+        by_cols = cunits >= parts * spec.nv or (trans_b and runits < parts)
+        units = cunits if by_cols else runits
+        return (max(1, min(parts, units)), by_cols, units,
+                spec.vw if by_cols else spec.mr, spec)
+    p = split(spec)
+    if retile and p[1] and p[0] > 1 and spec.nv == 3 and (-(-p[2] // p[0])) % 3:
+        p = split(replace(spec, nv=2))
+    return p
+
+
 def emit_gemm_parallel(module: ir.Module, spec="float32", trans_a=False,
                        trans_b=False) -> ir.Function:
     """Emit ``spec.name + '_par'``: ``void(tid:i64, nthreads:i64, A, B, C, M, N, K,
-    lda, ldb, ldc, beta:i32)`` computing thread ``tid``'s fixed share of C.
-
-    The partition depends only on (M, N, K, nthreads): columns in vector-width units
-    when there are enough of them (always for ``trans_b``, whose B panels are packed
-    per column panel), else rows in MR units; tiny products stay on thread 0.
-    """
+    lda, ldb, ldc, beta:i32, parts, by_cols, units, width)`` computing chunks ``tid``,
+    ``tid + nthreads``, ... of the fixed partition :func:`partition` made (its first four
+    values; its tile must be ``spec``'s).  Which thread runs a chunk does not change
+    what it computes, so results are bitwise identical for any thread count."""
     spec = _as_spec(spec, trans_a, trans_b)
     name = spec.name + "_par"
     fn = module.globals.get(name)
     if fn is not None:
         return fn
     inner = emit_gemm(module, spec)
-    fnty = ir.FunctionType(ir.VoidType(), [I64, I64, PTR, PTR, PTR] + [I64] * 6 + [I32])
+    fnty = ir.FunctionType(ir.VoidType(), [I64, I64, PTR, PTR, PTR] + [I64] * 6 + [I32]
+                           + [I64] * 4)
     fn = ir.Function(module, fnty, name)
     fn.attributes.add("nounwind")
-    tid, nth, A, B, C, M, N, K, lda, ldb, ldc, beta = fn.args
+    tid, nth, A, B, C, M, N, K, lda, ldb, ldc, beta, parts, by_cols, units, width = fn.args
     for p in (A, B, C):
         p.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -450,32 +485,23 @@ def emit_gemm_parallel(module: ir.Module, spec="float32", trans_a=False,
     def smin(x, y):
         return b.select(b.icmp_signed("<", x, y), x, y)
 
-    def smax(x, y):
-        return b.select(b.icmp_signed(">", x, y), x, y)
+    cols = b.icmp_signed("!=", by_cols, I64(0))
+    dim = b.select(cols, N, M)
+    step = b.select(b.icmp_signed(">", nth, I64(0)), nth, I64(1))
 
-    work = b.mul(b.mul(M, N), smax(K, I64(1)))
-    parts = smin(smax(b.sdiv(work, I64(MIN_WORK_PER_THREAD)), I64(1)), smax(nth, I64(1)))
-    cunits = b.sdiv(b.add(N, I64(spec.vw - 1)), I64(spec.vw))
-    runits = b.sdiv(b.add(M, I64(spec.mr - 1)), I64(spec.mr))
-    by_cols = b.icmp_signed(">=", cunits, b.mul(parts, I64(spec.nv)))
-    if spec.trans_b:
-        by_cols = b.or_(by_cols, b.icmp_signed("<", runits, parts))
-    units = b.select(by_cols, cunits, runits)
-    parts = smin(parts, units)
-    width = b.select(by_cols, I64(spec.vw), I64(spec.mr))
-    lo = b.mul(b.sdiv(b.mul(units, tid), parts), width)
-    hi = b.mul(b.sdiv(b.mul(units, b.add(tid, I64(1))), parts), width)
-    active = b.icmp_signed("<", tid, parts)
-    run, done = fn.append_basic_block("run"), fn.append_basic_block("done")
-    b.cbranch(active, run, done)
-    b.position_at_end(run)
-    i0 = b.select(by_cols, I64(0), smin(lo, M))
-    i1 = b.select(by_cols, M, smin(hi, M))
-    j0 = b.select(by_cols, smin(lo, N), I64(0))
-    j1 = b.select(by_cols, smin(hi, N), N)
-    b.call(inner, [A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta])
-    b.branch(done)
-    b.position_at_end(done)
+    def chunk(b, c):
+        lo = smin(b.mul(b.sdiv(b.mul(units, c), parts), width), dim)
+        hi = smin(b.mul(b.sdiv(b.mul(units, b.add(c, I64(1))), parts), width), dim)
+        i0 = b.select(cols, I64(0), lo)
+        i1 = b.select(cols, M, hi)
+        j0 = b.select(cols, lo, I64(0))
+        j1 = b.select(cols, hi, N)
+        b.call(inner, [A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta])
+    # chunks tid, tid + nthreads, ... < parts
+    nmine = b.sdiv(b.add(b.sub(parts, tid), b.sub(step, I64(1))), step)
+    nmine = b.select(b.icmp_signed(">", nmine, I64(0)), nmine, I64(0))
+    counted_loop(b, I64(0), nmine, 1, lambda b, i: chunk(b, b.add(tid, b.mul(i, step))),
+                 "chunk", True, True)
     b.ret_void()
     return fn
 
@@ -483,8 +509,9 @@ def emit_gemm_parallel(module: ir.Module, spec="float32", trans_a=False,
 def emit_gemm_entry(module: ir.Module, spec="float32", trans_a=False,
                     trans_b=False) -> ir.Function:
     """Emit ``spec.name + '_entry'``: ``void(tid:i64, nthreads:i64, argv:ptr, barrier:ptr)``
-    (the job signature of :mod:`.parallel`) with ``argv`` = i64[10] {A, B, C, M, N, K,
-    lda, ldb, ldc, beta}; ``barrier`` is unused.
+    (the job signature of :mod:`.parallel`) with ``argv`` = i64[14] {A, B, C, M, N, K,
+    lda, ldb, ldc, beta, parts, by_cols, units, width} (the last four: :func:`partition`);
+    ``barrier`` is unused.
 
     The Python entry point: a pointer to the arguments keeps a ctypes call at a
     fraction of a microsecond (each extra argument costs ~0.1 µs), which matters at 64³.
@@ -500,11 +527,11 @@ def emit_gemm_entry(module: ir.Module, spec="float32", trans_a=False,
     tid, nth, argv, _barrier = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vals = []
-    for i in range(10):
+    for i in range(14):
         v = b.load(b.gep(argv, [I64(i)], source_etype=I64), typ=I64)
         v.align = 8
         vals.append(v)
     ptrs = [b.inttoptr(v, PTR) for v in vals[:3]]
-    b.call(par, [tid, nth] + ptrs + vals[3:9] + [b.trunc(vals[9], I32)])
+    b.call(par, [tid, nth] + ptrs + vals[3:9] + [b.trunc(vals[9], I32)] + vals[10:14])
     b.ret_void()
     return fn

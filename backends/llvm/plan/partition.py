@@ -8,8 +8,6 @@ on thread 0 alone are ``single``.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from ..codegen import gemm as gemm_mod
@@ -59,7 +57,7 @@ def finish(k: Kernel, threads: int) -> None:
                                 units, 1, None)
         k.single = threads > 1 and k.nchunks == 1
     elif isinstance(k, GemmKernel):
-        k.gpart = gemm_partition(k.gemm, threads * CHUNKS_PER_THREAD if threads > 1 else 1)
+        k.gpart = gemm_partition(k.gemm, gemm_mod.chunks_for(threads))
         k.single = threads > 1 and k.nchunks == 1
     else:
         _finish_loop(k, threads)
@@ -121,22 +119,7 @@ def gemm_spec(g: Gemm):
 
 
 def gemm_partition(g: Gemm, chunks: int) -> GemmPartition:
-    """The fixed split of a GEMM's C over threads -- vector-width column blocks when
-    there are enough (always for trans_b, whose B panels are packed per column block),
-    else MR-row blocks; small products stay on one thread."""
-    spec = gemm_spec(g)
-    work = g.m * g.n * max(g.k, 1)
-    parts = min(chunks, max(1, work // (gemm_mod.MIN_WORK_PER_THREAD // CHUNKS_PER_THREAD)))
-
-    def split(spec):
-        cunits, runits = -(-g.n // spec.vw), -(-g.m // spec.mr)
-        by_cols = cunits >= parts * spec.nv or (g.trans_b and runits < parts)
-        units = cunits if by_cols else runits
-        return GemmPartition(max(1, min(parts, units)), by_cols, units,
-                             spec.vw if by_cols else spec.mr, spec)
-    p = split(spec)
-    if p.by_cols and p.parts > 1 and spec.nv == 3 and (-(-p.units // p.parts)) % 3:
-        # column chunks that are not whole 3-vector panels would run masked-off
-        # vectors in every tile: use 2-vector tiles then (8x32)
-        p = split(dataclasses.replace(spec, nv=2))
-    return p
+    """The fixed split of a GEMM's C into at most ``chunks`` pieces
+    (:func:`..codegen.gemm.partition`, which :class:`..runtime.gemmcall.GemmPlan` uses too,
+    so that benchmarks and tests run the step's split)."""
+    return GemmPartition(*gemm_mod.partition(g.m, g.n, g.k, g.trans_b, gemm_spec(g), chunks))

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 from llvmlite import ir
 
-from ..codegen.gemm import (MIN_WORK_PER_THREAD, GemmSpec, default_spec, emit_gemm_entry,
+from ..codegen.gemm import (GemmSpec, chunks_for, default_spec, emit_gemm_entry, partition,
                            shape_spec)
 from ..native import jit
 from . import parallel
@@ -69,7 +69,12 @@ class GemmPlan:
 
     ``plan()`` computes ``out (=|+=) op(a)·op(b)`` on ``threads`` threads through
     :mod:`.parallel`; this is how benchmarks measure the kernel without Python-side
-    argument conversion, as the compiled step function will call it.
+    argument conversion, as the compiled step function calls it: the same split into
+    chunks (:func:`..codegen.gemm.partition`), thread ``t`` running chunks ``t``,
+    ``t + threads``, ... (the step's threads claim them dynamically).  Without ``spec``
+    the tile is the one a compiled step would give this product (which may change with
+    the thread count: 3-vector tiles in column chunks that are not whole panels); with
+    ``spec`` it is that tile, always.
     """
 
     def __init__(self, a, b, out, trans_a=False, trans_b=False, accumulate=False,
@@ -82,16 +87,19 @@ class GemmPlan:
         m, n, k = _shapes(a, b, trans_a, trans_b)
         if out.shape != (m, n):
             raise ValueError(f"gemm: out has shape {out.shape}, expected {(m, n)}")
+        threads = parallel.num_threads(threads)
         # default: the tile a compiled step would give this product
-        self.spec = spec or shape_spec(default_spec(a.dtype, trans_a, trans_b), m, n)
+        base = spec or shape_spec(default_spec(a.dtype, trans_a, trans_b), m, n)
+        parts, by_cols, units, width, self.spec = partition(
+            m, n, k, trans_b, base, chunks_for(threads), retile=spec is None)
+        self.partition = (parts, by_cols, units, width)
         self.cm, fn = compiled(self.spec)
         self.arrays = (a, b, out)  # keep the buffers alive while the plan exists
         self.argv = np.array([a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k,
-                              a.shape[1], b.shape[1], out.shape[1], int(bool(accumulate))],
-                             dtype=np.int64)
-        # tiny products stay on one thread (the native partition makes the same call)
-        parts = max(1, m * n * max(k, 1) // MIN_WORK_PER_THREAD)
-        self.threads = min(parallel.num_threads(threads), parts)
+                              a.shape[1], b.shape[1], out.shape[1], int(bool(accumulate)),
+                              parts, int(by_cols), units, width], dtype=np.int64)
+        # tiny products stay in one chunk, on one thread
+        self.threads = min(threads, parts)
         self.run = parallel.Launcher(fn, self.threads).bind(self.argv.ctypes.data)
 
     def __call__(self):

@@ -84,6 +84,34 @@ def test_thread_count_does_not_change_bits(ta, tb, m, n, k):
         assert np.array_equal(gemmcall.gemm(a, b, ta, tb, threads=t), one)
 
 
+@pytest.mark.parametrize("ta,tb", VARIANTS)
+@pytest.mark.parametrize("m,n,k", [(512, 512, 512), (128, 784, 512), (512, 256, 128),
+                                   (784, 512, 128), (37, 101, 97), (64, 64, 64)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_plan_runs_the_steps_split(ta, tb, m, n, k, threads):
+    """GemmPlan (benchmarks, the tuner, these tests) cuts a product into the chunks and
+    tile a compiled step gives it: what bench/gemm.py measures is what a step runs."""
+    import graphc as gc
+    from graphc.backends.llvm import lower
+    rng = np.random.default_rng(3)
+    a, b = _operands(rng, m, n, k, "float32", ta, tb)
+
+    def f(a, b):
+        return (a.T if ta else a) @ (b.T if tb else b)
+    plan, _ = lower(gc.trace(f, a, b), threads=threads)
+    gk = [kk for kk in plan.kernels if getattr(kk, "gemm", None) is not None]
+    assert len(gk) == 1
+    g, gp = gk[0].gemm, gk[0].gpart
+    if g.transposed or (g.trans_a, g.trans_b) != (ta, tb):
+        pytest.skip("the layout pass computes this product another way")
+    out = np.empty((m, n), np.float32)
+    p = gemmcall.GemmPlan(a, b, out, ta, tb, threads=threads)
+    assert p.partition == (gp.parts, gp.by_cols, gp.units, gp.width)
+    assert p.spec == gp.spec
+    p()
+    _check(out, a, b, ta, tb)
+
+
 def _raw_kernel(spec):
     """The range kernel ``spec.name`` alone, callable with explicit strides and range."""
     module = ir.Module(name="raw_" + spec.name)
@@ -169,34 +197,43 @@ def test_generic_target_still_correct(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- one native step
 
 
-def _step_module():
+def _step_module(m, n, k, threads):
     """step(tid, T, argv, barrier): C = A·B ; barrier ; E = Cᵀ·D ; barrier ; F = E·Aᵀ.
 
-    The shape of the full backend: every kernel takes its fixed share by ``tid`` and
-    dependent kernels meet at the barrier, all inside one native call.
+    The shape of the full backend: every kernel runs its share of the fixed partition's
+    chunks (:func:`..codegen.gemm.partition`, as many chunks as a step on ``threads``
+    threads cuts it into) and dependent kernels meet at the barrier, all inside one
+    native call.
     """
     module = ir.Module(name="test_step")
     module.triple = jit.host_target().triple
     barrier = P.emit_barrier(module)
-    nn = G.emit_gemm_parallel(module, G.default_spec("float32", False, False))
-    tn = G.emit_gemm_parallel(module, G.default_spec("float32", True, False))
-    nt = G.emit_gemm_parallel(module, G.default_spec("float32", False, True))
+    i64 = ir.IntType(64)
+
+    def par(ta, tb, mm, nn_, kk):
+        spec = G.shape_spec(G.default_spec("float32", ta, tb), mm, nn_)
+        parts, by_cols, units, width, spec = G.partition(mm, nn_, kk, tb, spec,
+                                                         G.chunks_for(threads))
+        return (G.emit_gemm_parallel(module, spec),
+                [i64(parts), i64(int(by_cols)), i64(units), i64(width)])
+    nn, pnn = par(False, False, m, n, k)
+    tn, ptn = par(True, False, n, n, m)
+    nt, pnt = par(False, True, n, m, n)
     fn = ir.Function(module, P.JOB_TYPE, "step")
     tid, nth, argv, bar = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    i64 = ir.IntType(64)
     v = [b.load(b.gep(argv, [i64(i)], source_etype=i64), typ=i64) for i in range(9)]
     A, B, C, D, E, F = (b.inttoptr(x, ir.PointerType()) for x in v[:6])
     m, n, k = v[6], v[7], v[8]
     zero = ir.IntType(32)(0)
     # C[m,n] = A[m,k]·B[k,n]
-    b.call(nn, [tid, nth, A, B, C, m, n, k, k, n, n, zero])
+    b.call(nn, [tid, nth, A, B, C, m, n, k, k, n, n, zero] + pnn)
     b.call(barrier, [bar, nth])
     # E[n,n] = Cᵀ·D with D[m,n]
-    b.call(tn, [tid, nth, C, D, E, n, n, m, n, n, n, zero])
+    b.call(tn, [tid, nth, C, D, E, n, n, m, n, n, n, zero] + ptn)
     b.call(barrier, [bar, nth])
     # F[n,m] = E[n,n]·Cᵀ  (C is m×n, so op(B) = Cᵀ is n×m)
-    b.call(nt, [tid, nth, E, C, F, n, m, n, n, n, m, zero])
+    b.call(nt, [tid, nth, E, C, F, n, m, n, n, n, m, zero] + pnt)
     b.call(barrier, [bar, nth])
     b.ret_void()
     return module
@@ -204,14 +241,14 @@ def _step_module():
 
 @pytest.mark.parametrize("m,n,k", [(96, 130, 70), (5, 7, 3), (128, 256, 784)])
 def test_step_with_barriers_is_identical_for_1_and_2_threads(m, n, k):
-    cm = jit.compile_module(_step_module())
-    addr = cm.get_function_address("step")
     rng = np.random.default_rng(11)
     A = rng.standard_normal((m, k)).astype(np.float32)
     B = rng.standard_normal((k, n)).astype(np.float32)
     D = rng.standard_normal((m, n)).astype(np.float32)
     results = {}
     for threads in (1, 2, 3):
+        cm = jit.compile_module(_step_module(m, n, k, threads))
+        addr = cm.get_function_address("step")
         C = np.zeros((m, n), np.float32)
         E = np.zeros((n, n), np.float32)
         F = np.zeros((n, m), np.float32)
