@@ -109,10 +109,10 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
         p, module, texts = _lower(graph, threads, fuse, epilogue, profile, plan, n, True)
         built["plan"] = p
         mods = module if isinstance(module, list) else [module]
-        if len(mods) > 1:   # the entry (and cold kernels) in the first part: unoptimised
-            module = [jit.Part(mods[0], "O0")] + jit.bundles(mods[1:], n, texts=texts)
-        built["lower_seconds"] = time.perf_counter() - t1
         libs = kernellib.families_used(mods)
+        if len(mods) > 1:   # the entry (and cold kernels) in the first part: unoptimised
+            module, libs = _kernel_parts(mods, texts, n, libs)
+        built["lower_seconds"] = time.perf_counter() - t1
         return jit.WithMeta(module, runtime.PlanSummary.of(p).to_meta({"libs": libs}))
 
     summary = None
@@ -134,6 +134,47 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
         adaptive = os.environ.get("GRAPHC_ADAPTIVE", "0") not in ("", "0")
     return runtime.CompiledGraph(graph, summary, cm, summary.threads, info, profile=profile,
                                  adaptive=adaptive)
+
+
+def _kernel_parts(mods, texts, n, libs):
+    """The parts of a graph's modules (the entry first, unoptimised) and the library
+    families its objects need: kernels compiled before (in any graph: the per-kernel
+    object cache, ``jit.find_kernels``) are linked from their bundle's object, only the
+    others compiled, in ``n`` bundles.  A reused bundle may hold other graphs' kernels
+    too: their library families are loaded as well."""
+    import json
+
+    from .native import elfload, jit, kernellib
+    kernels = mods[1:]
+    target = jit.host_target()
+    keys = {m: jit.kernel_key(texts.get(m) or str(m), target) for m in kernels}
+    found = jit.find_kernels(list(keys.values()))
+    objects, fams = {}, set(map(tuple, libs))
+    for digest, obj, meta in found.values():
+        if digest not in objects:
+            objects[digest] = obj
+            try:
+                fams.update(tuple(f) for f in json.loads(meta or b"[]"))
+            except (ValueError, TypeError):
+                objects.clear()             # a meta it cannot read: compile them all
+                break
+    if objects:
+        try:
+            for fam in sorted(fams - set(map(tuple, libs)), key=repr):
+                kernellib.load_family(fam)
+            # every symbol of the reused objects resolvable (else: compile them all)
+            elfload.validate(list(objects.values()), jit.SYMBOLS.get)
+        except (elfload.Malformed, RuntimeError, OSError, ValueError, TypeError):
+            objects, fams = {}, set(map(tuple, libs))
+    missing = [m for m in kernels if not objects or keys[m] not in found]
+    jit.STATS["kernel_hits"] += len(kernels) - len(missing)
+
+    def meta(group):
+        return json.dumps([list(f) for f in kernellib.families_used(group)]).encode()
+    parts = [jit.Part(mods[0], "O0")] + [jit.Part(o, jit.OBJECT) for o in objects.values()]
+    if missing:
+        parts += jit.bundles(missing, n, texts=texts, keys=keys, meta=meta)
+    return parts, sorted(fams, key=repr) if objects else libs
 
 
 def _libraries(meta: bytes | None) -> None:

@@ -14,6 +14,8 @@ a plain counted loop over constant strides, so LLVM's loop vectorizer widens it 
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from llvmlite import ir
 
@@ -192,6 +194,9 @@ class Codegen(DynamicSchedule):
                          f"k{idx_no}_{_clean(k.name)}")
         if self.m is self.entry_module:
             fn.linkage = "internal"     # else exported to the entry's module (same engine)
+        else:
+            # named after its code (Codegen.build): every definition of it is the same
+            fn.linkage = "weak_odr"
         fn.attributes.add("nounwind")
         fn.attributes.add("noinline")
         tid = fn.args[0]
@@ -401,13 +406,15 @@ class Codegen(DynamicSchedule):
             self.m.triple = entry.triple
             self.globals, self._loop_md, self._ids = {}, {}, 0   # names local to it
             fn, sts = self.kernel(k, i)
-            text = str(self.m)
-            same = text.replace(f'@"{fn.name}"', '@"' + KERNEL_NAME + '"')
+            same = str(self.m).replace(f'@"{fn.name}"', '@"' + KERNEL_NAME + '"')
             name = by_text.get(same)
             if name is None:
-                name = by_text[same] = fn.name
+                # the function is named after its code: the same symbol for the same
+                # code in every graph (the per-kernel object cache, jit.find_kernels)
+                name = by_text[same] = "gk_" + hashlib.sha256(same.encode()).hexdigest()[:32]
+                fn._name = name
                 mods.append(self.m)
-                self.texts[self.m] = text
+                self.texts[self.m] = same.replace('@"' + KERNEL_NAME + '"', f'@"{name}"')
             decl = entry.globals.get(name)
             if decl is None:
                 decl = ir.Function(entry, fn.function_type, name)

@@ -107,7 +107,7 @@ _MEMORY_CACHE: dict[str, CompiledModule] = {}
 
 #: counts real code generations (tests use it to prove a disk hit skipped codegen)
 STATS = {"codegen": 0, "disk_hits": 0, "disk_rejects": 0, "memory_hits": 0,
-         "elf_fallbacks": 0}
+         "elf_fallbacks": 0, "kernels_compiled": 0, "kernel_hits": 0}
 
 
 def cache_key(ir_text: str, target: TargetInfo, opt: str = "O3") -> str:
@@ -122,6 +122,7 @@ def cache_key(ir_text: str, target: TargetInfo, opt: str = "O3") -> str:
 def clear_memory_cache() -> None:
     with _LOCK:
         _MEMORY_CACHE.clear()
+        _KERNEL_OBJECTS.clear()
 
 
 # --------------------------------------------------------------------------- compile
@@ -145,24 +146,40 @@ PIPELINES = {
 @dataclass(frozen=True)
 class Part:
     """A module part to compile with another pipeline than the default; ``ir`` may be
-    a list of modules (or texts), linked into one before optimisation (a bundle)."""
+    a list of modules (or texts), linked into one before optimisation (a bundle).
+
+    ``kernels``: the per-kernel cache keys (:func:`kernel_key`) of the bundle's modules
+    -- once compiled, its object is kept under each of them (:func:`find_kernels`), with
+    ``meta`` beside it.  ``opt == OBJECT``: ``ir`` is object code already compiled (a
+    bundle found by :func:`find_kernels`), only linked."""
 
     ir: object
     opt: str
+    kernels: tuple = ()
+    meta: bytes | None = None
 
 
-def bundles(modules, n: int, opt: str = "O3", texts=None) -> list:
+#: the "pipeline" of a :class:`Part` that is object code already
+OBJECT = "object"
+
+
+def bundles(modules, n: int, opt: str = "O3", texts=None, keys=None, meta=None) -> list:
     """``modules`` (or IR texts) as ``n`` :class:`Part` bundles of about equal size, the
-    largest first onto the smallest bundle (``texts``: their text, if known)."""
-    items = [(texts.get(m) if texts else None) or (m if isinstance(m, str) else str(m))
+    largest first onto the smallest bundle (``texts``: their text, if known; ``keys``:
+    their per-kernel cache keys, kept in each part's ``kernels``; ``meta(modules)``:
+    the bytes to keep beside a bundle's object)."""
+    items = [((texts.get(m) if texts else None) or (m if isinstance(m, str) else str(m)), m)
              for m in modules]
     n = max(1, min(n, len(items)))
     groups, load = [[] for _ in range(n)], [0] * n
-    for t in sorted(items, key=len, reverse=True):
+    for t, m in sorted(items, key=lambda tm: len(tm[0]), reverse=True):
         j = min(range(n), key=lambda j: load[j])
-        groups[j].append(t)
+        groups[j].append((t, m))
         load[j] += len(t)
-    return [Part(g, opt) for g in groups if g]
+    return [Part([t for t, _ in g], opt,
+                 tuple(keys[m] for _, m in g) if keys else (),
+                 meta([m for _, m in g]) if meta else None)
+            for g in groups if g]
 
 
 def _optimise(mod, tm, opt: str = "O3", unlocked: bool = False) -> None:
@@ -300,19 +317,26 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True,
                          use_disk_cache=use_disk_cache, opt=opt, pre_timings=pre)
 
 
-def _as_parts(ir_or_parts, opt: str) -> list:
+def _as_parts(ir_or_parts, opt: str, full: bool = False) -> list:
     """[(IR text or list of texts to link, pipeline)] of a module, a text, a
-    :class:`Part` or a list of them."""
+    :class:`Part` or a list of them (``full``: :class:`Part` objects of texts, their
+    kernel keys kept; object-code parts only then)."""
     items = ir_or_parts if isinstance(ir_or_parts, (list, tuple)) else [ir_or_parts]
     out = []
     for p in items:
-        o = opt
+        o, kernels, meta = opt, (), None
         if isinstance(p, Part):
-            p, o = p.ir, p.opt
+            p, o, kernels, meta = p.ir, p.opt, p.kernels, p.meta
+        if o == OBJECT:
+            if not full:
+                raise ValueError("object-code parts only through compile_keyed")
+            out.append(Part(bytes(p), o))
+            continue
         if isinstance(p, (list, tuple)):
-            out.append(([t if isinstance(t, str) else str(t) for t in p], o))
+            t = [t if isinstance(t, str) else str(t) for t in p]
         else:
-            out.append((p if isinstance(p, str) else str(p), o))
+            t = p if isinstance(p, str) else str(p)
+        out.append(Part(t, o, tuple(kernels), meta) if full else (t, o))
     return out
 
 
@@ -366,7 +390,7 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
             parts, meta = build_ir(), None
             if isinstance(parts, WithMeta):
                 parts, meta = parts.ir, parts.meta
-            texts = _as_parts(parts, opt)
+            texts = _as_parts(parts, opt, full=True)
             timings["ir_build"] = time.perf_counter() - t0
             result = _compile_fresh(texts, key, target, path, timings, meta)
         _MEMORY_CACHE[key] = result
@@ -428,27 +452,34 @@ def compile_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
+def _compile_fresh(parts: list, key: str, target: TargetInfo, path: str | None,
                    timings: dict | None = None, meta: bytes | None = None):
-    """Compile [(IR text, pipeline)] -- one thread and LLVM context per part when
-    there are several -- and load the objects."""
+    """Compile the :class:`Part` list -- one thread and LLVM context per part when
+    there are several -- and load the objects (object-code parts only linked); a
+    part with kernel keys is kept in the per-kernel cache (:func:`find_kernels`)."""
     from concurrent.futures import ThreadPoolExecutor
     timings = {} if timings is None else timings
     initialise()
     t0 = time.perf_counter()
-    if len(texts) == 1:
-        results = [_compile_part(*texts[0], target=target, own_context=False)]
+    todo = [p for p in parts if p.opt != OBJECT]
+    if len(todo) == 1:
+        results = [_compile_part(todo[0].ir, todo[0].opt, target=target, own_context=False)]
     else:
         # short O0 parts run beside the others: threads = cores + the O0 parts
-        n = compile_threads() + sum(PIPELINES[o] is None for _, o in texts)
-        with ThreadPoolExecutor(min(len(texts), n)) as ex:
-            results = list(ex.map(lambda t: _compile_part(*t, target=target, own_context=True),
-                                  texts))
+        n = compile_threads() + sum(PIPELINES[p.opt] is None for p in todo)
+        with ThreadPoolExecutor(max(1, min(len(todo), n))) as ex:
+            results = list(ex.map(lambda p: _compile_part(p.ir, p.opt, target=target,
+                                                          own_context=True), todo))
     t1 = time.perf_counter()
     for phase in ("parse", "verify", "optimise", "codegen"):
-        timings[phase] = max(r[1][phase] for r in results)
+        timings[phase] = max((r[1][phase] for r in results), default=0.0)
     timings["llvm"] = t1 - t0
-    objs = [r[0] for r in results]
+    compiled = iter(results)
+    objs = [p.ir if p.opt == OBJECT else next(compiled)[0] for p in parts]
+    for p, obj in zip(parts, objs):
+        if p.kernels:
+            STATS["kernels_compiled"] += len(p.kernels)
+            keep_kernels(p.kernels, obj, p.meta, write=path is not None)
     engine = _load_objects(objs, target)
     STATS["codegen"] += 1
     t3 = time.perf_counter()
@@ -457,6 +488,93 @@ def _compile_fresh(texts: list, key: str, target: TargetInfo, path: str | None,
         write_entry(path, key, join_objects(objs, meta))
         timings["cache_write"] = time.perf_counter() - t3
     return CompiledModule(key, engine, target, "compiled", timings, meta=meta)
+
+
+# --------------------------------------------------------------------------- per kernel
+#
+# A kernel module's text names its one function after a digest of the text itself
+# (``codegen.module``), so a kernel compiled for one graph is the same symbol with the
+# same code in every other graph.  A compiled bundle of kernel modules is kept once,
+# content-addressed (its entry's key is the sha256 of its payload: the object and the
+# caller's meta), and each kernel's key points to it: a graph whose kernels were all
+# compiled before -- in any graph, any process -- compiles only its entry.  Kernels are
+# ``weak_odr``: two objects that both define one (a bundle loaded for another of its
+# kernels) link without a clash.  Every read goes through the disk cache's trust and
+# checksum rules (:func:`.diskcache.read_entry`); a missing, corrupt or foreign entry is
+# a miss and the kernel is compiled again.
+
+#: kernel key -> (object digest, object, meta): this process's compiled or loaded bundles
+_KERNEL_OBJECTS: dict = {}
+KERNEL_FORMAT = 1
+
+
+def kernel_key(ir_text: str, target: TargetInfo | None = None, opt: str = "O3") -> str:
+    """The per-kernel cache key of one kernel module's IR text."""
+    target = target or host_target()
+    return cache_key(f"graphc-kernel/{KERNEL_FORMAT}\0" + ir_text, target, opt)
+
+
+def _object_entry(obj: bytes, meta: bytes | None) -> tuple:
+    payload = join_objects([obj], meta)
+    return hashlib.sha256(payload).hexdigest(), payload
+
+
+def keep_kernels(keys, obj: bytes, meta: bytes | None, write: bool = True) -> None:
+    """Remember ``obj`` (a compiled bundle) for each of ``keys``; on disk too when the
+    disk cache is on and ``write``."""
+    digest, payload = _object_entry(obj, meta)
+    for k in keys:
+        _KERNEL_OBJECTS[k] = (digest, obj, meta)
+    directory = cache_dir() if write else None
+    if directory is None:
+        return
+    write_entry(entry_path(directory, digest), digest, payload)
+    for k in keys:
+        write_entry(entry_path(directory, k), k, bytes.fromhex(digest))
+
+
+def find_kernels(keys, use_disk_cache: bool = True) -> dict:
+    """{key: (object digest, object, meta)} of the ``keys`` whose compiled code this
+    process or the disk cache holds (several keys may share one object)."""
+    out, objects = {}, {}
+    directory = cache_dir() if use_disk_cache else None
+    for k in keys:
+        hit = _KERNEL_OBJECTS.get(k)
+        if hit is None and directory is not None:
+            hit = _read_kernel(directory, k, objects)
+            if hit is not None:
+                _KERNEL_OBJECTS[k] = hit
+        if hit is not None:
+            out[k] = hit
+    return out
+
+
+def _read_kernel(directory: str, key: str, objects: dict):
+    path = entry_path(directory, key)
+    if not os.path.exists(path):
+        return None
+    ref = read_entry(path, key)
+    if ref is None or len(ref) != 32:
+        STATS["disk_rejects"] += 1
+        return None
+    digest = ref.hex()
+    if digest in objects:
+        return objects[digest]
+    payload = read_entry(entry_path(directory, digest), digest)
+    entry = None
+    if payload is not None and hashlib.sha256(payload).hexdigest() == digest:
+        entry = split_objects(payload)
+    if entry is None or len(entry[0]) != 1:
+        STATS["disk_rejects"] += 1
+        return None
+    try:
+        # tables in bounds, this machine (symbols: checked with the graph's objects)
+        elfload.validate(entry[0], lambda name: True)
+    except elfload.Malformed:
+        STATS["disk_rejects"] += 1
+        return None
+    objects[digest] = (digest, entry[0][0], entry[1])
+    return objects[digest]
 
 
 def assembly(module_or_text, optimise: bool = True, opt: str = "O3") -> str:
