@@ -147,15 +147,17 @@ def _kernel_parts(mods, texts, n, libs):
     from .native import elfload, jit, kernellib
     kernels = mods[1:]
     target = jit.host_target()
-    keys = {m: jit.kernel_key(texts.get(m) or str(m), target) for m in kernels}
+    # bundles of GEMMs inlined (GRAPHC_KERNEL_LIBRARY=0) never call the library: kept apart
+    salt = f"library={kernellib.enabled()}"
+    keys = {m: jit.kernel_key(texts.get(m) or str(m), target, salt=salt) for m in kernels}
     found = jit.find_kernels(list(keys.values()))
     objects, fams = {}, set(map(tuple, libs))
     for digest, obj, meta in found.values():
         if digest not in objects:
             objects[digest] = obj
             try:
-                fams.update(tuple(f) for f in json.loads(meta or b"[]"))
-            except (ValueError, TypeError):
+                fams.update(tuple(f) for f in json.loads(meta or b"{}")["kernel_libs"])
+            except (ValueError, TypeError, KeyError, AttributeError):
                 objects.clear()             # a meta it cannot read: compile them all
                 break
     if objects:
@@ -170,7 +172,8 @@ def _kernel_parts(mods, texts, n, libs):
     jit.STATS["kernel_hits"] += len(kernels) - len(missing)
 
     def meta(group):
-        return json.dumps([list(f) for f in kernellib.families_used(group)]).encode()
+        fams = kernellib.families_used(group)
+        return json.dumps({"kernel_libs": [list(f) for f in fams]}).encode()
     parts = [jit.Part(mods[0], "O0")] + [jit.Part(o, jit.OBJECT) for o in objects.values()]
     if missing:
         parts += jit.bundles(missing, n, texts=texts, keys=keys, meta=meta)

@@ -24,8 +24,13 @@ _MAGIC = b"GRAPHCOBJ\0"
 _HEADER = struct.Struct("<10sI32s32sQ")  # magic, version, key digest, sha256(payload), size
 
 
-def entry_path(directory: str, key: str) -> str:
-    return os.path.join(directory, f"{key[:40]}.gco")
+#: a kernel's index entry (per-kernel cache: its payload is the digest of the entry
+#: holding its object code, a ``.gco`` entry of one object)
+KERNEL_SUFFIX = ".gck"
+
+
+def entry_path(directory: str, key: str, suffix: str = ".gco") -> str:
+    return os.path.join(directory, f"{key[:40]}{suffix}")
 
 
 def read_entry(path: str, key: str) -> bytes | None:

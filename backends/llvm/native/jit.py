@@ -41,7 +41,7 @@ import llvmlite
 from . import diagnostics, elfload
 # TargetInfo and host_target are used through this module by the other stages
 from .target import TargetInfo, host_target, initialise  # noqa: F401
-from .diskcache import (CACHE_FORMAT_VERSION, cache_dir, entry_path, join_objects,
+from .diskcache import (CACHE_FORMAT_VERSION, KERNEL_SUFFIX, cache_dir, entry_path, join_objects,
                         read_entry, split_objects, write_entry)
 
 
@@ -508,10 +508,12 @@ _KERNEL_OBJECTS: dict = {}
 KERNEL_FORMAT = 1
 
 
-def kernel_key(ir_text: str, target: TargetInfo | None = None, opt: str = "O3") -> str:
-    """The per-kernel cache key of one kernel module's IR text."""
+def kernel_key(ir_text: str, target: TargetInfo | None = None, opt: str = "O3",
+               salt: str = "") -> str:
+    """The per-kernel cache key of one kernel module's IR text (``salt``: what else
+    the caller wants kept apart)."""
     target = target or host_target()
-    return cache_key(f"graphc-kernel/{KERNEL_FORMAT}\0" + ir_text, target, opt)
+    return cache_key(f"graphc-kernel/{KERNEL_FORMAT}\0{salt}\0" + ir_text, target, opt)
 
 
 def _object_entry(obj: bytes, meta: bytes | None) -> tuple:
@@ -530,7 +532,7 @@ def keep_kernels(keys, obj: bytes, meta: bytes | None, write: bool = True) -> No
         return
     write_entry(entry_path(directory, digest), digest, payload)
     for k in keys:
-        write_entry(entry_path(directory, k), k, bytes.fromhex(digest))
+        write_entry(entry_path(directory, k, KERNEL_SUFFIX), k, bytes.fromhex(digest))
 
 
 def find_kernels(keys, use_disk_cache: bool = True) -> dict:
@@ -550,7 +552,7 @@ def find_kernels(keys, use_disk_cache: bool = True) -> dict:
 
 
 def _read_kernel(directory: str, key: str, objects: dict):
-    path = entry_path(directory, key)
+    path = entry_path(directory, key, KERNEL_SUFFIX)
     if not os.path.exists(path):
         return None
     ref = read_entry(path, key)

@@ -114,7 +114,7 @@ def test_corrupt_kernel_entries_are_misses(cache_dir, monkeypatch, damage):
     jit.clear_memory_cache()
     # damage every per-kernel entry (index and object); graph entries untouched would
     # be hits of their own graph only, a new graph reads the kernel entries
-    names = [n for n in os.listdir(cache_dir) if n.endswith(".gco")]
+    names = [n for n in os.listdir(cache_dir) if n.endswith((".gco", ".gck"))]
     for n in names:
         p = cache_dir / n
         data = bytearray(p.read_bytes())
@@ -150,7 +150,7 @@ def test_foreign_object_for_a_kernel_is_a_miss(cache_dir):
     # repoint every index entry (32-byte payloads) at the junk
     for n in os.listdir(cache_dir):
         p = str(cache_dir / n)
-        key = n[:-4]
+        key = n[:-4]  # noqa: F841
         payload = None
         try:
             blob = open(p, "rb").read()
@@ -158,7 +158,7 @@ def test_foreign_object_for_a_kernel_is_a_miss(cache_dir):
                 payload = blob
         except OSError:
             pass
-        if payload is not None:
+        if payload is not None and n.endswith(diskcache.KERNEL_SUFFIX):
             hdr = diskcache._HEADER.unpack_from(payload)
             k = hdr[2].hex()
             assert k.startswith(key)
