@@ -9,16 +9,21 @@ input of the step, so a new learning rate alone is not a new graph):
 
 * ``first ever``     -- a fresh process and an empty ``GRAPHC_CACHE_DIR``: the one-time
   build of the GEMM kernel library (``backends/llvm/native/kernellib.py``) is included;
-* ``new graph, fresh process`` -- kernel library on disk, graph never seen;
+* ``new graph, fresh process`` -- kernel library on disk, graph never seen (one constant
+  changed: it shares most kernels with the graph compiled before it);
+* ``new layer widths, fresh process`` -- a graph of new hidden widths (MLP: 16 wider
+  layers; transformer: model dim + 32, MLP hidden + 64): its kernels of new shapes are
+  compiled, only those whose code is unchanged (the loss over the logits) are shared;
 * ``new graph, warm library`` -- the same process compiled another graph before (the
   library is in memory): what every further model / shape / constant costs;
 * ``disk hit, fresh process`` -- the graph's object code is in the disk cache;
 * ``disk hit, in process`` -- the same, memory cache cleared, backend already imported.
 
-Every "new graph" compiles all of its kernels: graphc keeps no per-kernel object cache,
-so a graph that differs from a cached one by one constant shares nothing with it (the
-only sharing is inside one graph: kernels of identical code, a transformer's layers,
-are compiled once).  The GEMM tuner's one-time cost (once per CPU: ``graphc tune``)
+A kernel compiled for one graph is kept on disk by its code (the per-kernel object
+cache, ``jit.find_kernels``): a "new graph" that differs from a cached one by one
+constant compiles only the kernels that constant is in, plus its entry function; the
+"new layer widths" row is the graph that shares (almost) nothing.  Each phase line
+reports how many kernels were compiled and how many linked from the cache.  The GEMM tuner's one-time cost (once per CPU: ``graphc tune``)
 is measured once, on its own row, and its choice is copied into every empty cache
 directory, so no other row includes it (``--no-tune``: ``GRAPHC_TUNE=0``, the table's
 default tile).
@@ -60,13 +65,21 @@ def _lr(i: int) -> float:
 
 
 # ---- workers (one fresh process each) --------------------------------------------------------
-def _problem(model, scale):
+def _problem(model, scale, grow=0):
     """(loss, params, batch, first step?) of ``model``, the loss scaled by ``scale``
-    (a constant of the graph: a new scale is a new graph)."""
+    (a constant of the graph: a new scale is a new graph); ``grow`` > 0: wider hidden
+    layers (new shapes: new kernels)."""
     import graphc as gc
     if model == "mlp":
-        from mlp_step import _init
-        params, x, y = _init(BATCH)
+        import mlp_step
+        sizes = mlp_step.SIZES
+        if grow:
+            mlp_step.SIZES = (sizes[0], sizes[1] + 16 * grow, sizes[2] + 16 * grow,
+                              sizes[3])
+        try:
+            params, x, y = mlp_step._init(BATCH)
+        finally:
+            mlp_step.SIZES = sizes
 
         def loss(p, x, y):
             h = gc.relu(x @ p["w0"] + p["b0"])
@@ -78,8 +91,19 @@ def _problem(model, scale):
         params, x, y = lenet_step.init()
         base = lenet_step.graphc_loss(gc)
     else:
-        import transformer_step
-        m, params, x, y = transformer_step._setup()
+        import transformer_step as ts
+        if grow:
+            from graphc.lm import CharTransformer, LMConfig
+            import numpy as np
+            m = CharTransformer(LMConfig(vocab=ts.V, context=ts.T, dim=ts.D + 32 * grow,
+                                         heads=ts.H, layers=ts.LAYERS,
+                                         hidden=ts.HID + 64 * grow))
+            params = m.init(0)
+            rng = np.random.default_rng(1)
+            x = rng.integers(0, ts.V, (ts.B, ts.T)).astype(np.int32)
+            y = rng.integers(0, ts.V, (ts.B, ts.T)).astype(np.int32)
+        else:
+            m, params, x, y = ts._setup()
         base = m.loss
 
     def loss(p, x, y):
@@ -87,9 +111,11 @@ def _problem(model, scale):
     return loss, params, (x, y), True
 
 
-def _graphc_compile(model, lr):
+def _graphc_compile(model, lr, grow=0):
     import graphc as gc
-    loss, params, batch, first = _problem(model, lr)
+    from graphc.backends.llvm.native import jit
+    loss, params, batch, first = _problem(model, lr, grow)
+    s0 = dict(jit.STATS)
     t0 = time.perf_counter()
     step = gc.compile_step(loss, params, gc.optim.SGD(0.01 if model != "mlp" else lr),
                            batch, backend="llvm")
@@ -97,6 +123,8 @@ def _graphc_compile(model, lr):
         step(*batch)
     dt = time.perf_counter() - t0
     info = {k: v for k, v in step._run.compile_info.items()}
+    info["kernels"] = {k: jit.STATS.get(k, 0) - s0.get(k, 0)
+                       for k in ("kernels_compiled", "kernel_hits")}
     return dt, info
 
 
@@ -112,7 +140,7 @@ def worker_graphc(mode, model, lrs):
         if mode == "hit-inproc":
             from graphc.backends.llvm.native import jit
             jit.clear_memory_cache()
-        dt, info = _graphc_compile(model, lr)
+        dt, info = _graphc_compile(model, lr, 1 if mode == "shape" else 0)
         out["runs"].append({"seconds": dt, "info": info, "lib": _lib_stats()})
     print("RESULT " + json.dumps(out))
 
@@ -179,9 +207,9 @@ def measure(reps: int, inproc: int = 5, library: bool = True, model: str = "mlp"
         env["GRAPHC_TUNE"] = "0"
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = pyc
-    res = {k: [] for k in ("tune", "first", "new-fresh", "new-warm", "hit-fresh",
-                           "hit-inproc", "jax-fresh", "jax-warm")}
-    phases = {k: [] for k in ("first", "new-fresh", "new-warm", "hit-fresh")}
+    res = {k: [] for k in ("tune", "first", "new-fresh", "shape-fresh", "new-warm",
+                           "hit-fresh", "hit-inproc", "jax-fresh", "jax-warm")}
+    phases = {k: [] for k in ("first", "new-fresh", "shape-fresh", "new-warm", "hit-fresh")}
     i = 0
     tuned = tempfile.mkdtemp(prefix="graphc-tune-")
     try:
@@ -222,6 +250,9 @@ def measure(reps: int, inproc: int = 5, library: bool = True, model: str = "mlp"
                 phases["new-fresh"].append(r[0])
                 res["new-warm"] += [x["seconds"] for x in r[1:]]
                 phases["new-warm"] += r[1:]
+                r = _run(["graphc", "shape", model, str(_lr(i + 300))], env)["runs"][0]
+                res["shape-fresh"].append(r["seconds"])
+                phases["shape-fresh"].append(r)
                 r = _run(["graphc", "hit", model, str(lr_first)], env)["runs"][0]
                 res["hit-fresh"].append(r["seconds"])
                 phases["hit-fresh"].append(r)
@@ -245,8 +276,10 @@ LABELS = [
     ("tune", "GEMM tuner, once per CPU (not in any other row)", None),
     ("first", "first ever compile on this machine (empty cache but the tuner's choice; "
      "builds the kernel library)", "jax-fresh"),
-    ("new-fresh", "new graph, fresh process (kernel library from disk; every kernel "
-     "compiled)", "jax-fresh"),
+    ("new-fresh", "new graph (one constant changed), fresh process (kernel library and "
+     "shared kernels from disk)", "jax-fresh"),
+    ("shape-fresh", "new layer widths, fresh process (kernels of new shapes compiled)",
+     "jax-fresh"),
     ("new-warm", "new graph, warm kernel library (same process)", "jax-warm"),
     ("hit-fresh", "disk cache hit, fresh process", "jax-fresh"),
     ("hit-inproc", "disk cache hit, same process (memory cache cleared)", "jax-warm"),
@@ -280,21 +313,29 @@ def table(res, phases, reps):
                  "modules; then LLVM or the cache):")
     lines.append("")
     for key, label in (("first", "first ever"), ("new-fresh", "new graph, fresh process"),
+                       ("shape-fresh", "new layer widths, fresh process"),
                        ("new-warm", "new graph, warm library"),
                        ("hit-fresh", "disk hit, fresh process")):
         if phases[key]:
             pm = _phase_medians(phases[key])
             lib = statistics.median(r["lib"]["seconds"] for r in phases[key])
             parts = ", ".join(f"{k} {v:.4f}" for k, v in pm.items() if v >= 0.0005)
-            lines.append(f"- {label}: {parts}; kernel library (build or load) {lib:.4f}")
+            kc = [r["info"].get("kernels", {}) for r in phases[key]]
+            kern = ""
+            if kc and kc[0]:
+                kern = (f"; kernels compiled {statistics.median(k.get('kernels_compiled', 0) for k in kc):g}"
+                        f", linked from the cache {statistics.median(k.get('kernel_hits', 0) for k in kc):g}")
+            lines.append(f"- {label}: {parts}; kernel library (build or load) {lib:.4f}{kern}")
     return "\n".join(lines)
 
 
 NOTES = """
 Notes:
 - "New graph" means a graph in no cache: each measurement scales the loss by a constant
-  never used before (part of the graph's fingerprint), and every kernel of it is
-  compiled (no per-kernel object cache; identical kernels inside one graph once).  The kernel library
+  never used before (part of the graph's fingerprint); its kernels whose code that
+  constant does not change are linked from the per-kernel object cache, the others
+  compiled.  "New layer widths" is a graph whose kernels have new shapes (nothing but
+  the loss over the logits shared).  The kernel library
   (`backends/llvm/native/kernellib.py`) holds the shape-generic GEMM code, built once per
   machine (dtype, tile family, target, llvmlite version, source digest) and loaded from
   the disk cache by every later process; the "first ever" row pays its build on top of

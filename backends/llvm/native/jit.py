@@ -17,6 +17,10 @@ Why it looks like this:
 * A program may be compiled in *parts* (a list of modules), each in its own LLVM
   context on its own thread -- LLVM allows that; llvmlite's global lock is bypassed
   for the two heavy calls only -- and linked together.
+* Kernels are cached one by one as well (:func:`find_kernels`, :func:`keep_kernels`):
+  a kernel module's function is named after its code, a compiled bundle's object is
+  kept content-addressed and every kernel key points to it, so a new graph compiles
+  only the kernels no earlier graph had.
 * Disk entries (:mod:`.diskcache`) carry a header with the key's digest and a payload
   checksum; anything that does not match exactly is ignored and rebuilt, never loaded
   blindly -- nor is a file that is not the user's alone, nor objects whose tables do
