@@ -19,14 +19,6 @@ from graphc.backends.llvm.native import jit
 from graphc.backends.llvm.runtime import compiled as runtime
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(d))
-    jit.clear_memory_cache()
-    return d
-
-
 def _step(seed=0, lr=0.05, momentum=0.9):
     rng = np.random.default_rng(seed)
     params = {"w": rng.standard_normal((40, 24)).astype(np.float32),

@@ -33,13 +33,6 @@ def _call(cm, *args):
     return fn(*args)
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(d))
-    return d
-
-
 def test_compile_and_call_reports_timings(cache_dir):
     cm = jit.compile_module(_ir())
     assert cm.source == "compiled"

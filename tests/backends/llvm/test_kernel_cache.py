@@ -18,15 +18,6 @@ import graphc.backends.llvm as llvm_backend
 from graphc.backends.llvm.native import diskcache, jit
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(d))
-    jit.clear_memory_cache()
-    yield d
-    jit.clear_memory_cache()
-
-
 def _step(scale=1.0, width=24, seed=0):
     """An MLP step; ``scale`` (a graph constant) changes only the loss kernels,
     ``width`` every kernel's shapes."""
