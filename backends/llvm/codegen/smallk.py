@@ -1,6 +1,6 @@
 """Small-K products fused with their epilogue, computed in register tiles.
 
-A weight gradient at small batch is ``op(A)·B`` with K = the batch (≤ ``plan.SMALLK_MAX``)
+A weight gradient at small batch is ``op(A)·B`` with K = the batch (≤ ``plan.make_kernels.SMALLK_MAX``)
 feeding the optimizer update (``w - lr*g``, momentum, ...).  Its product is never
 stored: each MR×(NV·VW) tile of it is accumulated in vector registers (K steps, each one
 row of B as NV vector loads and one broadcast element of op(A) per tile row), and the

@@ -2,7 +2,7 @@
 
 Owns the data model (``kernels``: one declared class per kind of kernel, their
 partitions, the integer ``Order`` they run in, the ``Plan``), the builder (``build``:
-``PlanBuilder``, in named steps), the per-kernel finishing (``partition``: merged
+``PlanBuilder``, in named steps: ``assign_kernels``, ``place_values``, ``make_kernels``), the per-kernel finishing (``partition``: merged
 dimensions, the cut over threads), the view model (``views``: storages and strided
 views) and the arena (``arena``: kernel levels, the byte layout by the memory planner,
 synchronisation points).  Reads the graph, never changes it.  Imports the IR, the

@@ -234,7 +234,7 @@ def test_value_leaving_through_a_view_is_stored():
 def test_small_k_gemm_fused_into_epilogue_is_bit_identical(monkeypatch):
     """Weight gradients at small batch (K <= 32) are computed inside the update loop; the
     arithmetic is the GEMM kernel's (fma in k order), so results match it bit for bit."""
-    from graphc.backends.llvm.plan import build as plan_mod
+    from graphc.backends.llvm.plan import make_kernels
     from graphc.backends.llvm.plan.kernels import SmallKKernel
     rng = np.random.default_rng(6)
     x = rng.standard_normal((16, 70)).astype(np.float32)
@@ -247,7 +247,7 @@ def test_small_k_gemm_fused_into_epilogue_is_bit_identical(monkeypatch):
     p, _ = llvm_backend.lower(gr, threads=2)
     assert sum(isinstance(k, SmallKKernel) for k in p.kernels) == 2
     fused = {t: llvm_backend.compile(gr, threads=t)(x, g, w) for t in (1, 2)}
-    monkeypatch.setattr(plan_mod, "SMALLK_MAX", 0)
+    monkeypatch.setattr(make_kernels, "SMALLK_MAX", 0)
     # compile-cache keys cover the backend's sources, not its switches: keys of its own
     digest = llvm_backend.source_digest()
     monkeypatch.setattr(llvm_backend, "source_digest", lambda: digest + "/smallk-off")

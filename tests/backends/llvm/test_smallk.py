@@ -12,7 +12,7 @@ import pytest
 import graphc as gc
 import graphc.backends.llvm as llvm_backend
 from graphc.backends import numpy_backend
-from graphc.backends.llvm.plan import build as plan_mod
+from graphc.backends.llvm.plan import make_kernels
 from graphc.backends.llvm.codegen import smallk
 from graphc.backends.llvm.plan import partition
 from graphc.backends.llvm.plan.kernels import GemmKernel, SmallKKernel
@@ -38,8 +38,8 @@ def _tiled(graph, threads):
 def _gemm_tile_rows(monkeypatch, graph):
     """Rows of the micro-kernel tile the GEMM path would give ``graph``'s product here."""
     with monkeypatch.context() as m:
-        m.setattr(plan_mod, "SMALLK_MAX", 0)
-        m.setattr(plan_mod, "FEW_ROWS_MAX_K", 0)
+        m.setattr(make_kernels, "SMALLK_MAX", 0)
+        m.setattr(make_kernels, "FEW_ROWS_MAX_K", 0)
         p, _ = llvm_backend.lower(graph, threads=1)
     (gemm,) = [k.gemm for k in p.kernels if isinstance(k, GemmKernel)]
     return partition.gemm_spec(gemm).mr
@@ -63,8 +63,8 @@ def _forms(monkeypatch, graph, args, threads=(1, 2, 3, 5)):
         assert _tiled(graph, 1) == 0
         elementwise = llvm_backend.compile(graph, threads=1)(*[a.copy() for a in args])
     with monkeypatch.context() as m:
-        m.setattr(plan_mod, "SMALLK_MAX", 0)
-        m.setattr(plan_mod, "FEW_ROWS_MAX_K", 0)
+        m.setattr(make_kernels, "SMALLK_MAX", 0)
+        m.setattr(make_kernels, "FEW_ROWS_MAX_K", 0)
         _variant(m, "gemm")
         gemm = llvm_backend.compile(graph, threads=1)(*[a.copy() for a in args])
     return tiled, elementwise, gemm
