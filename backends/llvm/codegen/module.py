@@ -373,7 +373,7 @@ class Codegen(DynamicSchedule):
         """The module (``parts`` = 1, no cold kernels), or a list of modules: the first
         holds the entry function, each of the others one hot kernel.  JIT compiles the
         entry's without optimisation and the kernels in ``parts`` concurrent bundles
-        (:func:`.jit.bundles`).
+        (:func:`.native.parts.bundles`).
 
         Kernels whose IR is the same (a transformer's layers: the same shapes, the
         buffers being arguments) are one module and one function, called by every

@@ -12,16 +12,33 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from typing import TYPE_CHECKING
+
+import llvmlite
 
 from . import cachedir
-# the cache's directory and its atomic writer, re-exported for jit and target
+# the cache's directory and its atomic writer, re-exported for jit, kernelcache and target
 from .cachedir import cache_dir, write_atomic  # noqa: F401
+
+if TYPE_CHECKING:
+    from .target import TargetInfo
 
 #: bump when the meaning of a cached object changes (pipeline, header layout...)
 #: 2: a payload is a list of objects (a module compiled in parts), each length-prefixed
 CACHE_FORMAT_VERSION = 2
 _MAGIC = b"GRAPHCOBJ\0"
 _HEADER = struct.Struct("<10sI32s32sQ")  # magic, version, key digest, sha256(payload), size
+
+
+def cache_key(ir_text: str, target: TargetInfo, opt: str = "O3") -> str:
+    """The key compiled code of ``ir_text`` is cached under: this format, the llvmlite
+    version, the target and the pipeline ``opt``."""
+    h = hashlib.sha256()
+    for part in (f"graphc-llvm-cache/{CACHE_FORMAT_VERSION}", llvmlite.__version__,
+                 target.triple, target.cpu, target.features, opt, ir_text):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 #: a kernel's index entry (per-kernel cache: its payload is the digest of the entry

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from graphc.backends.llvm.native import elfload
-from graphc.backends.llvm.native import jit
+from graphc.backends.llvm.native import jit, llvmcompile, loader
 
 _PROGRAM = """
 ; unique: {tag}
@@ -52,7 +52,7 @@ define double @helper(double %x) {{
 def _objects():
     tag = uuid.uuid4().hex
     target = jit.host_target()
-    return [jit._compile_part(t.format(tag=tag), "O3", target, False)[0]
+    return [llvmcompile._compile_part(t.format(tag=tag), "O3", target, False)[0]
             for t in (_PROGRAM, _HELPER)]
 
 
@@ -82,7 +82,7 @@ def test_same_results_as_mcjit():
 def _mcjit(objs):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRAPHC_ELF_LOADER", "0")
-        engine = jit._load_objects(objs, jit.host_target())
+        engine = loader.load_objects(objs, jit.host_target())
     assert not isinstance(engine, elfload.LoadedCode)
     return engine
 
@@ -122,7 +122,7 @@ def test_jit_falls_back_to_mcjit(monkeypatch):
         raise elfload.Unsupported("test")
     monkeypatch.setattr(elfload, "LoadedCode", refuse)
     before = jit.STATS["elf_fallbacks"]
-    engine = jit._load_objects(objs, jit.host_target())
+    engine = loader.load_objects(objs, jit.host_target())
     assert jit.STATS["elf_fallbacks"] == before + 1
     assert _exercise(engine)[0] == [4.5, 7.5, 10.5, 13.5]
 
@@ -160,7 +160,7 @@ def test_resolves_only_what_graphc_provides(name):
     assert ctypes.cast(getattr(ctypes.CDLL(None), name), ctypes.c_void_p).value
     text = (f"; unique: {uuid.uuid4().hex}\ndeclare i64 @{name}(i64)\n"
             f"define i64 @f(i64 %x) {{\n  %r = call i64 @{name}(i64 %x)\n  ret i64 %r\n}}\n")
-    obj = jit._compile_part(text, "O3", jit.host_target(), False)[0]
+    obj = llvmcompile._compile_part(text, "O3", jit.host_target(), False)[0]
     with pytest.raises(elfload.Unsupported, match=f"undefined symbol {name}"):
         elfload.LoadedCode([obj])
 
