@@ -14,6 +14,7 @@ import numpy as np
 from .. import functions as F
 from ..ir import GraphcError, ShapeError
 from ..source import user_source
+from ..symbolic import deepest_context
 from ..tracing import Tracer
 
 
@@ -85,7 +86,7 @@ def scaled_dot_product_attention(q, k, v, is_causal=False):
         raise ShapeError(f"scaled_dot_product_attention: q {qs}, k {ks}, v {vs} do not fit "
                          "(need q (..., L, d), k (..., S, d), v (..., S, dv)) "
                          f"(at {user_source()})")
-    ctx = F.deepest_context(q, k, v)
+    ctx = deepest_context(q, k, v)
     dts = {t.dtype if isinstance(t, Tracer) else np.asarray(t).dtype for t in (q, k, v)}
     if FUSED_ATTENTION and ctx is not None and qs[:-2] == ks[:-2] == vs[:-2] and len(dts) == 1 \
             and dts <= {np.dtype(np.float32), np.dtype(np.float64)}:
