@@ -38,7 +38,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..native import jit
-from .gemm_pack import emit_pack_bt
+from .gemm_pack import emit_pack_b, emit_pack_bt
 from .loops import counted_loop, mark_no_unroll
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -70,6 +70,9 @@ class GemmSpec:
     kc: int = 256
     #: B-panel prefetch distance in panels of the few-row tiles (0: no prefetch)
     pf: int = PREFETCH_B
+    #: 1: copy each K×NR panel of a non-transposed B into a contiguous buffer when the
+    #: call has more than PREFETCH_MAX_ROWS rows (see :func:`.gemm_pack.emit_pack_b`)
+    pack: int = 0
 
     @property
     def nr(self) -> int:
@@ -80,7 +83,23 @@ class GemmSpec:
         t = ("t" if self.trans_a else "n") + ("t" if self.trans_b else "n")
         d = {"float32": "f32", "float64": "f64"}[self.dtype]
         pf = "" if self.pf == PREFETCH_B else f"_pf{self.pf}"
-        return f"graphc_gemm_{d}_{t}_{self.mr}x{self.nr}_kc{self.kc}{pf}"
+        pk = "_pk" if self.pack and not self.trans_b else ""
+        return f"graphc_gemm_{d}_{t}_{self.mr}x{self.nr}_kc{self.kc}{pf}{pk}"
+
+    @classmethod
+    def of(cls, c, dtype="float32", trans_a=False, trans_b=False, vw=None) -> "GemmSpec":
+        """The variant of a :class:`..native.tuning.TileChoice` ``c`` for a dtype and
+        transposition (``vw``: the host's vector width for that dtype)."""
+        dtype = np.dtype(dtype).name
+        if vw is None:
+            vw = vector_bits() // (8 * np.dtype(dtype).itemsize)
+        return cls(dtype, bool(trans_a), bool(trans_b), c.mr, c.nv, vw, c.kc, c.pf, c.pack)
+
+    @property
+    def choice(self):
+        """The dtype-independent :class:`..native.tuning.TileChoice` of this variant."""
+        from ..native.tuning import TileChoice
+        return TileChoice(self.mr, self.nv, self.kc, self.pf, self.pack)
 
 
 def vector_bits(target=None) -> int:
@@ -97,9 +116,7 @@ def default_spec(dtype="float32", trans_a=False, trans_b=False) -> GemmSpec:
     dtype = np.dtype(dtype).name
     if dtype not in ("float32", "float64"):
         raise TypeError(f"gemm: unsupported dtype {dtype}")
-    c = tuning.choice()
-    vw = vector_bits() // (8 * (4 if dtype == "float32" else 8))
-    return GemmSpec(dtype, bool(trans_a), bool(trans_b), c.mr, c.nv, vw, c.kc, c.pf)
+    return GemmSpec.of(tuning.choice(), dtype, trans_a, trans_b)
 
 
 def panel_vectors(n: int, spec) -> int:
@@ -304,14 +321,16 @@ def _as_spec(spec, trans_a, trans_b) -> GemmSpec:
 
 
 def _tile_kernels(em: Emitter):
-    """The micro-kernels one GEMM variant calls: (wide, narrow, row, wide-prefetching).
+    """The micro-kernels one GEMM variant calls: (wide, narrow, row, wide-prefetching,
+    tall, (full, full-prefetching) or None).
 
     Three kernels cover every tile: MR-row tiles (one vector wide when the panel's
     columns fit in one vector, else NV wide with the vectors past the edge masked
     off), then leftover rows one at a time.  Masked loads/stores cost nothing
-    measurable here (AVX-512 mask registers), so full tiles use the masked kernel
-    too; every kernel variant costs ~8 ms of compile time.  A transposed B is packed
-    per panel, so its variant has nothing to prefetch.
+    measurable with AVX-512 mask registers, so there full tiles use the masked kernel
+    too; without them (:func:`has_mask_registers`) whole panels get unmasked copies.
+    Every kernel variant costs ~8 ms of compile time.  A transposed B is packed per
+    panel, so its variant has nothing to prefetch.
     """
     s = em.s
     k_wide = _emit_kernel(em, s.mr, s.nv, True)
@@ -321,7 +340,24 @@ def _tile_kernels(em: Emitter):
                  if s.pf and not s.trans_b else k_wide)
     tall = tall_rows(s)
     k_tall = _emit_kernel(em, tall, 1, True) if tall else None
-    return k_wide, k_narrow, k_row, k_wide_pf, k_tall
+    full = None
+    if not has_mask_registers(s):
+        k_full = _emit_kernel(em, s.mr, s.nv, False)
+        k_full_pf = (_emit_kernel(em, s.mr, s.nv, False, s.pf)
+                     if s.pf and not s.trans_b else k_full)
+        full = (k_full, k_full_pf)
+    return k_wide, k_narrow, k_row, k_wide_pf, k_tall, full
+
+
+def has_mask_registers(spec) -> bool:
+    """Whether ``spec``'s vectors are AVX-512's (masked loads and stores are free there).
+
+    Without mask registers (AVX2) a masked load is ``vmaskmovps``, slower than a plain
+    load, and the NV lane masks of a 6x2 tile do not fit the 16 ymm registers beside 12
+    accumulators, 2 B vectors and a broadcast: they are reloaded from the stack at every
+    k (Zen 3: the 6x2 kernel's loop held 2 ``vmaskmovps`` and a mask reload per 12
+    FMAs).  So there, whole panels get an unmasked kernel of the same tile."""
+    return spec.vw * (4 if spec.dtype == "float32" else 8) * 8 >= 512
 
 
 #: rows of the one-vector kernel's tall tiles as a multiple of MR (0: none).  A panel at
@@ -334,7 +370,7 @@ TALL = 2
 def tall_rows(spec) -> int:
     """Rows of the tall one-vector tiles of ``spec`` (0: none: the accumulators, the B
     vector and a broadcast would not fit the vector registers, or TALL is off)."""
-    regs = 32 if spec.vw * (4 if spec.dtype == "float32" else 8) * 8 >= 512 else 16
+    regs = 32 if has_mask_registers(spec) else 16
     rows = TALL * spec.mr
     return rows if TALL > 1 and rows + 2 <= regs and spec.nv > 1 else 0
 
@@ -360,13 +396,14 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta = fn.args
     for p in (A, B, C):
         p.add_attribute("noalias")
-    k_wide, k_narrow, k_row, k_wide_pf, k_tall = _tile_kernels(em)
+    k_wide, k_narrow, k_row, k_wide_pf, k_tall, k_full = _tile_kernels(em)
     tall = tall_rows(s)
     pack = emit_pack_bt(em) if s.trans_b else None
+    pack_nn = emit_pack_b(em) if s.pack and not s.trans_b else None
 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pbuf = None
-    if s.trans_b:
+    if pack or pack_nn:
         pbuf = b.alloca(ir.ArrayType(em.t, s.kc * s.nr))
         pbuf.align = 64
     nonempty = b.and_(b.icmp_signed("<", i0, i1), b.icmp_signed("<", j0, j1))
@@ -378,6 +415,8 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     rs, ks = (I64(1), lda) if s.trans_a else (lda, I64(1))
     ifull_end = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), I64(s.mr)), I64(s.mr)))
     few_rows = b.icmp_signed("<=", b.sub(i1, i0), I64(PREFETCH_MAX_ROWS))
+    # few rows: each panel serves at most a few tiles, so it is prefetched, not copied
+    packing = b.not_(few_rows) if pack_nn else None
 
     def over_kblocks(b, kbi):
         kb = b.mul(kbi, I64(s.kc))
@@ -393,12 +432,22 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
             if s.trans_b:
                 b.call(pack, [pbuf, em.gep(b, B, b.add(b.mul(jp, ldb), kb)), ldb, nrem, kc])
                 bptr, ldbe = pbuf, I64(s.nr)
+            elif pack_nn:
+                src = em.gep(b, B, b.add(b.mul(kb, ldb), jp))
+                with b.if_then(packing):
+                    b.call(pack_nn, [pbuf, src, ldb, nrem, kc])
+                bptr = b.select(packing, pbuf, src)
+                ldbe = b.select(packing, I64(s.nr), ldb)
             else:
                 bptr, ldbe = em.gep(b, B, b.add(b.mul(kb, ldb), jp)), ldb
 
             # pick the kernels once per panel; an indirect call keeps the row loops
             # tiny (no loop unswitching into copies per kernel)
-            k_rows = b.select(narrow, k_narrow, b.select(few_rows, k_wide_pf, k_wide))
+            wide = b.select(few_rows, k_wide_pf, k_wide)
+            if k_full is not None:   # whole panels: the unmasked kernel (no mask registers)
+                whole = b.icmp_signed("==", nrem, I64(s.nr))
+                wide = b.select(whole, b.select(few_rows, k_full[1], k_full[0]), wide)
+            k_rows = b.select(narrow, k_narrow, wide)
 
             def tile(b, ip, kernel):
                 aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))

@@ -53,7 +53,7 @@ def enabled() -> bool:
 
 
 def family(spec: gemm_mod.GemmSpec) -> tuple:
-    return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc, spec.pf)
+    return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc, spec.pf, spec.pack)
 
 
 def _source_digest() -> str | None:
@@ -87,8 +87,8 @@ def library_key(fam: tuple, target: jit.TargetInfo) -> str:
 
 
 def _specs(fam):
-    dtype, mr, nv, vw, kc, pf = fam
-    return [gemm_mod.GemmSpec(dtype, ta, tb, mr, nv, vw, kc, pf) for ta, tb in VARIANTS]
+    dtype, mr, nv, vw, kc, pf, pack = fam
+    return [gemm_mod.GemmSpec(dtype, ta, tb, mr, nv, vw, kc, pf, pack) for ta, tb in VARIANTS]
 
 
 def build_module(fam: tuple, target: jit.TargetInfo) -> ir.Module:
@@ -174,6 +174,6 @@ def families_used(modules) -> list:
 
 def load_family(fam) -> None:
     """Load (or build) a family by its tuple, as :func:`families_used` lists it."""
-    dtype, mr, nv, vw, kc, pf = fam
+    dtype, mr, nv, vw, kc, pf, pack = fam
     load(gemm_mod.GemmSpec(str(dtype), False, False, int(mr), int(nv), int(vw), int(kc),
-                           int(pf)))
+                           int(pf), int(pack)))

@@ -3,13 +3,14 @@
 What is searched (:func:`space`): the micro-kernel tile (MR rows × NV vectors, only
 tiles whose accumulators, B vectors and broadcast fit the vector registers: 16 ymm on
 AVX2, 32 zmm on AVX-512), the K block KC (how much of a B panel and of A's row block
-must stay in L1/L2: L2 is 512 KiB per core on Zen 3, 1-2 MiB elsewhere) and the B-panel
-prefetch of few-row tiles.  Thread partitioning is not searched (the fixed partition of
+must stay in L1/L2: L2 is 512 KiB per core on Zen 3, 1-2 MiB elsewhere), the B-panel
+prefetch of few-row tiles and whether non-transposed B panels are copied contiguous.  Thread partitioning is not searched (the fixed partition of
 :mod:`..plan.partition` gives bitwise-identical results for any thread count).
 
 How (a greedy staged search, as a beam search of width 1 over the knobs, the
 knobs measured to matter most first): every tile at KC 256 with the table's prefetch,
-then the other KCs for the best tile, then prefetch toggled -- 7 candidates,
+then B-panel packing toggled (:func:`..codegen.gemm_pack.emit_pack_b`), then the other
+KCs for the best, then prefetch toggled -- 8 candidates,
 compiled one module each (the nn/tn/nt variants together) and timed on one thread at
 512³ and the MLP 784-512 layer's forward, weight-gradient and input-gradient products
 (batch 128) and its batch-16 forward, each shape on the tile a compiled step would give
@@ -60,8 +61,8 @@ def space(t=None) -> list:
     """Every TileChoice the tuner may pick on target ``t`` (the tests check them all)."""
     base = tuning.family_default(t)
     regs = tuning.vector_registers(t)
-    out = [TileChoice(mr, nv, kc, pf) for mr, nv in tiles(regs) for kc in KCS
-           for pf in sorted({base.pf, 0})]
+    out = [TileChoice(mr, nv, kc, pf, pack) for mr, nv in tiles(regs) for kc in KCS
+           for pf in sorted({base.pf, 0}) for pack in (0, 1)]
     return out if base in out else [base] + out
 
 
@@ -78,8 +79,7 @@ class TuneResult:
 
 
 def specs_of(c: TileChoice, dtype="float32") -> list:
-    vw = gemm_mod.vector_bits() // (8 * np.dtype(dtype).itemsize)
-    return [gemm_mod.GemmSpec(dtype, ta, tb, c.mr, c.nv, vw, c.kc, c.pf)
+    return [gemm_mod.GemmSpec.of(c, dtype, ta, tb)
             for ta, tb in ((False, False), (True, False), (False, True), (True, True))]
 
 
@@ -143,8 +143,8 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
     t0 = time.perf_counter()
     base = tuning.family_default()
     bench = _Bench(shapes)
-    # per-shape, per-round timing slice: ~half the budget over ~7 candidates
-    slice_s = max(0.001, 0.5 * budget / (7 * ROUNDS * len(shapes)))
+    # per-shape, per-round timing slice: ~half the budget over ~8 candidates
+    slice_s = max(0.001, 0.5 * budget / (8 * ROUNDS * len(shapes)))
     results: dict = {}
 
     def stage(cands):
@@ -171,9 +171,10 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
     def best():
         return max(results, key=lambda x: _score(results[x]))
 
-    stage([TileChoice(mr, nv, KCS[0], base.pf) for mr, nv in tiles(tuning.vector_registers())]
-          + [base])
+    stage([TileChoice(mr, nv, KCS[0], base.pf, base.pack)
+           for mr, nv in tiles(tuning.vector_registers())] + [base])
     if results:
+        stage([replace(best(), pack=1 - best().pack)])
         stage([replace(best(), kc=kc) for kc in KCS[1:]])
         stage([replace(best(), pf=0 if best().pf else base.pf or 1)])
     chosen = best() if results else base
