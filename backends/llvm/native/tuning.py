@@ -65,7 +65,7 @@ KNOWN = {
     "graniterapids": TileChoice(6, 4, 256, 1),
     "icelake-server": TileChoice(6, 4, 256, 1),
     "skylake-avx512": TileChoice(6, 4, 256, 1),
-    "znver3": TileChoice(4, 3, 256, 1, 1),     # tuned on Zen 3: docs/benchmarks.md
+    "znver3": TileChoice(4, 3, 256, 0, 1),     # tuned on Zen 3: docs/benchmarks.md
     "znver2": TileChoice(6, 2, 256, 1),
     "haswell": TileChoice(6, 2, 256, 1),
     "skylake": TileChoice(6, 2, 256, 1),

@@ -18,7 +18,8 @@ it with that candidate (:func:`..codegen.gemm.shape_spec`).  A candidate's score
 GFLOP/s; each shape's time is the *minimum* over repeated calls (other processes on a
 shared machine only ever add time), and a stage's candidates are timed alternately in
 :data:`ROUNDS` rounds.  (Figures of different stages come from different moments: on a
-loaded machine the choice is only as good as the quiet the search found.)  Every
+loaded machine the choice is only as good as the quiet the search found; so each later
+stage times the best candidate so far again, alternating with its own.)  Every
 candidate's result is checked against numpy first; a wrong one is never chosen.  The
 search stops starting new candidates once ``budget`` seconds are spent (default
 :data:`BUDGET`; the first candidate always runs).
@@ -143,11 +144,13 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
     t0 = time.perf_counter()
     base = tuning.family_default()
     bench = _Bench(shapes)
-    # per-shape, per-round timing slice: ~half the budget over ~8 candidates
-    slice_s = max(0.001, 0.5 * budget / (8 * ROUNDS * len(shapes)))
+    # per-shape, per-round timing slice: ~half the budget over ~8 candidates and the
+    # best one's three re-timings
+    slice_s = max(0.001, 0.5 * budget / (11 * ROUNDS * len(shapes)))
     results: dict = {}
 
     def stage(cands):
+        incumbent = best() if results else None
         cands = [c for c in dict.fromkeys(cands) if c not in results]
         ok = []
         for c in cands:
@@ -157,9 +160,12 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
                 ok.append(c)
             elif progress:
                 print(f"graphc tune: {c.label}: WRONG RESULT, skipped", file=stream)
-        figs = {c: {} for c in ok}
+        # the best so far is timed again beside the stage's candidates: on a shared
+        # machine figures from different moments are not comparable, these are
+        timed = ok + ([incumbent] if incumbent is not None and ok else [])
+        figs = {c: {} for c in timed}
         for _ in range(ROUNDS):
-            for c in ok:
+            for c in timed:
                 bench.time(c, slice_s, figs[c])
         results.update(figs)
         if progress and ok:
