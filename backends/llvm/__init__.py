@@ -188,9 +188,7 @@ def _libraries(meta: bytes | None) -> None:
     if meta is None:
         return
     try:
-        libs = json.loads(meta).get("libs", [])
-        fams = [(str(d), int(mr), int(nv), int(vw), int(kc), int(pf))
-                for d, mr, nv, vw, kc, pf in libs]
+        fams = [kernellib.parse_family(f) for f in json.loads(meta).get("libs", [])]
     except (ValueError, TypeError, AttributeError):
         # a summary that does not parse: the objects' library calls then stay
         # unresolved and the loader refuses them (a cache miss)

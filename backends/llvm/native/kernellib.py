@@ -172,8 +172,13 @@ def families_used(modules) -> list:
                    if names & set(syms.values())}, key=repr)
 
 
+def parse_family(fam) -> tuple:
+    """A family tuple from its JSON list (a cached graph's summary); ValueError or
+    TypeError when it is not one."""
+    dtype, mr, nv, vw, kc, pf, pack = fam
+    return (str(dtype), int(mr), int(nv), int(vw), int(kc), int(pf), int(pack))
+
+
 def load_family(fam) -> None:
     """Load (or build) a family by its tuple, as :func:`families_used` lists it."""
-    dtype, mr, nv, vw, kc, pf, pack = fam
-    load(gemm_mod.GemmSpec(str(dtype), False, False, int(mr), int(nv), int(vw), int(kc),
-                           int(pf), int(pack)))
+    load(_specs(parse_family(fam))[0])
