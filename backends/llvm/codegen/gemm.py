@@ -120,11 +120,10 @@ def default_spec(dtype="float32", trans_a=False, trans_b=False) -> GemmSpec:
 
 
 def panel_vectors(n: int, spec) -> int:
-    """Vectors the micro-kernels compute across ``n`` columns: NV per panel of NR,
-    vectors wholly past the edge of the last panel included (they compute zeros), unless
-    the last panel is at most one vector wide (then the one-vector kernels run it)."""
+    """Vectors the micro-kernels compute across ``n`` columns: NV per panel of NR, and
+    as many as the last panel's columns need (its edge kernels are 1..NV vectors wide)."""
     full, rem = divmod(n, spec.nr)
-    return full * spec.nv + (0 if rem == 0 else 1 if rem <= spec.vw else spec.nv)
+    return full * spec.nv + -(-rem // spec.vw)
 
 
 def shape_spec(spec: GemmSpec, m: int, n: int) -> GemmSpec:
@@ -320,33 +319,38 @@ def _as_spec(spec, trans_a, trans_b) -> GemmSpec:
     return default_spec(spec, trans_a, trans_b)
 
 
-def _tile_kernels(em: Emitter):
-    """The micro-kernels one GEMM variant calls: (wide, narrow, row, wide-prefetching,
-    tall, (full, full-prefetching) or None).
+@dataclass
+class TileKernels:
+    """The micro-kernels one GEMM variant calls (see :func:`_tile_kernels`)."""
+    wide: ir.Function                  # MR × NV, masked
+    wide_pf: ir.Function               # the same, prefetching B panels (few-row calls)
+    edges: list                        # edges[v - 1]: MR × v vectors, masked (v < NV)
+    row: ir.Function                   # 1 × NV, leftover rows
+    tall: ir.Function | None           # TALL·MR × 1 (see :func:`tall_rows`)
+    full: tuple | None                 # (MR × NV, prefetching) unmasked, or None
 
-    Three kernels cover every tile: MR-row tiles (one vector wide when the panel's
-    columns fit in one vector, else NV wide with the vectors past the edge masked
-    off), then leftover rows one at a time.  Masked loads/stores cost nothing
-    measurable with AVX-512 mask registers, so there full tiles use the masked kernel
-    too; without them (:func:`has_mask_registers`) whole panels get unmasked copies.
-    Every kernel variant costs ~8 ms of compile time.  A transposed B is packed per
-    panel, so its variant has nothing to prefetch.
-    """
+
+def _tile_kernels(em: Emitter) -> TileKernels:
+    """MR-row tiles NV vectors wide, the last panel's tiles as many vectors wide as its
+    columns need (the vectors past its edge masked off), then leftover rows one at a
+    time.  Masked loads/stores cost nothing measurable with AVX-512 mask registers, so
+    there whole panels use the masked kernel too; without them
+    (:func:`has_mask_registers`) whole panels get unmasked copies.  Every kernel costs
+    ~8 ms of compile time (the kernel library's, once per machine).  A transposed B is
+    packed per panel, so its variant has nothing to prefetch."""
     s = em.s
-    k_wide = _emit_kernel(em, s.mr, s.nv, True)
-    k_narrow = _emit_kernel(em, s.mr, 1, True) if s.nv > 1 else k_wide
-    k_row = _emit_kernel(em, 1, s.nv, True)
-    k_wide_pf = (_emit_kernel(em, s.mr, s.nv, True, s.pf)
-                 if s.pf and not s.trans_b else k_wide)
+    wide = _emit_kernel(em, s.mr, s.nv, True)
+    edges = [_emit_kernel(em, s.mr, v, True) for v in range(1, s.nv)]
     tall = tall_rows(s)
-    k_tall = _emit_kernel(em, tall, 1, True) if tall else None
     full = None
     if not has_mask_registers(s):
         k_full = _emit_kernel(em, s.mr, s.nv, False)
-        k_full_pf = (_emit_kernel(em, s.mr, s.nv, False, s.pf)
-                     if s.pf and not s.trans_b else k_full)
-        full = (k_full, k_full_pf)
-    return k_wide, k_narrow, k_row, k_wide_pf, k_tall, full
+        full = (k_full, _emit_kernel(em, s.mr, s.nv, False, s.pf)
+                if s.pf and not s.trans_b else k_full)
+    return TileKernels(
+        wide, _emit_kernel(em, s.mr, s.nv, True, s.pf) if s.pf and not s.trans_b else wide,
+        edges, _emit_kernel(em, 1, s.nv, True),
+        _emit_kernel(em, tall, 1, True) if tall else None, full)
 
 
 def has_mask_registers(spec) -> bool:
@@ -396,7 +400,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     A, B, C, K, lda, ldb, ldc, i0, i1, j0, j1, beta = fn.args
     for p in (A, B, C):
         p.add_attribute("noalias")
-    k_wide, k_narrow, k_row, k_wide_pf, k_tall, k_full = _tile_kernels(em)
+    kern = _tile_kernels(em)
     tall = tall_rows(s)
     pack = emit_pack_bt(em) if s.trans_b else None
     pack_nn = emit_pack_b(em) if s.pack and not s.trans_b else None
@@ -443,11 +447,13 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
 
             # pick the kernels once per panel; an indirect call keeps the row loops
             # tiny (no loop unswitching into copies per kernel)
-            wide = b.select(few_rows, k_wide_pf, k_wide)
-            if k_full is not None:   # whole panels: the unmasked kernel (no mask registers)
+            k_rows = b.select(few_rows, kern.wide_pf, kern.wide)
+            if kern.full is not None:   # whole panels: unmasked (no mask registers)
                 whole = b.icmp_signed("==", nrem, I64(s.nr))
-                wide = b.select(whole, b.select(few_rows, k_full[1], k_full[0]), wide)
-            k_rows = b.select(narrow, k_narrow, wide)
+                k_rows = b.select(whole, b.select(few_rows, kern.full[1], kern.full[0]), k_rows)
+            for v in range(s.nv - 1, 0, -1):    # a last panel of v vectors
+                k_rows = b.select(b.icmp_signed("<=", nrem, I64(v * s.vw)),
+                                  kern.edges[v - 1], k_rows)
 
             def tile(b, ip, kernel):
                 aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))
@@ -455,15 +461,15 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
                 b.call(kernel, [aptr, bptr, cptr, kc, rs, ks, ldbe, ldc, beff, nrem])
 
             start = i0
-            if k_tall is not None:
+            if kern.tall is not None:
                 # one-vector panels: tall tiles first, then MR-row tiles
                 ntall = b.mul(b.sdiv(b.sub(i1, i0), I64(tall)), I64(tall))
                 start = b.add(i0, b.select(narrow, ntall, I64(0)))
-                counted_loop(b, i0, start, tall, lambda b, ip: tile(b, ip, k_tall), "it",
+                counted_loop(b, i0, start, tall, lambda b, ip: tile(b, ip, kern.tall), "it",
                               True, True)
             counted_loop(b, start, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
                           True, True)
-            counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, k_row), "ir",
+            counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, kern.row), "ir",
                           True, True)
 
         counted_loop(b, j0, j1, s.nr, over_panels, "jp", True, True)
