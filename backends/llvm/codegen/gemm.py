@@ -479,6 +479,10 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     return fn
 
 
+#: fewest accumulators a re-tiled column chunk may keep (:func:`partition`): two FMA pipes
+#: of 4-cycle latency need 8 in flight, and a tile of 8 also loads a vector per 4 FMAs
+MIN_ACCUMULATORS = 12
+
 #: a multi-thread GEMM is cut into up to this many chunks per thread (claimed dynamically
 #: by the step's threads: one slowed down by another process ends up doing fewer)
 CHUNKS_PER_THREAD = 4
@@ -497,8 +501,11 @@ def partition(m: int, n: int, k: int, trans_b: bool, spec: GemmSpec, chunks: int
     ``units*c//parts : units*(c+1)//parts``.  Vector-width column blocks when there are
     enough of them (always for ``trans_b``, whose B panels are packed per column block),
     else MR-row blocks; small products stay in one piece.  ``retile``: column chunks
-    that are not whole 3-vector panels would run masked-off vectors in every tile, so
-    they get 2-vector tiles (8x32) instead.  The compiled step (:mod:`..plan.partition`)
+    that are not whole 3-vector panels would run a narrower edge tile in every chunk, so
+    they get 2-vector tiles (8x32) instead -- unless that tile keeps fewer than
+    :data:`MIN_ACCUMULATORS` (AVX2's 4x3 would become 4x2: 8 accumulators, measured
+    0.6-0.8x as fast as whole-panel chunks of 4x3 on Zen 3), then the chunks are whole
+    panels (``width`` NR).  The compiled step (:mod:`..plan.partition`)
     and :class:`..runtime.gemmcall.GemmPlan` (tests, benchmarks, the tuner) both use it."""
     work = m * n * max(k, 1)
     parts = min(chunks, max(1, work // (MIN_WORK_PER_THREAD // CHUNKS_PER_THREAD)))
@@ -511,7 +518,11 @@ def partition(m: int, n: int, k: int, trans_b: bool, spec: GemmSpec, chunks: int
                 spec.vw if by_cols else spec.mr, spec)
     p = split(spec)
     if retile and p[1] and p[0] > 1 and spec.nv == 3 and (-(-p[2] // p[0])) % 3:
-        p = split(replace(spec, nv=2))
+        if 2 * spec.mr >= MIN_ACCUMULATORS:
+            p = split(replace(spec, nv=2))
+        else:             # too few accumulators at 2 vectors: whole-panel column chunks
+            panels = -(-n // spec.nr)
+            p = (max(1, min(parts, panels)), True, panels, spec.nr, spec)
     return p
 
 
