@@ -13,7 +13,8 @@ Every element of the product is still ``fma(a[k], b[k], acc)`` for k = 0, 1, ...
 from ``acc = 0`` (the GEMM micro-kernel's arithmetic), and the epilogue is the same
 per-element IR on vectors, so results are bit-identical to the element-wise form and
 independent of the tile, the chunk and the thread count.  Columns are masked at the
-edge of a panel (AVX-512 mask registers), leftover rows use a one-row tile.
+edge of a panel (free with AVX-512 mask registers; without them whole panels get an
+unmasked copy of the tile), leftover rows use a one-row tile.
 
 :func:`emit` returns False (the caller then emits the element-wise form) when the
 kernel has an operand it cannot load as a vector (a column stride other than 0 or 1)
@@ -113,12 +114,20 @@ class _Vec:
 
     def mload(self, b, t, ptr, mask, align):
         vt = self.vt(t)
+        if mask is None:                 # a whole panel (see _Tiles.row_tiles)
+            ld = b.load(ptr, typ=vt)
+            ld.align = align
+            return ld
         fn = self._fn(f"llvm.masked.load.v{self.vw}{self._sfx(t)}.p0",
                       ir.FunctionType(vt, [PTR, I32, self.mt, vt]))
         return b.call(fn, [ptr, I32(align), mask, ir.Constant(vt, None)])
 
     def mstore(self, b, val, ptr, mask, align):
         vt = val.type
+        if mask is None:
+            st = b.store(val, ptr)
+            st.align = align
+            return
         fn = self._fn(f"llvm.masked.store.v{self.vw}{self._sfx(vt.element)}.p0",
                       ir.FunctionType(ir.VoidType(), [vt, PTR, I32, self.mt]))
         b.call(fn, [val, ptr, I32(align), mask])
@@ -163,6 +172,7 @@ class _Tiles:
         self.vec = _Vec(cg.m, vw)
         self.em = gemm_mod.Emitter(cg.m, gemm_mod.default_spec(self.dtype))
         assert self.em.s.vw == vw
+        self.masks_free = gemm_mod.has_mask_registers(self.em.s)
         self.ft = reg_type(self.dtype)
         self.fvt = self.vec.vt(self.ft)
         self.zero = ir.Constant(self.fvt, 0.0)
@@ -255,8 +265,9 @@ class _Tiles:
         return new
 
     def tile(self, i, nrows, j, nrem):
+        """One tile at (i, j); ``nrem`` None: a whole panel, nothing masked."""
         b, k, nv, vw = self.b, self.k, self.nv, self.vw
-        masks = self.lane_masks(nrem)
+        masks = self.lane_masks(nrem) if nrem is not None else [None] * nv
         rowi = [i] + [b.add(i, I64(r)) for r in range(1, nrows)]
         accs = [[self.zero] * nv for _ in range(nrows)]
         if self.g.k > 0:
@@ -279,7 +290,16 @@ class _Tiles:
             def panel(bb, j):
                 nrem = b.sub(self.j1, j)
                 nrem = b.select(b.icmp_signed("<", nrem, I64(self.nr)), nrem, I64(self.nr))
-                self.tile(i, nrows, j, nrem)
+                if self.masks_free:
+                    self.tile(i, nrows, j, nrem)
+                    return
+                # AVX2: masked loads are vmaskmovps and the masks do not stay in
+                # registers (as in the GEMM micro-kernel): whole panels unmasked
+                with b.if_else(b.icmp_signed("==", nrem, I64(self.nr))) as (whole, edge):
+                    with whole:
+                        self.tile(i, nrows, j, None)
+                    with edge:
+                        self.tile(i, nrows, j, nrem)
             loops.counted_loop(b, self.j0, self.j1, self.nr, panel, f"sk{nrows}j",
                                   True, True)
         return over_rows
