@@ -1,7 +1,7 @@
 """LLVM kernels of the attention ops (``graphc.ir.ops.attention``): ``sdpa`` and its VJP
 ``sdpa_grad``, one loop nest per (batch, head), the scores never stored beyond a tile.
 
-Both are ``custom`` entries of the lowering table (``ATTENTION``: emit, chunks), so
+Both are ``custom`` entries of the lowering table (``KERNELS``: emit, chunks), so
 their kernel is the plan's ``CustomKernel`` reading q, k, v (and g) through their views
 -- the heads of a fused qkv product are strided views, never copied.  A chunk is a
 fixed range of the first batch dim, so results do not depend on the thread count.
@@ -41,7 +41,7 @@ def _sdpa_grad(cg, b, k, ptrs, chunk):
     return (sdpa_grad_tiles if tiled(k) else sdpa_grad_rows)(cg, b, k, ptrs, chunk)
 
 
-ATTENTION = {
+KERNELS = {
     "sdpa": (_sdpa, _chunks),
     "sdpa_grad": (_sdpa_grad, _chunks),
 }

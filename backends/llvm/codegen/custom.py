@@ -2,7 +2,7 @@
 ``take`` (gather), ``take_add`` (scatter-add, take's VJP) and ``philox_uniform``
 (counter-based random numbers).
 
-Each entry of ``CUSTOM`` is ``(emit, chunks)``: ``chunks(kernel, threads)`` fixes how
+Each entry of ``KERNELS`` is ``(emit, chunks)``: ``chunks(kernel, threads)`` fixes how
 many pieces the kernel is cut into (from shapes only, so results are the same for any
 thread count) and ``emit(codegen, b, kernel, ptrs, chunk)`` writes the loops of piece
 ``chunk`` with the codegen's helpers (``nest``, ``load``, ``store``).  The kernel's
@@ -177,7 +177,7 @@ def _philox(cg, b, k, ptrs, chunk):
     cg.nest(b, shape, ranges, body)
 
 
-CUSTOM = {
+KERNELS = {
     "take": (_take, _take_chunks),
     "take_add": (_take_add, _take_add_chunks),
     "philox_uniform": (_philox, _philox_chunks),

@@ -307,14 +307,38 @@ LOWERINGS: dict[str, Lowering] = {
 }
 
 
-# ops with a kernel of their own: gathers and random numbers (custom.py), patches and
-# pooling (window.py), fused attention (attention.py)
-from .custom import CUSTOM  # noqa: E402
-from .window import WINDOW  # noqa: E402
-from .attention import ATTENTION  # noqa: E402
+#: ops with a kernel of their own, by the code-generator module that writes it -- its
+#: ``KERNELS`` table, op -> (emit, chunks) -- imported the first time a graph has such a
+#: kernel (an MLP never loads the gather, window or attention code generators):
+#: gathers and random numbers (custom.py), patches and pooling (window.py), fused
+#: attention (attention.py).  A test checks each module's table against this list.
+CUSTOM_MODULES = {
+    "custom": ("take", "take_add", "philox_uniform"),
+    "window": ("im2col", "col2im", "avg_pool2d", "avg_pool2d_grad", "max_pool2d",
+               "max_pool2d_select", "max_pool2d_grad"),
+    "attention": ("sdpa", "sdpa_grad"),
+}
 
-LOWERINGS.update({name: Lowering("custom", emit, chunks=chunks) for name, (emit, chunks)
-                  in {**CUSTOM, **WINDOW, **ATTENTION}.items()})
+
+def custom_kernels(module: str) -> dict:
+    """The ``KERNELS`` table (op -> (emit, chunks)) of ``codegen/<module>.py``."""
+    import importlib
+    return importlib.import_module(f"{__package__}.{module}").KERNELS
+
+
+def _deferred(module: str, op: str) -> Lowering:
+    """The ``custom`` entry of ``op``: its emit and chunks functions, looked up in
+    ``module``'s table (imported then) when first called."""
+    def emit(*args):
+        return custom_kernels(module)[op][0](*args)
+
+    def chunks(*args):
+        return custom_kernels(module)[op][1](*args)
+    return Lowering("custom", emit, chunks=chunks)
+
+
+LOWERINGS.update({op: _deferred(module, op) for module, ops in CUSTOM_MODULES.items()
+                  for op in ops})
 
 
 def missing_lowerings() -> list[str]:

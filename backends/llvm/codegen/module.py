@@ -21,7 +21,7 @@ from llvmlite import ir
 
 from . import gemm as gemm_mod  # noqa: F401
 from ..native import kernellib
-from . import conv_fused, dot, knobs, smallk
+from . import dot, knobs, smallk
 from ..runtime import parallel
 from .dynamic import DynamicSchedule
 from .loops import SHORT_ROW, emit_loop
@@ -220,10 +220,10 @@ class Codegen(DynamicSchedule):
                 self.nest(b, c.dst.shape, {},
                           lambda idx, s=c.src, d=c.dst: self.store(b, ptrs, d, idx,
                                                                    self.load(b, ptrs, s, idx)))
-        elif isinstance(k, Col2imGemmKernel):
-            conv_fused.emit_col2im_gemm(self, b, k, ptrs, tid)
-        elif isinstance(k, Im2colGemmKernel):
-            conv_fused.emit_im2col_gemm(self, b, k, ptrs, tid)
+        elif isinstance(k, (Col2imGemmKernel, Im2colGemmKernel)):
+            from . import conv_fused        # with the window code: conv nets only
+            (conv_fused.emit_col2im_gemm if isinstance(k, Col2imGemmKernel)
+             else conv_fused.emit_im2col_gemm)(self, b, k, ptrs, tid)
         elif isinstance(k, CustomKernel):
             LOWERINGS[k.node.op].emit(self, b, k, ptrs, tid)
         elif isinstance(k, DotKernel):

@@ -1,6 +1,6 @@
 """LLVM kernels of the sliding-window ops (``graphc.ir.ops.window``): one loop nest each.
 
-Each op is a ``custom`` entry of the lowering table (``WINDOW``: emit, chunks), so its
+Each op is a ``custom`` entry of the lowering table (``KERNELS``: emit, chunks), so its
 kernel is the plan's ``CustomKernel``: the node, its operands' views as ``loads``, its
 output's view as the one store.  The kernel reads its operands through strided views (so
 the NCHW transpose of a convolution's (out, n, oh, ow) product costs nothing).  Its work
@@ -454,4 +454,4 @@ def chunks(k, threads) -> int:
 
 
 #: the window ops' entries of the lowering table (kind ``custom``): op -> (emit, chunks)
-WINDOW = {op: (emit, chunks) for op in _EMITTERS}
+KERNELS = {op: (emit, chunks) for op in _EMITTERS}

@@ -58,9 +58,11 @@ class KernelAssignment:
         forward ``w @ cols`` when no weight gradient keeps the patch matrix: inference)
         runs inside that product's kernel, block by block
         (:class:`~.kernels.Im2colGemmKernel`): the patch matrix is never stored."""
-        from ..codegen import conv_fused
         for c in self.graph.nodes:
-            if c.op != "im2col" or not conv_fused.ENABLED or c.output.dtype.kind != "f":
+            if c.op != "im2col" or c.output.dtype.kind != "f":
+                continue
+            from ..codegen import conv_fused    # conv nets only (it loads the window code)
+            if not conv_fused.ENABLED:
                 continue
             d = c.output
             mms = [u for u in d.users if u.op == "matmul" and u.inputs[1] is d
@@ -85,9 +87,11 @@ class KernelAssignment:
         """A ``col2im`` whose operand is a product read by nothing else (a conv layer's
         patch-matrix gradient ``wᵀ @ g``) runs with that product in one kernel, block
         by block (:class:`~.kernels.Col2imGemmKernel`)."""
-        from ..codegen import conv_fused
         for c in self.graph.nodes:
-            if c.op != "col2im" or not conv_fused.ENABLED:
+            if c.op != "col2im":
+                continue
+            from ..codegen import conv_fused    # conv nets only
+            if not conv_fused.ENABLED:
                 continue
             d = c.inputs[0]
             m = d.node

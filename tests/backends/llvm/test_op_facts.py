@@ -19,3 +19,15 @@ def test_lowering_agrees_with_the_op_definition(name):
             f"{name}: elementwise lowerings must say whether emit works on vectors"
     if op.kind == "shape" and op.view is None:
         assert lw.kind == "copy", f"{name}: a shape op that is not a view must be a copy"
+
+
+def test_custom_lowerings_name_their_modules_tables_exactly():
+    # a custom op's code generator is imported on first use: the lowering table lists
+    # each op under its module, and each module's KERNELS table has exactly those ops
+    from graphc.backends.llvm.codegen import lowerings
+    for module, ops in lowerings.CUSTOM_MODULES.items():
+        table = lowerings.custom_kernels(module)
+        assert set(table) == set(ops), module
+        for op in ops:
+            assert LOWERINGS[op].kind == "custom"
+            assert all(callable(f) for f in table[op])
