@@ -1,7 +1,7 @@
 """LLVM IR for a Plan: one internal function per kernel and one entry function.
 
 Entry: ``void graphc_main(i64 tid, i64 nthreads, ptr argv, ptr barrier_state)`` (the
-launcher's job signature, ``parallel.JOB_TYPE``) where
+launcher's job signature, ``native_pool.JOB_TYPE``) where
 ``argv`` is an i64 array of buffer addresses (graph inputs, outputs, large constants,
 the arena, a profile buffer, the segment counters).  With one thread it calls the
 kernels in order.  With T threads every thread runs it and claims *chunks* (fixed
@@ -22,7 +22,7 @@ from llvmlite import ir
 from . import gemm as gemm_mod  # noqa: F401
 from ..native import kernellib
 from . import dot, knobs, smallk
-from ..runtime import parallel
+from ..runtime import native_pool
 from .dynamic import DynamicSchedule
 from .loops import SHORT_ROW, emit_loop
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
@@ -427,7 +427,7 @@ class Codegen(DynamicSchedule):
 
     def _build_entry(self, kfns):
         plan = self.plan
-        fn = ir.Function(self.m, parallel.JOB_TYPE, ENTRY)
+        fn = ir.Function(self.m, native_pool.JOB_TYPE, ENTRY)
         fn.attributes.add("nounwind")
         tid, nth, argv, bar = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))

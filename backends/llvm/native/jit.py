@@ -145,7 +145,9 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
     module or text, or a list of parts) is built by ``build_ir()`` only when neither
     cache holds the key.  ``before_load(meta)`` runs before a disk entry's objects are
     linked (e.g. to load what they call); ``require``: functions the code must define --
-    a disk entry without them (another program's objects) is a miss."""
+    a disk entry without them (another program's objects) is a miss; it may also be a
+    function of the entry's meta giving those names (an entry whose meta it cannot read
+    is a miss too)."""
     target = host_target()
     timings = dict(pre_timings or {})
     with _LOCK:
@@ -170,8 +172,12 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
                             before_load(entry[1])
                         except Exception:       # noqa: BLE001 -- a meta it cannot use:
                             raise RuntimeError("unusable metadata") from None  # a miss
+                    try:
+                        names = require(entry[1]) if callable(require) else require
+                    except Exception:           # noqa: BLE001 -- a meta it cannot use
+                        raise RuntimeError("unusable metadata") from None
                     engine = load_objects(entry[0], target, from_disk=True)
-                    if not all(engine.get_function_address(f) for f in require):
+                    if not all(engine.get_function_address(f) for f in names):
                         engine = None           # well formed, but not this program's
                 except (RuntimeError, OSError, elfload.Malformed):
                     engine = None

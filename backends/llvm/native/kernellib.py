@@ -24,14 +24,23 @@ behaviour; for comparisons).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from llvmlite import ir
-
-from ..codegen import gemm as gemm_mod
 from . import jit
+
+if TYPE_CHECKING:
+    from llvmlite import ir
+
+    from ..codegen.gemm import GemmSpec
+
+#: the code generator of the library, whose source the library's key covers (read, not
+#: imported: a process that only loads the library from disk never needs llvmlite.ir)
+GEMM_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "codegen", "gemm.py")
 
 #: bump when the library's ABI or contents change in a way the source digest misses
 LIB_FORMAT_VERSION = 2     # 2: the family includes the prefetch distance
@@ -52,7 +61,7 @@ def enabled() -> bool:
     return os.environ.get("GRAPHC_KERNEL_LIBRARY", "1") not in ("0", "off", "no")
 
 
-def family(spec: gemm_mod.GemmSpec) -> tuple:
+def family(spec: GemmSpec) -> tuple:
     return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc, spec.pf, spec.pack)
 
 
@@ -62,7 +71,7 @@ def _source_digest() -> str | None:
     if _SOURCE_DIGEST is None:
         h = hashlib.sha256()
         try:
-            for path in (gemm_mod.__file__, __file__):
+            for path in (GEMM_SOURCE, __file__):
                 with open(path, "rb") as f:
                     h.update(f.read())
                 h.update(b"\0")
@@ -87,12 +96,25 @@ def library_key(fam: tuple, target: jit.TargetInfo) -> str:
 
 
 def _specs(fam):
+    from ..codegen.gemm import GemmSpec
     dtype, mr, nv, vw, kc, pf, pack = fam
-    return [gemm_mod.GemmSpec(dtype, ta, tb, mr, nv, vw, kc, pf, pack) for ta, tb in VARIANTS]
+    return [GemmSpec(dtype, ta, tb, mr, nv, vw, kc, pf, pack) for ta, tb in VARIANTS]
+
+
+def _driver_names(meta: bytes | None) -> list:
+    """The driver names a library entry's meta lists (what a disk hit registers)."""
+    names = json.loads(meta)["drivers"]
+    if not (isinstance(names, list) and len(names) == len(VARIANTS)
+            and all(isinstance(n, str) and n for n in names)):
+        raise ValueError("not a list of the drivers")
+    return names
 
 
 def build_module(fam: tuple, target: jit.TargetInfo) -> ir.Module:
     """The library module of one family: the four drivers (external) and their kernels."""
+    from llvmlite import ir
+
+    from ..codegen import gemm as gemm_mod
     m = ir.Module(name="graphc_kernel_library_" + "_".join(map(str, fam)))
     m.triple = target.triple
     for spec in _specs(fam):
@@ -103,6 +125,9 @@ def build_module(fam: tuple, target: jit.TargetInfo) -> ir.Module:
 def build_parts(fam: tuple, target: jit.TargetInfo, parts: int) -> list:
     """The library as ``parts`` modules (the variants spread over them, each with its
     own internal micro-kernels) that JIT compiles concurrently."""
+    from llvmlite import ir
+
+    from ..codegen import gemm as gemm_mod
     specs = _specs(fam)
     parts = max(1, min(parts, len(specs)))
     mods = []
@@ -115,11 +140,16 @@ def build_parts(fam: tuple, target: jit.TargetInfo, parts: int) -> list:
     return mods
 
 
-def load(spec: gemm_mod.GemmSpec):
+def load(spec: GemmSpec):
     """(CompiledModule, {driver name: registered symbol}) of ``spec``'s family, built or
     loaded from the disk cache once per process, its drivers registered as symbols."""
+    return _load(family(spec))
+
+
+def _load(fam: tuple):
+    """:func:`load` of a family tuple.  The library's entry keeps its driver names in its
+    meta, so a disk hit needs neither the code generator nor llvmlite.ir."""
     target = jit.host_target()
-    fam = family(spec)
     hit = _LOADED.get((target, fam))
     if hit is not None:
         return hit
@@ -129,14 +159,18 @@ def load(spec: gemm_mod.GemmSpec):
             return hit
         t0 = time.perf_counter()
         key = library_key(fam, target)
-        cm = jit.compile_keyed(key, lambda: build_parts(fam, target, jit.compile_threads()),
-                               require=tuple(s.name for s in _specs(fam)))
+
+        def build():
+            names = [s.name for s in _specs(fam)]
+            return jit.WithMeta(build_parts(fam, target, jit.compile_threads()),
+                                json.dumps({"drivers": names}).encode())
+        cm = jit.compile_keyed(key, build, require=_driver_names)
         _KEEP.append(cm)
         symbols = {}
-        for s in _specs(fam):
-            sym = f"graphc_lib{key[:12]}_{s.name}"
-            jit.add_symbol(sym, cm.get_function_address(s.name))
-            symbols[s.name] = sym
+        for name in _driver_names(cm.meta):
+            sym = f"graphc_lib{key[:12]}_{name}"
+            jit.add_symbol(sym, cm.get_function_address(name))
+            symbols[name] = sym
         STATS["builds" if cm.source == "compiled" else "loads"] += 1
         STATS["seconds"] += time.perf_counter() - t0
         hit = (cm, symbols)
@@ -144,14 +178,19 @@ def load(spec: gemm_mod.GemmSpec):
         return hit
 
 
-def gemm_function(module: ir.Module, spec: gemm_mod.GemmSpec) -> ir.Function:
+def gemm_function(module: ir.Module, spec: GemmSpec) -> ir.Function:
     """The GEMM driver for ``spec`` as seen from ``module``: a declaration of the kernel
     library's registered symbol (library loaded first), or -- with the library
     disabled -- the driver emitted into ``module`` (:func:`.gemm.emit_gemm`)."""
+    from llvmlite import ir
+
+    from ..codegen import gemm as gemm_mod
     if not enabled():
         return gemm_mod.emit_gemm(module, spec)
     _, symbols = load(spec)
-    sym = symbols[spec.name]
+    sym = symbols.get(spec.name)
+    if sym is None:
+        raise RuntimeError(f"kernel library {family(spec)}: no driver {spec.name}")
     fn = module.globals.get(sym)
     if fn is None:
         I32, I64, PTR = ir.IntType(32), ir.IntType(64), ir.PointerType()
@@ -181,4 +220,4 @@ def parse_family(fam) -> tuple:
 
 def load_family(fam) -> None:
     """Load (or build) a family by its tuple, as :func:`families_used` lists it."""
-    load(_specs(parse_family(fam))[0])
+    _load(parse_family(fam))

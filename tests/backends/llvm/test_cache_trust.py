@@ -332,15 +332,23 @@ def test_another_programs_objects_under_a_graphs_key_are_a_miss(cache):
     assert jit.STATS["disk_rejects"] == rejects + 1
 
 
-def test_a_library_entry_without_the_drivers_is_a_miss(cache, monkeypatch):
-    spec = kernellib.gemm_mod.default_spec("float32")
+@pytest.mark.parametrize("meta", ["none", "drivers"])
+def test_a_library_entry_without_the_drivers_is_a_miss(cache, monkeypatch, meta):
+    # the library's entry names its drivers in its meta (a hit imports no code
+    # generator): objects without them, or an entry without that list, are a miss
+    from graphc.backends.llvm.codegen.gemm import default_spec
+    spec = default_spec("float32")
     monkeypatch.setattr(kernellib, "_LOADED", {})
     kernellib.load(spec)
     key = kernellib.library_key(kernellib.family(spec), jit.host_target())
     path = cache / f"{key[:40]}.gco"
+    _, good_meta = _objects(path)
+    assert kernellib._driver_names(good_meta) == [s.name for s in kernellib._specs(
+        kernellib.family(spec))]
     other = jit.compile_module('define i32 @not_a_gemm() {\n  ret i32 1\n}\n')
     objs, _ = _objects([p for p in _entries(cache) if _key(p) == other.key][0])
-    diskcache.write_entry(str(path), key, diskcache.join_objects(objs))
+    diskcache.write_entry(str(path), key, diskcache.join_objects(
+        objs, good_meta if meta == "drivers" else None))
     monkeypatch.setattr(kernellib, "_LOADED", {})
     jit.clear_memory_cache()
     rejects = jit.STATS["disk_rejects"]
