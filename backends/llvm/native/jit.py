@@ -39,19 +39,37 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import elfload, kernelcache
+import sys
+
+from . import elfload
 # re-exported: the other stages, the benchmarks and the tests use them as ``jit.X``
 from .diskcache import (CACHE_FORMAT_VERSION, cache_dir, cache_key,  # noqa: F401
                         entry_path, join_objects, read_entry, split_objects, write_entry)
-from .kernelcache import find_kernels, keep_kernels, kernel_key  # noqa: F401
-from .llvmcompile import (PIPELINES, assembly, compile_parts, compile_threads,  # noqa: F401
-                          optimised_ir)
 from .loader import SYMBOLS, add_symbol, elf_loader_enabled, load_objects  # noqa: F401
-from .parts import OBJECT, Part, as_parts, bundles  # noqa: F401
 from .stats import STATS
 from .target import TargetInfo, host_target, initialise  # noqa: F401
 
 _LOCK = threading.RLock()
+
+#: re-exported too, from the modules only a compile needs (imported on first use: a
+#: disk-cache hit loads objects without them)
+_COMPILE_NAMES = {
+    "kernelcache": ("find_kernels", "keep_kernels", "kernel_key"),
+    "llvmcompile": ("PIPELINES", "assembly", "compile_parts", "compile_threads",
+                    "optimised_ir"),
+    "parts": ("OBJECT", "Part", "as_parts", "bundles"),
+}
+_LAZY = {name: mod for mod, names in _COMPILE_NAMES.items() for name in names}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"{__package__}.{mod}"), name)
+    globals()[name] = value
+    return value
 
 
 # --------------------------------------------------------------------------- result
@@ -103,7 +121,9 @@ _MEMORY_CACHE: dict[str, CompiledModule] = {}
 def clear_memory_cache() -> None:
     with _LOCK:
         _MEMORY_CACHE.clear()
-        kernelcache.clear()
+        kc = sys.modules.get(f"{__package__}.kernelcache")
+        if kc is not None:              # (nothing to clear if never imported)
+            kc.clear()
 
 
 # --------------------------------------------------------------------------- compile
@@ -123,6 +143,7 @@ def compile_module(module_or_text, *, use_disk_cache: bool = True,
     ``codegen`` -- the slowest part's, when compiled in parts -- ``llvm`` (their wall
     time) and ``cache_write`` when compiled).  Cached in memory and on disk.
     """
+    from .parts import Part, as_parts
     t0 = time.perf_counter()
     parts = as_parts(module_or_text, opt)
     ir_text = parts[0][0] if len(parts) == 1 and parts[0][1] == opt \
@@ -189,6 +210,7 @@ def compile_keyed(key: str, build_ir, *, use_disk_cache: bool = True, opt: str =
                     result = CompiledModule(key, engine, target, "disk", timings,
                                             meta=entry[1])
         if result is None:
+            from .parts import as_parts
             t0 = time.perf_counter()
             parts, meta = build_ir(), None
             if isinstance(parts, WithMeta):
@@ -214,6 +236,8 @@ def _compile_fresh(parts: list, key: str, target: TargetInfo, path: str | None,
     """Compile the :class:`.parts.Part` list (:func:`.llvmcompile.compile_parts`) and
     load the objects (object-code parts only linked); a part with kernel keys is kept
     in the per-kernel cache (:func:`.kernelcache.find_kernels`)."""
+    from .kernelcache import keep_kernels
+    from .llvmcompile import compile_parts
     timings = {} if timings is None else timings
     objs = compile_parts(parts, target, timings)
     t1 = time.perf_counter()

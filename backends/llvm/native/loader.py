@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from . import elfload, llvmcompile
+from . import elfload
 from .stats import STATS
 from .target import TargetInfo
 
@@ -41,7 +41,7 @@ def load_objects(objs: list, target: TargetInfo, from_disk: bool = False):
             STATS["elf_fallbacks"] += 1
     if from_disk:
         elfload.validate(objs, SYMBOLS.get)
-    llvm = llvmcompile.llvm
+    from .llvmcompile import llvm     # MCJIT: the only path of a load that needs LLVM
     for name, address in list(SYMBOLS.items()):
         if name not in _MCJIT_SYMBOLS:
             llvm.add_symbol(name, address)
