@@ -126,6 +126,45 @@ def test_disk_hit_in_a_fresh_process_loads_the_kernel_library(tmp_path):
     assert outs[0]["losses"] == outs[1]["losses"] and outs[0]["w"] == outs[1]["w"]
 
 
+def test_what_a_fresh_process_imports_to_compile_and_to_load(tmp_path):
+    """A new MLP-like graph loads no code generator it has no kernel for (gathers,
+    windows, attention, fused conv); a disk hit, with two threads (the launcher's module
+    cached too), loads neither LLVM nor llvmlite.ir nor the code generator -- and both
+    runs compute the same losses."""
+    script = textwrap.dedent("""
+        import json, sys
+        import numpy as np
+        import graphc as gc
+        rng = np.random.default_rng(2)
+        p = {"w": rng.standard_normal((30, 64)).astype(np.float32),
+             "v": rng.standard_normal((64, 10)).astype(np.float32)}
+        x = rng.standard_normal((32, 30)).astype(np.float32)
+        y = rng.integers(0, 10, 32)
+        loss = lambda p, x, y: gc.nn.cross_entropy(gc.relu(x @ p["w"]) @ p["v"], y)
+        step = gc.compile_step(loss, p, gc.optim.SGD(0.1), (x, y), backend="llvm",
+                               threads=2)
+        losses = [step(x, y) for _ in range(3)]
+        print(json.dumps({"source": step._run.compile_info["source"], "losses": losses,
+                          "modules": sorted(m for m in sys.modules
+                                            if m.startswith(("llvmlite", "graphc.backends")))}))
+    """)
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(tmp_path / "cache"))
+    outs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert [o["source"] for o in outs] == ["compiled", "disk"]
+    assert outs[0]["losses"] == outs[1]["losses"]
+    cg = "graphc.backends.llvm.codegen."
+    compiled, hit = (set(o["modules"]) for o in outs)
+    assert cg + "module" in compiled and "llvmlite.binding" in compiled
+    assert not compiled & {cg + m for m in ("custom", "window", "attention", "conv_fused")}
+    assert not hit & {"llvmlite.binding", "llvmlite.ir", cg + "gemm", cg + "module",
+                      cg + "lowerings", "graphc.backends.llvm.native.llvmcompile"}
+
+
 @pytest.mark.parametrize("module,attr", [("dot", "ENABLED"), ("conv_fused", "ENABLED"),
                                          ("window_rows", "ENABLED"),
                                          ("window_pool", "ENABLED")])
