@@ -61,6 +61,42 @@ def test_matches_numpy(dtype, ta, tb, m, n, k):
     _check(c, a, b, ta, tb)
 
 
+# 256-bit tiles on any host (AVX2 instructions run on AVX-512 CPUs too): the code paths of a
+# CPU without mask registers -- unmasked whole-panel kernels, packed B panels, edge tiles of
+# 1..NV-1 vectors, whole-panel column chunks on 2 threads -- are tested wherever CI runs
+AVX2_TILES = [G.GemmSpec("float32", ta, tb, mr, nv, 8, kc, pf, pack)
+              for ta, tb in VARIANTS for mr, nv, kc, pf, pack in
+              [(4, 3, 256, 0, 1), (4, 3, 64, 1, 0), (6, 2, 128, 1, 1)]]
+
+
+@pytest.mark.parametrize("spec", AVX2_TILES, ids=lambda s: s.name)
+def test_256_bit_tiles_match_numpy(spec):
+    assert not G.has_mask_registers(spec)
+    rng = np.random.default_rng(7)
+    for m, n, k in SHAPES + [(70, 50, 300), (40, 48, 20)]:
+        a, b = _operands(rng, m, n, k, "float32", spec.trans_a, spec.trans_b)
+        outs = []
+        for threads in (1, 2):
+            c = np.full((m, n), np.nan, np.float32)
+            plan = gemmcall.GemmPlan(a, b, c, spec.trans_a, spec.trans_b, threads=threads,
+                                     spec=spec)
+            for _ in range(2):                      # called more than once
+                plan()
+                _check(c, a, b, spec.trans_a, spec.trans_b)
+            outs.append(c.copy())
+        assert np.array_equal(outs[0], outs[1]), (spec.name, m, n, k)
+
+
+def test_partition_keeps_enough_accumulators():
+    """A 3-vector AVX2 tile is not re-tiled to 2 vectors (8 accumulators) for column
+    chunks: the chunks are whole panels instead; AVX-512's 8x3 still becomes 8x2."""
+    avx2 = G.GemmSpec("float32", False, False, 4, 3, 8, 256, 0, 1)
+    parts, by_cols, units, width, spec = G.partition(512, 512, 512, False, avx2, 8)
+    assert by_cols and spec == avx2 and width == avx2.nr and units == -(-512 // avx2.nr)
+    avx512 = G.GemmSpec("float32", False, False, 8, 3, 16, 256, 1, 0)
+    assert G.partition(128, 784, 512, False, avx512, 8)[4].nv == 2
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("ta,tb", VARIANTS)
 def test_accumulate(dtype, ta, tb):
