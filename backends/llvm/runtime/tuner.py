@@ -160,10 +160,11 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
                 ok.append(c)
             elif progress:
                 print(f"graphc tune: {c.label}: WRONG RESULT, skipped", file=stream)
-        # the best so far is timed again beside the stage's candidates: on a shared
-        # machine figures from different moments are not comparable, these are
+        # the best so far is timed again beside the stage's candidates (on a shared
+        # machine figures from different moments are not comparable, these are); its
+        # figures stay the best of all its timings, as each shape's is the fastest call
         timed = ok + ([incumbent] if incumbent is not None and ok else [])
-        figs = {c: {} for c in timed}
+        figs = {c: dict(results.get(c, {})) for c in timed}
         for _ in range(ROUNDS):
             for c in timed:
                 bench.time(c, slice_s, figs[c])
