@@ -95,12 +95,6 @@ class GemmSpec:
             vw = vector_bits() // (8 * np.dtype(dtype).itemsize)
         return cls(dtype, bool(trans_a), bool(trans_b), c.mr, c.nv, vw, c.kc, c.pf, c.pack)
 
-    @property
-    def choice(self):
-        """The dtype-independent :class:`..native.tuning.TileChoice` of this variant."""
-        from ..native.tuning import TileChoice
-        return TileChoice(self.mr, self.nv, self.kc, self.pf, self.pack)
-
 
 def vector_bits(target=None) -> int:
     """Width of the host's widest float vectors (512 with AVX-512F, 256 with AVX2)."""

@@ -100,7 +100,8 @@ def emit_pack_bt(em: Emitter) -> ir.Function:
 
 
 def emit_pack_b(em) -> ir.Function:
-    """P[kk*NR + jj] = B[k*ldb + kk*ldb + jj] for jj < nrem, kk < kc (B stored K×N).
+    """P[kk*NR + jj] = src[kk*ldb + jj] for jj < nrem, kk < kc (``src``: the panel's
+    first element in a B stored K×N).
 
     One vector copy per panel row (lanes past ``nrem`` masked off in a narrow last
     panel; whole panels use plain loads, which AVX2 prefers)."""
