@@ -4,8 +4,9 @@ What is searched (:func:`space`): the micro-kernel tile (MR rows × NV vectors, 
 tiles whose accumulators, B vectors and broadcast fit the vector registers: 16 ymm on
 AVX2, 32 zmm on AVX-512), the K block KC (how much of a B panel and of A's row block
 must stay in L1/L2: L2 is 512 KiB per core on Zen 3, 1-2 MiB elsewhere), the B-panel
-prefetch of few-row tiles and whether non-transposed B panels are copied contiguous.  Thread partitioning is not searched (the fixed partition of
-:mod:`..plan.partition` gives bitwise-identical results for any thread count).
+prefetch of few-row tiles and whether non-transposed B panels are copied contiguous.
+Thread partitioning is not searched (the fixed partition of :mod:`..plan.partition`
+gives bitwise-identical results for any thread count).
 
 How (a greedy staged search, as a beam search of width 1 over the knobs, the
 knobs measured to matter most first): every tile at KC 256 with the table's prefetch,
