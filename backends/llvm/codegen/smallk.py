@@ -41,6 +41,9 @@ TILE: tuple | None = None
 ENABLED = True
 #: tiles from the last rows up (see :func:`emit`)
 REVERSE = True
+#: None: mask every panel where masks are free (AVX-512), else only edge panels; True /
+#: False force either form (tests run both on any host)
+MASKS_FREE: bool | None = None
 
 #: bytes of op(B) (K rows x a block of columns) a column block may span: every row strip
 #: of the kernel reads the block's K rows of B, which should stay in L1 (32 KiB: the
@@ -172,7 +175,8 @@ class _Tiles:
         self.vec = _Vec(cg.m, vw)
         self.em = gemm_mod.Emitter(cg.m, gemm_mod.default_spec(self.dtype))
         assert self.em.s.vw == vw
-        self.masks_free = gemm_mod.has_mask_registers(self.em.s)
+        self.masks_free = (gemm_mod.has_mask_registers(self.em.s) if MASKS_FREE is None
+                           else MASKS_FREE)
         self.ft = reg_type(self.dtype)
         self.fvt = self.vec.vt(self.ft)
         self.zero = ir.Constant(self.fvt, 0.0)

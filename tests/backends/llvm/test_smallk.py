@@ -218,3 +218,22 @@ def test_few_rows_product_on_register_tiles(monkeypatch, m, k):
         _same(res, gemm)
     ref = numpy_backend.run(graph, [w, cols, b])[0]
     np.testing.assert_allclose(tiled[1][0], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("masks_free", [False, True], ids=["unmasked-whole-panels", "all-masked"])
+@pytest.mark.parametrize("m,n,k", [(29, 70, 16), (64, 48, 16), (7, 13, 5)])
+def test_whole_panel_form_does_not_change_bits(monkeypatch, masks_free, m, n, k):
+    """Both forms of a tile on any host: whole panels unmasked with masked edges (what a
+    CPU without mask registers gets) and every panel masked (AVX-512's); the same bits."""
+    rng = np.random.default_rng(m + n + k)
+    x, g, w = _arrays(rng, m, n, k, np.float32)
+    graph = gc.trace(lambda x, g, w: w - 0.01 * (x.T @ g), x, g, w)
+    with monkeypatch.context() as mp:
+        mp.setattr(smallk, "ENABLED", False)
+        _variant(mp, "elementwise")
+        ref = llvm_backend.compile(graph, threads=1)(x, g, w)
+    monkeypatch.setattr(smallk, "MASKS_FREE", masks_free)
+    _variant(monkeypatch, f"masks_free={masks_free}")
+    assert _tiled(graph, 1) == 1
+    for t in (1, 2):
+        _same(llvm_backend.compile(graph, threads=t)(x, g, w), ref)
