@@ -101,6 +101,18 @@ def test_unusable_summary_plans_again(cache_dir, damage):
         np.testing.assert_array_equal(a, b)
 
 
+def _twice_in_fresh_processes(script, cache):
+    """The last stdout line (JSON) of ``script`` run in two fresh processes sharing the
+    disk cache ``cache``: the first compiles, the second should hit."""
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(cache))
+    outs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return outs
+
 def test_disk_hit_in_a_fresh_process_loads_the_kernel_library(tmp_path):
     script = textwrap.dedent("""
         import json, sys
@@ -115,13 +127,7 @@ def test_disk_hit_in_a_fresh_process_loads_the_kernel_library(tmp_path):
         print(json.dumps({"source": step._run.compile_info["source"], "losses": losses,
                           "w": float(step.params["w"].sum())}))
     """)
-    env = dict(os.environ, GRAPHC_CACHE_DIR=str(tmp_path / "cache"))
-    outs = []
-    for _ in range(2):
-        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                           text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
-        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    outs = _twice_in_fresh_processes(script, tmp_path / "cache")
     assert [o["source"] for o in outs] == ["compiled", "disk"]
     assert outs[0]["losses"] == outs[1]["losses"] and outs[0]["w"] == outs[1]["w"]
 
@@ -148,13 +154,7 @@ def test_what_a_fresh_process_imports_to_compile_and_to_load(tmp_path):
                           "modules": sorted(m for m in sys.modules
                                             if m.startswith(("llvmlite", "graphc.backends")))}))
     """)
-    env = dict(os.environ, GRAPHC_CACHE_DIR=str(tmp_path / "cache"))
-    outs = []
-    for _ in range(2):
-        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                           text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
-        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    outs = _twice_in_fresh_processes(script, tmp_path / "cache")
     assert [o["source"] for o in outs] == ["compiled", "disk"]
     assert outs[0]["losses"] == outs[1]["losses"]
     cg = "graphc.backends.llvm.codegen."
