@@ -41,8 +41,10 @@ def lower(graph, threads=None, fuse=True, epilogue=True, profile=False, plan="sh
     return p, module
 
 
-def _lower(graph, threads, fuse, epilogue, profile, plan, parts, cold):
-    """:func:`lower`, and the IR text of the kernel modules it printed."""
+def _lower(graph, threads, fuse, epilogue, profile, plan, parts, cold, cached=None):
+    """:func:`lower`, and the code generator (the IR text of the kernel modules it
+    printed, the symbols of those it named by signature).  ``cached(codegen)`` -> (names,
+    reuse): the kernels to name by signature and those not to build (``Codegen.build``)."""
     from graphc.ir import verify
     from graphc.passes import fusion
 
@@ -59,8 +61,9 @@ def _lower(graph, threads, fuse, epilogue, profile, plan, parts, cold):
     verify(g)
     p = plan_mod.build_plan(g, threads, plan)
     cg = codegen.Codegen(p, jit.host_target().triple, profile)
-    module = cg.build(parts, cold)
-    return p, module, getattr(cg, "texts", {})
+    names, reuse = cached(cg) if cached is not None else ({}, frozenset())
+    module = cg.build(parts, cold, names, reuse)
+    return p, module, cg
 
 
 def compile(graph, threads=None, fuse=True, epilogue=True, profile=False, adaptive=None,
@@ -106,12 +109,14 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
     def build():
         # the kernels in one bundle per core (``parts``): LLVM compiles them concurrently
         n = parts or jit.compile_threads()
-        p, module, texts = _lower(graph, threads, fuse, epilogue, profile, plan, n, True)
+        signed = _Signed()
+        p, module, cg = _lower(graph, threads, fuse, epilogue, profile, plan, n, True,
+                               lambda cg: signed.look_up(cg, n))
         built["plan"] = p
         mods = module if isinstance(module, list) else [module]
         libs = kernellib.families_used(mods)
-        if len(mods) > 1:   # the entry (and cold kernels) in the first part: unoptimised
-            module, libs = _kernel_parts(mods, texts, n, libs)
+        if isinstance(module, list):    # the entry (and cold kernels) first: unoptimised
+            module, libs = _kernel_parts(mods, cg, signed, n, libs)
         built["lower_seconds"] = time.perf_counter() - t1
         return jit.WithMeta(module, runtime.PlanSummary.of(p).to_meta({"libs": libs}))
 
@@ -136,48 +141,101 @@ def _compile(graph, threads, fuse, epilogue, profile, adaptive, plan, parts):
                                  adaptive=adaptive)
 
 
-def _kernel_parts(mods, texts, n, libs):
-    """The parts of a graph's modules (the entry first, unoptimised) and the library
-    families its objects need: kernels compiled before (in any graph: the per-kernel
-    object cache, ``jit.find_kernels``) are linked from their bundle's object, only the
-    others compiled, in ``n`` bundles.  A reused bundle may hold other graphs' kernels
-    too: their library families are loaded as well."""
+class _Signed:
+    """The hot kernels of a plan keyed by their signatures (:mod:`.plan.signature`)
+    before any of their IR is built, and those the per-kernel object cache holds in
+    usable objects (:meth:`look_up`); empty when a kernel has no signature (then every
+    kernel is keyed by its IR text, after it is built)."""
+
+    def __init__(self):
+        self.keys: dict = {}            # symbol -> per-kernel cache key
+        self.objects: dict = {}         # object digest -> object, of the reused kernels
+        self.fams: set = set()          # the library families those objects call
+        self.reuse: frozenset = frozenset()
+
+    def look_up(self, cg, parts: int):
+        """(names {kernel index: symbol}, symbols not to build) for ``Codegen.build``."""
+        from .native import jit
+        from .plan.signature import kernel_signature
+        if not cg.splits(parts, True):
+            return {}, frozenset()
+        sigs = {}
+        for i in cg.hot(True):
+            sig = kernel_signature(cg.plan.kernels[i])
+            if sig is None:
+                return {}, frozenset()
+            sigs[i] = sig
+        names = {i: "gs_" + sig[:32] for i, sig in sigs.items()}
+        salt = kernel_salt()
+        self.keys = {names[i]: jit.kernel_key("graphc-signature\0" + sig, salt=salt)
+                     for i, sig in sigs.items()}
+        found = jit.find_kernels(list(self.keys.values()))
+        self.objects, self.fams = _usable(found, set())
+        if self.objects:
+            self.reuse = frozenset(n for n, k in self.keys.items() if k in found)
+        return names, self.reuse
+
+
+def _usable(found: dict, libs: set) -> tuple:
+    """(objects {digest: object}, library families) of the per-kernel cache's ``found``
+    bundles, the families they call loaded (``libs``: those already needed) -- or
+    ({}, ``libs``) when a bundle's meta cannot be read or a symbol of the objects does
+    not resolve (then their kernels are compiled)."""
     import json
 
     from .native import elfload, jit, kernellib
-    kernels = mods[1:]
-    target = jit.host_target()
-    # bundles of GEMMs inlined (GRAPHC_KERNEL_LIBRARY=0) never call the library: kept apart
-    salt = f"library={kernellib.enabled()}"
-    keys = {m: jit.kernel_key(texts.get(m) or str(m), target, salt=salt) for m in kernels}
-    found = jit.find_kernels(list(keys.values()))
-    objects, fams = {}, set(map(tuple, libs))
+    objects, fams = {}, set(libs)
     for digest, obj, meta in found.values():
         if digest not in objects:
             objects[digest] = obj
             try:
                 fams.update(tuple(f) for f in json.loads(meta or b"{}")["kernel_libs"])
             except (ValueError, TypeError, KeyError, AttributeError):
-                objects.clear()             # a meta it cannot read: compile them all
-                break
+                return {}, set(libs)
     if objects:
         try:
-            for fam in sorted(fams - set(map(tuple, libs)), key=repr):
+            for fam in sorted(fams - set(libs), key=repr):
                 kernellib.load_family(fam)
             # every symbol of the reused objects resolvable (else: compile them all)
             elfload.validate(list(objects.values()), jit.SYMBOLS.get)
         except (elfload.Malformed, RuntimeError, OSError, ValueError, TypeError):
-            objects, fams = {}, set(map(tuple, libs))
-    missing = [m for m in kernels if not objects or keys[m] not in found]
-    jit.STATS["kernel_hits"] += len(kernels) - len(missing)
+            return {}, set(libs)
+    return objects, fams
+
+
+def _kernel_parts(mods, cg, signed, n, libs):
+    """The parts of a graph's modules (the entry first, unoptimised) and the library
+    families its objects need: kernels compiled before (in any graph: the per-kernel
+    object cache, ``jit.find_kernels``) are linked from their bundle's object, only the
+    others compiled, in ``n`` bundles.  Kernels named by signature were looked up before
+    their IR was built (``signed``: only the missing ones were); the others are keyed by
+    their text here.  A reused bundle may hold other graphs' kernels too: their library
+    families are loaded as well."""
+    import json
+
+    from .native import jit, kernellib
+    kernels = mods[1:]
+    libs = set(map(tuple, libs))
+    if signed.keys:             # named by signature, looked up before any IR
+        keys = {m: signed.keys[cg.named[m]] for m in kernels}
+        objects, fams, missing = signed.objects, signed.fams | libs, kernels
+        jit.STATS["kernel_hits"] += len(signed.reuse)
+    else:
+        # bundles of GEMMs inlined (GRAPHC_KERNEL_LIBRARY=0) never call the library: apart
+        salt = f"library={kernellib.enabled()}"
+        keys = {m: jit.kernel_key(cg.texts.get(m) or str(m), salt=salt) for m in kernels}
+        found = jit.find_kernels(list(keys.values()))
+        objects, fams = _usable(found, libs)
+        missing = [m for m in kernels if not objects or keys[m] not in found]
+        jit.STATS["kernel_hits"] += len(kernels) - len(missing)
 
     def meta(group):
         fams = kernellib.families_used(group)
         return json.dumps({"kernel_libs": [list(f) for f in fams]}).encode()
     parts = [jit.Part(mods[0], "O0")] + [jit.Part(o, jit.OBJECT) for o in objects.values()]
     if missing:
-        parts += jit.bundles(missing, n, texts=texts, keys=keys, meta=meta)
-    return parts, sorted(fams, key=repr) if objects else libs
+        parts += jit.bundles(missing, n, texts=cg.texts, keys=keys, meta=meta)
+    return parts, sorted(fams, key=repr)
 
 
 def _libraries(meta: bytes | None) -> None:
@@ -238,26 +296,37 @@ def _digest_tree(h, root) -> None:
                     h.update(name.encode() + b"\0" + f.read() + b"\0")
 
 
-def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="shared") -> str:
-    """Cache key of ``graph`` compiled with these options for the host: its fingerprint,
-    the options, the backend's sources, the kernel-library switch and the target."""
-    import hashlib
-
+def _code_parts() -> tuple:
+    """What every compiled object depends on beside its own input: the cache format,
+    llvmlite, the target, the GEMM tuning, the backend's sources and switches."""
     import llvmlite
-
-    from graphc.ir import fingerprint
 
     from .codegen import knobs      # not the code generator: a hit builds no IR
     from .native import jit
     from .native import kernellib
     from .native import tuning
     t = jit.host_target()
+    return (str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__, t.triple, t.cpu,
+            t.features, tuning.key_part(), source_digest(),
+            repr((kernellib.enabled(), *knobs.key_values())))
+
+
+def kernel_salt() -> str:
+    """The per-kernel cache keys' salt for kernels keyed by signature: a signature
+    covers the kernel's data, this the code that turns it into IR (any edit to the
+    backend, a switch, the tuned GEMM tiles)."""
+    return "\0".join(("graphc-kernel-signature",) + _code_parts())
+
+
+def graph_key(graph, threads, fuse=True, epilogue=True, profile=False, plan="shared") -> str:
+    """Cache key of ``graph`` compiled with these options for the host: its fingerprint,
+    the options, the backend's sources, the kernel-library switch and the target."""
+    import hashlib
+
+    from graphc.ir import fingerprint
     h = hashlib.sha256()
-    for part in ("graphc-llvm-graph", str(jit.CACHE_FORMAT_VERSION), llvmlite.__version__,
-                 t.triple, t.cpu, t.features, tuning.key_part(), source_digest(),
-                 fingerprint(graph),
-                 repr((threads, bool(fuse), bool(epilogue), bool(profile), plan,
-                       kernellib.enabled(), *knobs.key_values()))):
+    for part in ("graphc-llvm-graph", *_code_parts(), fingerprint(graph),
+                 repr((threads, bool(fuse), bool(epilogue), bool(profile), plan))):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

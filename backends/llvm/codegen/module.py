@@ -28,6 +28,7 @@ from .loops import SHORT_ROW, emit_loop
 from .lowerings import LOWERINGS, is_float, mem_type, reduce_identity, reg_type
 from ..plan.kernels import (Col2imGemmKernel, Im2colGemmKernel, CopyKernel, CustomKernel, DotKernel,
                             GemmKernel, LoopKernel, Plan, SmallKKernel)
+from ..plan.signature import aliasing, kernel_storages
 from ..plan.views import View
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -186,12 +187,8 @@ class Codegen(DynamicSchedule):
 
     # ---- kernels ------------------------------------------------------------------------
     def kernel(self, k, idx_no):
-        sts = []
-        for v in k.views():
-            if v.st.kind != "global" and v.st not in sts:
-                sts.append(v.st)
-        fn = ir.Function(self.m, ir.FunctionType(VOID, [I64] + [PTR] * len(sts)),
-                         f"k{idx_no}_{_clean(k.name)}")
+        sts = kernel_storages(k)
+        fn = ir.Function(self.m, _kernel_type(sts), f"k{idx_no}_{_clean(k.name)}")
         if self.m is self.entry_module:
             fn.linkage = "internal"     # else exported to the entry's module (same engine)
         else:
@@ -201,12 +198,10 @@ class Codegen(DynamicSchedule):
         fn.attributes.add("noinline")
         tid = fn.args[0]
         ptrs = {}
-        for st, a in zip(sts, fn.args[1:]):
+        for st, a, shared in zip(sts, fn.args[1:], aliasing(sts)):
             # arena storages of different dtypes may share bytes in one kernel (a cast
             # computed in place): those pointers may alias
-            if not any(o is not st and o.kind == st.kind == "arena"
-                       and o.offset < st.offset + st.nbytes
-                       and st.offset < o.offset + o.nbytes for o in sts):
+            if not shared:
                 a.add_attribute("noalias")
             ptrs[st] = a
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -371,7 +366,8 @@ class Codegen(DynamicSchedule):
         self._interleave = 0
 
     # ---- entry --------------------------------------------------------------------------
-    def build(self, parts: int = 1, cold: bool = False):
+    def build(self, parts: int = 1, cold: bool = False, names: dict | None = None,
+              reuse=frozenset()):
         """The module (``parts`` = 1, no cold kernels), or a list of modules: the first
         holds the entry function, each of the others one hot kernel.  JIT compiles the
         entry's without optimisation and the kernels in ``parts`` concurrent bundles
@@ -387,16 +383,21 @@ class Codegen(DynamicSchedule):
         into the unoptimised module, and a list is returned even for ``parts`` = 1.  O3
         spends ~10 ms on each such kernel (LeNet step: 17 of 48 kernels), the
         unoptimised part ~1 ms; the code computes the same values (no fast-math flags,
-        explicit ``llvm.fma``; row sums, which O3 may reassociate, are never cold)."""
+        explicit ``llvm.fma``; row sums, which O3 may reassociate, are never cold).
+
+        ``names``: {kernel index: symbol} for hot kernels named by their signature
+        (:mod:`..plan.signature`, the backend's per-kernel cache keys before any IR)
+        instead of their text; those in ``reuse`` are linked from that cache's objects,
+        so their IR is not built, only declared.  ``self.named`` maps each module built
+        for a named kernel to its symbol."""
         plan = self.plan
         cold_of = [cold and is_cold(k) for k in plan.kernels]
-        hot = [k for k, c in zip(plan.kernels, cold_of) if not c]
-        split = parts > 1 or (any(cold_of) and bool(hot))
+        split = self.splits(parts, cold)
         entry = self.m
         mods, by_text, self.texts = [entry], {}, {}
         entry_state = ({}, {})
         entry_ids = self._ids
-        kfns = []
+        kfns, names, self.named = [], names or {}, {}
         for i, (k, c) in enumerate(zip(plan.kernels, cold_of)):
             if not split or c:
                 self.m, self._ids = entry, entry_ids
@@ -404,11 +405,19 @@ class Codegen(DynamicSchedule):
                 kfns.append(self.kernel(k, i))
                 entry_ids = self._ids
                 continue
-            self.m = ir.Module(name=KERNEL_MODULE)
-            self.m.triple = entry.triple
-            self.globals, self._loop_md, self._ids = {}, {}, 0   # names local to it
-            fn, sts = self.kernel(k, i)
-            same = str(self.m).replace(f'@"{fn.name}"', '@"' + KERNEL_NAME + '"')
+            name = names.get(i)
+            if name is not None and (name in reuse or name in self.named.values()):
+                sts = kernel_storages(k)    # linked from the cache, or built already
+                kfns.append((self._declare(entry, name, sts), sts))
+                continue
+            self.m, fn, sts = self.kernel_module(k, i, entry.triple)
+            if name is not None:
+                fn._name = name
+                mods.append(self.m)
+                self.named[self.m] = name
+                kfns.append((self._declare(entry, name, sts), sts))
+                continue
+            same = code_text(self.m, fn)
             name = by_text.get(same)
             if name is None:
                 # the function is named after its code: the same symbol for the same
@@ -417,15 +426,38 @@ class Codegen(DynamicSchedule):
                 fn._name = name
                 mods.append(self.m)
                 self.texts[self.m] = same.replace('@"' + KERNEL_NAME + '"', f'@"{name}"')
-            decl = entry.globals.get(name)
-            if decl is None:
-                decl = ir.Function(entry, fn.function_type, name)
-                decl.attributes.add("nounwind")
-            kfns.append((decl, sts))
+            kfns.append((self._declare(entry, name, sts), sts))
         self.m, self._ids = entry, entry_ids
         self.globals, self._loop_md = entry_state
         self._build_entry(kfns)
         return mods if split else entry
+
+    def kernel_module(self, k, idx_no, triple=""):
+        """(module, function, storages): kernel ``k`` alone in a module of its own."""
+        self.m = ir.Module(name=KERNEL_MODULE)
+        self.m.triple = triple
+        self.globals, self._loop_md, self._ids = {}, {}, 0   # names local to it
+        fn, sts = self.kernel(k, idx_no)
+        return self.m, fn, sts
+
+    def hot(self, cold: bool) -> list:
+        """Indices of the kernels :meth:`build` puts in modules of their own when it
+        splits (all, or with ``cold`` those that are not :func:`is_cold`)."""
+        return [i for i, k in enumerate(self.plan.kernels) if not (cold and is_cold(k))]
+
+    def splits(self, parts: int, cold: bool) -> bool:
+        """Whether :meth:`build` returns a list of modules (kernels in their own)."""
+        hot = len(self.hot(cold))
+        return parts > 1 or (0 < hot < len(self.plan.kernels))
+
+    @staticmethod
+    def _declare(entry, name, sts):
+        """The entry module's declaration of kernel function ``name`` over ``sts``."""
+        decl = entry.globals.get(name)
+        if decl is None:
+            decl = ir.Function(entry, _kernel_type(sts), name)
+            decl.attributes.add("nounwind")
+        return decl
 
     def _build_entry(self, kfns):
         plan = self.plan
@@ -485,6 +517,17 @@ def is_cold(k) -> bool:
     return (isinstance(k, LoopKernel) and not isinstance(k, GemmKernel)
             and int(np.prod(k.shape, dtype=np.int64)) <= COLD_ELEMENTS
             and not _row_sum(k))
+
+
+def code_text(module, fn) -> str:
+    """A kernel module's text with its function's own name left out: the same for the
+    same code in any graph (:data:`KERNEL_NAME` in its place)."""
+    return str(module).replace(f'@"{fn.name}"', '@"' + KERNEL_NAME + '"')
+
+
+def _kernel_type(sts) -> ir.FunctionType:
+    """A kernel function's type: ``void (i64 chunk, ptr per storage)``."""
+    return ir.FunctionType(VOID, [I64] + [PTR] * len(sts))
 
 
 def _known_trips(lo, hi):
