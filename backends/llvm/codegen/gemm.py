@@ -211,9 +211,12 @@ def _kernel_prefix(spec) -> str:
 
 
 def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
-                 prefetch: int = 0) -> ir.Function:
+                 prefetch: int = 0, last_only: bool = False) -> ir.Function:
     """C[mr × nv·vw] (=|+=) A-tile · B-panel over kc; if ``masked`` only the first
     ``ncols`` columns are read or written (vectors wholly beyond them compute zeros).
+    ``last_only``: only the last vector is masked, for calls whose ``ncols`` exceed
+    (nv - 1)·vw (an edge tile of a panel exactly as many vectors wide as its columns
+    need): without mask registers every masked vector costs a ``vmaskmovps`` per k.
 
     Arguments: (A, B, C, kc, rs, ks, ldb, ldc, beta:i32, ncols:i64), pointers already
     offset to the tile.  A's element (r, k) is at ``r*rs + k*ks`` so one kernel serves
@@ -221,7 +224,8 @@ def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
     GEMM variant of the same dtype and tile shape in a module.
     """
     s = em.s
-    name = f"{_kernel_prefix(s)}_{mr}x{nv}{'m' if masked else ''}"
+    last_only = bool(masked and last_only and nv > 1)
+    name = f"{_kernel_prefix(s)}_{mr}x{nv}{('l' if last_only else 'm') if masked else ''}"
     if prefetch:
         name += f"p{prefetch}"
     fn = em.m.globals.get(name)
@@ -238,7 +242,8 @@ def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
     entry, loop, done, acc_blk, st_blk = (fn.append_basic_block(n) for n in
                                           ("entry", "loop", "done", "accumulate", "store"))
     b = ir.IRBuilder(entry)
-    masks = [em.lane_mask(b, ncols, v * s.vw) if masked else None for v in range(nv)]
+    masks = [em.lane_mask(b, ncols, v * s.vw)
+             if masked and (v == nv - 1 or not last_only) else None for v in range(nv)]
     arows = [a] + [em.gep(b, a, b.mul(I64(r), rs)) for r in range(1, mr)]
     b.cbranch(b.icmp_signed(">", kc, I64(0)), loop, done)
 
@@ -322,6 +327,10 @@ class TileKernels:
     row: ir.Function                   # 1 × NV, leftover rows
     tall: ir.Function | None           # TALL·MR × 1 (see :func:`tall_rows`)
     full: tuple | None                 # (MR × NV, prefetching) unmasked, or None
+    #: without mask registers: full_edges[v - 1], MR × v vectors unmasked (a last panel of
+    #: exactly v vectors), and the tall tile unmasked (a last panel of one whole vector)
+    full_edges: list | None = None
+    tall_full: ir.Function | None = None
 
 
 def _tile_kernels(em: Emitter) -> TileKernels:
@@ -333,18 +342,25 @@ def _tile_kernels(em: Emitter) -> TileKernels:
     ~8 ms of compile time (the kernel library's, once per machine).  A transposed B is
     packed per panel, so its variant has nothing to prefetch."""
     s = em.s
-    wide = _emit_kernel(em, s.mr, s.nv, True)
-    edges = [_emit_kernel(em, s.mr, v, True) for v in range(1, s.nv)]
+    # without mask registers an edge tile masks only its last vector (its others are
+    # whole), and a last panel of whole vectors runs unmasked (Zen 3, best of calls, 1
+    # thread, `tn` K = 128: 256×16 65.5 -> 77.8 GFLOP/s, 256×10 41.4 -> 44.3, 256×8
+    # 48.8 -> 53.5; 512×256, whose last panel is 16 columns, 85-89 -> 87.5-88)
+    lo = not has_mask_registers(s)
+    wide = _emit_kernel(em, s.mr, s.nv, True, 0, lo)
+    edges = [_emit_kernel(em, s.mr, v, True, 0, lo) for v in range(1, s.nv)]
     tall = tall_rows(s)
-    full = None
-    if not has_mask_registers(s):
+    full = full_edges = tall_full = None
+    if lo:
         k_full = _emit_kernel(em, s.mr, s.nv, False)
         full = (k_full, _emit_kernel(em, s.mr, s.nv, False, s.pf)
                 if s.pf and not s.trans_b else k_full)
+        full_edges = [_emit_kernel(em, s.mr, v, False) for v in range(1, s.nv)]
+        tall_full = _emit_kernel(em, tall, 1, False) if tall else None
     return TileKernels(
-        wide, _emit_kernel(em, s.mr, s.nv, True, s.pf) if s.pf and not s.trans_b else wide,
+        wide, _emit_kernel(em, s.mr, s.nv, True, s.pf, lo) if s.pf and not s.trans_b else wide,
         edges, _emit_kernel(em, 1, s.nv, True),
-        _emit_kernel(em, tall, 1, True) if tall else None, full)
+        _emit_kernel(em, tall, 1, True) if tall else None, full, full_edges, tall_full)
 
 
 def has_mask_registers(spec) -> bool:
@@ -446,8 +462,11 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
                 whole = b.icmp_signed("==", nrem, I64(s.nr))
                 k_rows = b.select(whole, b.select(few_rows, kern.full[1], kern.full[0]), k_rows)
             for v in range(s.nv - 1, 0, -1):    # a last panel of v vectors
-                k_rows = b.select(b.icmp_signed("<=", nrem, I64(v * s.vw)),
-                                  kern.edges[v - 1], k_rows)
+                k_edge = kern.edges[v - 1]
+                if kern.full_edges is not None:     # exactly v whole vectors: unmasked
+                    k_edge = b.select(b.icmp_signed("==", nrem, I64(v * s.vw)),
+                                      kern.full_edges[v - 1], k_edge)
+                k_rows = b.select(b.icmp_signed("<=", nrem, I64(v * s.vw)), k_edge, k_rows)
 
             def tile(b, ip, kernel):
                 aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))
@@ -459,7 +478,11 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
                 # one-vector panels: tall tiles first, then MR-row tiles
                 ntall = b.mul(b.sdiv(b.sub(i1, i0), I64(tall)), I64(tall))
                 start = b.add(i0, b.select(narrow, ntall, I64(0)))
-                counted_loop(b, i0, start, tall, lambda b, ip: tile(b, ip, kern.tall), "it",
+                k_tall = kern.tall
+                if kern.tall_full is not None:      # one whole vector: unmasked
+                    k_tall = b.select(b.icmp_signed("==", nrem, I64(s.vw)), kern.tall_full,
+                                      k_tall)
+                counted_loop(b, i0, start, tall, lambda b, ip: tile(b, ip, k_tall), "it",
                               True, True)
             counted_loop(b, start, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
                           True, True)
