@@ -73,7 +73,10 @@ AVX2_TILES = [G.GemmSpec("float32", ta, tb, mr, nv, 8, kc, pf, pack)
 def test_256_bit_tiles_match_numpy(spec):
     assert not G.has_mask_registers(spec)
     rng = np.random.default_rng(7)
-    for m, n, k in SHAPES + [(70, 50, 300), (40, 48, 20)]:
+    # + last panels of whole vectors (unmasked edge and tall tiles: N = 8, 16, 40, 520)
+    # and of a partial last vector (only it masked: N = 10, 50)
+    for m, n, k in SHAPES + [(70, 50, 300), (40, 48, 20), (50, 8, 20), (37, 16, 33),
+                             (21, 40, 9), (9, 520, 40), (26, 10, 130)]:
         a, b = _operands(rng, m, n, k, "float32", spec.trans_a, spec.trans_b)
         outs = []
         for threads in (1, 2):
