@@ -55,6 +55,17 @@ MIN_WORK_PER_THREAD = 1 << 19
 #: The default of ``GemmSpec.pf``; the tuner (:mod:`..native.tuning`) measures both.
 PREFETCH_B = 1
 PREFETCH_MAX_ROWS = 16
+#: bytes of the stack buffer a ``pack_a`` call packs a row block of Aᵀ into, per K block
+#: (at least one MR×KC strip): 784 rows at K = 128 are 2 blocks of 392 (Zen 3: 512 KiB of
+#: L2 per core; one block measured ~1 % faster at 784×128×512, two re-pack B panels
+#: once more)
+A_PACK_BYTES = 256 * 1024
+
+
+def a_pack_elements(spec) -> int:
+    """Elements of ``spec``'s A-packing buffer (:data:`A_PACK_BYTES`, at least one strip)."""
+    item = 4 if spec.dtype == "float32" else 8
+    return max(A_PACK_BYTES // item, spec.mr * spec.kc)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,11 @@ class GemmSpec:
     #: 1: copy each K×NR panel of a non-transposed B into a contiguous buffer when the
     #: call has more than PREFETCH_MAX_ROWS rows (see :func:`.gemm_pack.emit_pack_b`)
     pack: int = 0
+    #: 1: with ``trans_a``, a call of more than one panel and PREFETCH_MAX_ROWS rows
+    #: packs op(A) = Aᵀ into contiguous MR×KC tile strips (in row blocks of at most
+    #: :data:`A_PACK_BYTES`): the first panel's tiles store what they broadcast, the
+    #: other panels read the strips (see :func:`emit_gemm`)
+    pack_a: int = 0
 
     @property
     def nr(self) -> int:
@@ -84,7 +100,8 @@ class GemmSpec:
         d = {"float32": "f32", "float64": "f64"}[self.dtype]
         pf = "" if self.pf == PREFETCH_B else f"_pf{self.pf}"
         pk = "_pk" if self.pack and not self.trans_b else ""
-        return f"graphc_gemm_{d}_{t}_{self.mr}x{self.nr}_kc{self.kc}{pf}{pk}"
+        pa = "_pa" if self.pack_a and self.trans_a else ""
+        return f"graphc_gemm_{d}_{t}_{self.mr}x{self.nr}_kc{self.kc}{pf}{pk}{pa}"
 
     @classmethod
     def of(cls, c, dtype="float32", trans_a=False, trans_b=False, vw=None) -> "GemmSpec":
@@ -93,7 +110,8 @@ class GemmSpec:
         dtype = np.dtype(dtype).name
         if vw is None:
             vw = vector_bits() // (8 * np.dtype(dtype).itemsize)
-        return cls(dtype, bool(trans_a), bool(trans_b), c.mr, c.nv, vw, c.kc, c.pf, c.pack)
+        return cls(dtype, bool(trans_a), bool(trans_b), c.mr, c.nv, vw, c.kc, c.pf, c.pack,
+                   getattr(c, "pack_a", 0))
 
 
 def vector_bits(target=None) -> int:
@@ -211,12 +229,16 @@ def _kernel_prefix(spec) -> str:
 
 
 def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
-                 prefetch: int = 0, last_only: bool = False) -> ir.Function:
+                 prefetch: int = 0, last_only: bool = False,
+                 pack_out: bool = False) -> ir.Function:
     """C[mr × nv·vw] (=|+=) A-tile · B-panel over kc; if ``masked`` only the first
     ``ncols`` columns are read or written (vectors wholly beyond them compute zeros).
     ``last_only``: only the last vector is masked, for calls whose ``ncols`` exceed
     (nv - 1)·vw (an edge tile of a panel exactly as many vectors wide as its columns
     need): without mask registers every masked vector costs a ``vmaskmovps`` per k.
+    ``pack_out``: a last argument ``P`` receives the tile's strip of A packed, (r, k) at
+    ``P[r + k*mr]`` (the elements the loop broadcasts, stored as it loads them: the first
+    panel of a call packs A for the others, see :func:`emit_gemm`).
 
     Arguments: (A, B, C, kc, rs, ks, ldb, ldc, beta:i32, ncols:i64), pointers already
     offset to the tile.  A's element (r, k) is at ``r*rs + k*ks`` so one kernel serves
@@ -228,16 +250,20 @@ def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
     name = f"{_kernel_prefix(s)}_{mr}x{nv}{('l' if last_only else 'm') if masked else ''}"
     if prefetch:
         name += f"p{prefetch}"
+    if pack_out:
+        name += "a"
     fn = em.m.globals.get(name)
     if fn is not None:
         return fn
-    fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR] + [I64] * 5 + [I32, I64])
+    fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR] + [I64] * 5 + [I32, I64]
+                           + ([PTR] if pack_out else []))
     fn = ir.Function(em.m, fnty, name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     fn.attributes.add("noinline")  # inlining 9 kernels into each driver triples compile time
-    a, bp, c, kc, rs, ks, ldb, ldc, beta, ncols = fn.args
-    for p in (a, bp, c):
+    a, bp, c, kc, rs, ks, ldb, ldc, beta, ncols = fn.args[:10]
+    pout = fn.args[10] if pack_out else None
+    for p in fn.args[:3] + fn.args[10:]:
         p.add_attribute("noalias")
     entry, loop, done, acc_blk, st_blk = (fn.append_basic_block(n) for n in
                                           ("entry", "loop", "done", "accumulate", "store"))
@@ -264,9 +290,13 @@ def _emit_kernel(em: Emitter, mr: int, nv: int, masked: bool,
             b.call(pf, [dst, I32(0), I32(3), I32(1)])
     koff = b.mul(k, ks)
     new = []
+    pdst = em.gep(b, pout, b.mul(k, I64(mr))) if pack_out else None
     for r in range(mr):
         ld = b.load(em.gep(b, arows[r], koff), typ=em.t)
         ld.align = em.align
+        if pack_out:
+            st = b.store(ld, em.gep(b, pdst, I64(r)))
+            st.align = em.align
         av = em.splat(b, ld)
         new.append([b.call(em.fma, [av, bvec[v], accs[r][v]]) for v in range(nv)])
     k1 = b.add(k, I64(1))
@@ -331,6 +361,8 @@ class TileKernels:
     #: exactly v vectors), and the tall tile unmasked (a last panel of one whole vector)
     full_edges: list | None = None
     tall_full: ir.Function | None = None
+    #: a whole panel's MR × NV tile that also packs its strip of A (``GemmSpec.pack_a``)
+    packing: ir.Function | None = None
 
 
 def _tile_kernels(em: Emitter) -> TileKernels:
@@ -357,10 +389,13 @@ def _tile_kernels(em: Emitter) -> TileKernels:
                 if s.pf and not s.trans_b else k_full)
         full_edges = [_emit_kernel(em, s.mr, v, False) for v in range(1, s.nv)]
         tall_full = _emit_kernel(em, tall, 1, False) if tall else None
+    packing = (_emit_kernel(em, s.mr, s.nv, not lo, 0, lo, True)
+               if s.pack_a and s.trans_a else None)
     return TileKernels(
         wide, _emit_kernel(em, s.mr, s.nv, True, s.pf, lo) if s.pf and not s.trans_b else wide,
         edges, _emit_kernel(em, 1, s.nv, True),
-        _emit_kernel(em, tall, 1, True) if tall else None, full, full_edges, tall_full)
+        _emit_kernel(em, tall, 1, True) if tall else None, full, full_edges, tall_full,
+        packing)
 
 
 def has_mask_registers(spec) -> bool:
@@ -414,6 +449,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     tall = tall_rows(s)
     pack = emit_pack_bt(em) if s.trans_b else None
     pack_nn = emit_pack_b(em) if s.pack and not s.trans_b else None
+    pack_a = bool(s.pack_a and s.trans_a)
 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pbuf = None
@@ -431,6 +467,13 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     few_rows = b.icmp_signed("<=", b.sub(i1, i0), I64(PREFETCH_MAX_ROWS))
     # few rows: each panel serves at most a few tiles, so it is prefetched, not copied
     packing = b.not_(few_rows) if pack_nn else None
+    abuf = packing_a = None
+    if pack_a:
+        abuf = b.alloca(ir.ArrayType(em.t, a_pack_elements(s)))
+        abuf.align = 64
+        # A is packed when its tiles serve more than one panel
+        packing_a = b.and_(b.icmp_signed(">", b.sub(j1, j0), I64(s.nr)),
+                           b.not_(few_rows))
 
     def over_kblocks(b, kbi):
         kb = b.mul(kbi, I64(s.kc))
@@ -439,7 +482,8 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
         kc = b.select(b.icmp_signed("<", kc, I64(0)), I64(0), kc)
         beff = b.select(b.icmp_signed("==", kbi, I64(0)), beta, I32(1))
 
-        def over_panels(b, jp):
+        def over_panels(b, jp, ib, fe, ie):
+            """Panel jp of row block [ib, ie) (MR-row tiles up to fe, then single rows)."""
             nrem = b.sub(j1, jp)
             nrem = b.select(b.icmp_signed("<", nrem, I64(s.nr)), nrem, I64(s.nr))
             narrow = b.icmp_signed("<=", nrem, I64(s.vw))
@@ -468,28 +512,65 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
                                       kern.full_edges[v - 1], k_edge)
                 k_rows = b.select(b.icmp_signed("<=", nrem, I64(v * s.vw)), k_edge, k_rows)
 
-            def tile(b, ip, kernel):
-                aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))
+            def tile(b, ip, kernel, packed=False):
                 cptr = em.gep(b, C, b.add(b.mul(ip, ldc), jp))
-                b.call(kernel, [aptr, bptr, cptr, kc, rs, ks, ldbe, ldc, beff, nrem])
+                aptr = em.gep(b, A, b.add(b.mul(ip, rs), b.mul(kb, ks)))
+                if not packed:
+                    b.call(kernel, [aptr, bptr, cptr, kc, rs, ks, ldbe, ldc, beff, nrem])
+                    return
+                # the tile's strip of the packed block: (r, k) at r + k*MR, written by the
+                # block's first panel (a whole one: packing needs more than one panel)
+                strip = em.gep(b, abuf, b.mul(b.sub(ip, ib), kc))
+                with b.if_else(b.and_(packing_a, b.icmp_signed("==", jp, j0))) as (first, rest):
+                    with first:
+                        b.call(kern.packing, [aptr, bptr, cptr, kc, rs, ks, ldbe, ldc, beff,
+                                              nrem, strip])
+                    with rest:
+                        b.call(kernel, [b.select(packing_a, strip, aptr), bptr, cptr, kc,
+                                        b.select(packing_a, I64(1), rs),
+                                        b.select(packing_a, I64(s.mr), ks),
+                                        ldbe, ldc, beff, nrem])
 
-            start = i0
+            start = ib
             if kern.tall is not None:
-                # one-vector panels: tall tiles first, then MR-row tiles
-                ntall = b.mul(b.sdiv(b.sub(i1, i0), I64(tall)), I64(tall))
-                start = b.add(i0, b.select(narrow, ntall, I64(0)))
+                # one-vector panels: tall tiles first (from A as stored), then MR-row tiles
+                ntall = b.mul(b.sdiv(b.sub(fe, ib), I64(tall)), I64(tall))
+                start = b.add(ib, b.select(narrow, ntall, I64(0)))
                 k_tall = kern.tall
                 if kern.tall_full is not None:      # one whole vector: unmasked
                     k_tall = b.select(b.icmp_signed("==", nrem, I64(s.vw)), kern.tall_full,
                                       k_tall)
-                counted_loop(b, i0, start, tall, lambda b, ip: tile(b, ip, k_tall), "it",
+                counted_loop(b, ib, start, tall, lambda b, ip: tile(b, ip, k_tall), "it",
                               True, True)
-            counted_loop(b, start, ifull_end, s.mr, lambda b, ip: tile(b, ip, k_rows), "ip",
-                          True, True)
-            counted_loop(b, ifull_end, i1, 1, lambda b, ip: tile(b, ip, kern.row), "ir",
+            counted_loop(b, start, fe, s.mr, lambda b, ip: tile(b, ip, k_rows, bool(pack_a)),
+                          "ip", True, True)
+            counted_loop(b, fe, ie, 1, lambda b, ip: tile(b, ip, kern.row), "ir",
                           True, True)
 
-        counted_loop(b, j0, j1, s.nr, over_panels, "jp", True, True)
+        if not pack_a:
+            counted_loop(b, j0, j1, s.nr, lambda b, jp: over_panels(b, jp, i0, ifull_end, i1),
+                         "jp", True, True)
+            return
+        # row blocks of as many MR-row tiles as the buffer holds at this kc (one block
+        # spanning the rows when A is not packed): the first panel packs a block's strips,
+        # the others stream past them.  Blocks never change an element's sums.
+        def cdiv(x, y):
+            return b.sdiv(b.add(x, b.sub(y, I64(1))), y)
+        tiles_max = b.sdiv(I64(a_pack_elements(s) // s.mr),
+                           b.select(b.icmp_signed(">", kc, I64(1)), kc, I64(1)))
+        ntiles = cdiv(b.sub(i1, i0), I64(s.mr))
+        nblk = b.select(packing_a, cdiv(ntiles, tiles_max), I64(1))
+        # blocks of equal tile counts (784 rows at 128 KiB: 4 x 196, not 3 x 256 + 16)
+        mc = b.select(packing_a, b.mul(cdiv(ntiles, nblk), I64(s.mr)), b.sub(i1, i0))
+
+        def row_block(b, bi):
+            ib = b.add(i0, b.mul(bi, mc))
+            ie = b.add(ib, mc)
+            ie = b.select(b.icmp_signed("<", ie, i1), ie, i1)
+            fe = b.select(b.icmp_signed("<", ie, ifull_end), ie, ifull_end)
+            counted_loop(b, j0, j1, s.nr, lambda b, jp: over_panels(b, jp, ib, fe, ie),
+                         "jp", True, True)
+        counted_loop(b, I64(0), nblk, 1, row_block, "ib", True, True)
 
     counted_loop(b, I64(0), kblocks, 1, over_kblocks, "kb", True, True)
     b.ret_void()
@@ -530,6 +611,8 @@ def partition(m: int, n: int, k: int, trans_b: bool, spec: GemmSpec, chunks: int
     def split(spec):
         cunits, runits = -(-n // spec.vw), -(-m // spec.mr)
         by_cols = cunits >= parts * spec.nv or (trans_b and runits < parts)
+        if spec.trans_a and spec.pack_a and not trans_b and runits >= parts:
+            by_cols = False     # a packed Aᵀ: each chunk packs its own rows once
         units = cunits if by_cols else runits
         return (max(1, min(parts, units)), by_cols, units,
                 spec.vw if by_cols else spec.mr, spec)

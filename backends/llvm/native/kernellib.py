@@ -43,7 +43,7 @@ GEMM_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
                            "codegen", "gemm.py")
 
 #: bump when the library's ABI or contents change in a way the source digest misses
-LIB_FORMAT_VERSION = 2     # 2: the family includes the prefetch distance
+LIB_FORMAT_VERSION = 3     # 2: the family includes the prefetch distance; 3: A packing
 VARIANTS = ((False, False), (True, False), (False, True), (True, True))
 
 _LOCK = threading.RLock()
@@ -62,7 +62,7 @@ def enabled() -> bool:
 
 
 def family(spec: GemmSpec) -> tuple:
-    return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc, spec.pf, spec.pack)
+    return (spec.dtype, spec.mr, spec.nv, spec.vw, spec.kc, spec.pf, spec.pack, spec.pack_a)
 
 
 def _source_digest() -> str | None:
@@ -97,8 +97,8 @@ def library_key(fam: tuple, target: jit.TargetInfo) -> str:
 
 def _specs(fam):
     from ..codegen.gemm import GemmSpec
-    dtype, mr, nv, vw, kc, pf, pack = fam
-    return [GemmSpec(dtype, ta, tb, mr, nv, vw, kc, pf, pack) for ta, tb in VARIANTS]
+    dtype, mr, nv, vw, kc, pf, pack, pack_a = fam
+    return [GemmSpec(dtype, ta, tb, mr, nv, vw, kc, pf, pack, pack_a) for ta, tb in VARIANTS]
 
 
 def _driver_names(meta: bytes | None) -> list:
@@ -214,8 +214,8 @@ def families_used(modules) -> list:
 def parse_family(fam) -> tuple:
     """A family tuple from its JSON list (a cached graph's summary); ValueError or
     TypeError when it is not one."""
-    dtype, mr, nv, vw, kc, pf, pack = fam
-    return (str(dtype), int(mr), int(nv), int(vw), int(kc), int(pf), int(pack))
+    dtype, mr, nv, vw, kc, pf, pack, pack_a = fam
+    return (str(dtype), int(mr), int(nv), int(vw), int(kc), int(pf), int(pack), int(pack_a))
 
 
 def load_family(fam) -> None:

@@ -34,7 +34,7 @@ from . import cachedir
 from .target import _cpu_fingerprint, host_target
 
 #: bump when the meaning of a cached choice or the candidate space changes
-TUNE_FORMAT_VERSION = 2      # 2: the B-panel packing knob
+TUNE_FORMAT_VERSION = 3      # 2: the B-panel packing knob; 3: A packing
 LOCK = threading.RLock()
 
 
@@ -48,10 +48,13 @@ class TileChoice:
     pf: int = 1
     #: copy non-transposed B panels into contiguous buffers (calls of > 16 rows)
     pack: int = 0
+    #: pack a transposed A into contiguous tile strips (``codegen.gemm.GemmSpec.pack_a``)
+    pack_a: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.mr}x{self.nv}v kc{self.kc} pf{self.pf}" + (" pack" if self.pack else "")
+        return (f"{self.mr}x{self.nv}v kc{self.kc} pf{self.pf}" + (" pack" if self.pack else "")
+                + (" packA" if self.pack_a else ""))
 
 
 #: known-good defaults by LLVM CPU name; :func:`family_default` falls back on the vector
@@ -65,7 +68,7 @@ KNOWN = {
     "graniterapids": TileChoice(6, 4, 256, 1),
     "icelake-server": TileChoice(6, 4, 256, 1),
     "skylake-avx512": TileChoice(6, 4, 256, 1),
-    "znver3": TileChoice(4, 3, 256, 0, 1),     # tuned on Zen 3: docs/benchmarks.md
+    "znver3": TileChoice(4, 3, 256, 0, 1, 1),  # tuned on Zen 3: docs/benchmarks.md
     "znver2": TileChoice(6, 2, 256, 1),
     "haswell": TileChoice(6, 2, 256, 1),
     "skylake": TileChoice(6, 2, 256, 1),
@@ -105,11 +108,12 @@ def valid(c, t=None) -> bool:
     entry must pass before it is believed)."""
     if not isinstance(c, TileChoice):
         return False
-    if not all(type(x) is int for x in (c.mr, c.nv, c.kc, c.pf, c.pack)):
+    if not all(type(x) is int for x in (c.mr, c.nv, c.kc, c.pf, c.pack, c.pack_a)):
         return False
     regs = vector_registers(t)
     return (1 <= c.mr <= 16 and 1 <= c.nv <= 8 and c.mr * c.nv + c.nv + 1 <= regs
-            and 8 <= c.kc <= 4096 and 0 <= c.pf <= 4 and c.pack in (0, 1))
+            and 8 <= c.kc <= 4096 and 0 <= c.pf <= 4 and c.pack in (0, 1)
+            and c.pack_a in (0, 1))
 
 
 def cache_path() -> str | None:
@@ -139,7 +143,8 @@ def read_cached() -> tuple | None:
         rec = json.loads(raw)
         if rec.get("digest") != _digest(_cpu_fingerprint() or ""):
             return None                      # another CPU's (or version's) entry
-        c = TileChoice(**{k: rec["choice"][k] for k in ("mr", "nv", "kc", "pf", "pack")})
+        c = TileChoice(**{k: rec["choice"][k]
+                          for k in ("mr", "nv", "kc", "pf", "pack", "pack_a")})
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
     if not valid(c):
@@ -204,4 +209,4 @@ def set_choice(c: TileChoice | None, src: str = "tuned") -> None:
 def key_part() -> str:
     """What graph cache keys must include: the choice in use."""
     c = choice()
-    return f"gemm-tile/{c.mr}/{c.nv}/{c.kc}/{c.pf}/{c.pack}"
+    return f"gemm-tile/{c.mr}/{c.nv}/{c.kc}/{c.pf}/{c.pack}/{c.pack_a}"

@@ -4,17 +4,19 @@ What is searched (:func:`space`): the micro-kernel tile (MR rows × NV vectors, 
 tiles whose accumulators, B vectors and broadcast fit the vector registers: 16 ymm on
 AVX2, 32 zmm on AVX-512), the K block KC (how much of a B panel and of A's row block
 must stay in L1/L2: L2 is 512 KiB per core on Zen 3, 1-2 MiB elsewhere), the B-panel
-prefetch of few-row tiles and whether non-transposed B panels are copied contiguous.
+prefetch of few-row tiles, whether non-transposed B panels are copied contiguous and
+whether a transposed A is packed into tile strips.
 Thread partitioning is not searched (the fixed partition of :mod:`..plan.partition`
 gives bitwise-identical results for any thread count).
 
 How (a greedy staged search, as a beam search of width 1 over the knobs, the
 knobs measured to matter most first): every tile at KC 256 with the table's prefetch,
-then B-panel packing toggled (:func:`..codegen.gemm_pack.emit_pack_b`), then the other
-KCs for the best, then prefetch toggled -- 8 candidates,
-compiled one module each (the nn/tn/nt variants together) and timed on one thread at
-512³ and the MLP 784-512 layer's forward, weight-gradient and input-gradient products
-(batch 128) and its batch-16 forward, each shape on the tile a compiled step would give
+then B-panel packing toggled (:func:`..codegen.gemm_pack.emit_pack_b`), then A packing
+toggled (``GemmSpec.pack_a``), then the other KCs for the best, then prefetch toggled --
+9 candidates, compiled one module each (the nn/tn/nt variants together) and timed on one
+thread at 512³, the MLP 784-512 layer's forward, weight-gradient and input-gradient
+products (batch 128), the 512-256 layer's weight gradient (a transposed A of 512
+columns) and the first layer's batch-16 forward, each shape on the tile a compiled step would give
 it with that candidate (:func:`..codegen.gemm.shape_spec`).  A candidate's score is the geometric mean of its
 GFLOP/s; each shape's time is the *minimum* over repeated calls (other processes on a
 shared machine only ever add time), and a stage's candidates are timed alternately in
@@ -46,6 +48,7 @@ SHAPES = (("512³", 512, 512, 512, False, False),
           ("fc1 fwd", 128, 784, 512, False, False),
           ("fc1 dW", 784, 128, 512, True, False),
           ("fc1 dX", 128, 512, 784, False, True),
+          ("fc2 dW", 512, 128, 256, True, False),
           ("b16 fwd", 16, 784, 512, False, False))
 KCS = (256, 128, 384)
 
@@ -63,8 +66,8 @@ def space(t=None) -> list:
     """Every TileChoice the tuner may pick on target ``t`` (the tests check them all)."""
     base = tuning.family_default(t)
     regs = tuning.vector_registers(t)
-    out = [TileChoice(mr, nv, kc, pf, pack) for mr, nv in tiles(regs) for kc in KCS
-           for pf in sorted({base.pf, 0}) for pack in (0, 1)]
+    out = [TileChoice(mr, nv, kc, pf, pack, pack_a) for mr, nv in tiles(regs) for kc in KCS
+           for pf in sorted({base.pf, 0}) for pack in (0, 1) for pack_a in (0, 1)]
     return out if base in out else [base] + out
 
 
@@ -76,6 +79,7 @@ class TuneResult:
 
     def table(self) -> list:
         return [{"choice": c.label, "mr": c.mr, "nv": c.nv, "kc": c.kc, "pf": c.pf,
+                 "pack": c.pack, "pack_a": c.pack_a,
                  "gflops": {k: round(v, 1) for k, v in g.items()}, "score": round(s, 1)}
                 for c, g, s in self.results]
 
@@ -145,9 +149,9 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
     t0 = time.perf_counter()
     base = tuning.family_default()
     bench = _Bench(shapes)
-    # per-shape, per-round timing slice: ~half the budget over ~8 candidates and the
-    # best one's three re-timings
-    slice_s = max(0.001, 0.5 * budget / (11 * ROUNDS * len(shapes)))
+    # per-shape, per-round timing slice: ~half the budget over ~9 candidates and the
+    # best one's four re-timings
+    slice_s = max(0.001, 0.5 * budget / (13 * ROUNDS * len(shapes)))
     results: dict = {}
 
     def stage(cands):
@@ -179,10 +183,11 @@ def tune(budget: float | None = None, progress: bool = False, shapes=SHAPES,
     def best():
         return max(results, key=lambda x: _score(results[x]))
 
-    stage([TileChoice(mr, nv, KCS[0], base.pf, base.pack)
+    stage([TileChoice(mr, nv, KCS[0], base.pf, base.pack, base.pack_a)
            for mr, nv in tiles(tuning.vector_registers())] + [base])
     if results:
         stage([replace(best(), pack=1 - best().pack)])
+        stage([replace(best(), pack_a=1 - best().pack_a)])
         stage([replace(best(), kc=kc) for kc in KCS[1:]])
         stage([replace(best(), pf=0 if best().pf else base.pf or 1)])
     chosen = best() if results else base

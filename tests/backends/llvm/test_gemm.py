@@ -64,9 +64,11 @@ def test_matches_numpy(dtype, ta, tb, m, n, k):
 # 256-bit tiles on any host (AVX2 instructions run on AVX-512 CPUs too): the code paths of a
 # CPU without mask registers -- unmasked whole-panel kernels, packed B panels, edge tiles of
 # 1..NV-1 vectors, whole-panel column chunks on 2 threads -- are tested wherever CI runs
-AVX2_TILES = [G.GemmSpec("float32", ta, tb, mr, nv, 8, kc, pf, pack)
-              for ta, tb in VARIANTS for mr, nv, kc, pf, pack in
-              [(4, 3, 256, 0, 1), (4, 3, 64, 1, 0), (6, 2, 128, 1, 1)]]
+AVX2_TILES = [G.GemmSpec("float32", ta, tb, mr, nv, 8, kc, pf, pack, pack_a)
+              for ta, tb in VARIANTS for mr, nv, kc, pf, pack, pack_a in
+              [(4, 3, 256, 0, 1, 1), (4, 3, 256, 0, 1, 0), (4, 3, 64, 1, 0, 1),
+               (6, 2, 128, 1, 1, 0), (5, 2, 128, 1, 1, 1)]
+              if pack_a == 0 or ta]         # (pack_a only changes a transposed A's code)
 
 
 @pytest.mark.parametrize("spec", AVX2_TILES, ids=lambda s: s.name)
@@ -88,6 +90,52 @@ def test_256_bit_tiles_match_numpy(spec):
                 _check(c, a, b, spec.trans_a, spec.trans_b)
             outs.append(c.copy())
         assert np.array_equal(outs[0], outs[1]), (spec.name, m, n, k)
+
+
+# transposed A packed into tile strips (GemmSpec.pack_a): odd M, M below MR and below
+# PREFETCH_MAX_ROWS (not packed), one and several panels, K across KC, and row blocks
+# (the buffer holds A_PACK_BYTES: 256 rows of KC 256 floats; with KC 64, 1024 rows)
+PACK_A_SHAPES = [(3, 50, 20), (17, 49, 7), (33, 25, 1), (37, 101, 97), (130, 70, 300),
+                 (601, 50, 300), (1029, 49, 70), (250, 24, 300), (403, 60, 0)]
+PACK_A_SPECS = [G.GemmSpec(dt, True, tb, mr, nv, vw, kc, pf, pack, 1)
+                for dt, mr, nv, vw, kc, pf, pack in
+                [("float32", 4, 3, 8, 256, 0, 1), ("float32", 5, 2, 8, 64, 1, 0),
+                 ("float64", 4, 3, 4, 256, 0, 1), ("float32", 6, 4, 16, 256, 1, 0),
+                 ("float32", 8, 3, 16, 128, 1, 1)]
+                for tb in (False, True)]
+
+
+@pytest.mark.parametrize("spec", PACK_A_SPECS, ids=lambda s: f"{s.name}_vw{s.vw}")
+def test_packed_transposed_a_matches_numpy_and_the_unpacked_bits(spec):
+    """Packing Aᵀ changes where the micro-kernels read A, never a sum: the same bits as
+    the unpacked variant, on 1, 2 and 3 threads (vw 16: the AVX-512 code path)."""
+    from dataclasses import replace
+    rng = np.random.default_rng(11)
+    for m, n, k in PACK_A_SHAPES:
+        a, b = _operands(rng, m, n, k, spec.dtype, True, spec.trans_b)
+        ref = np.full((m, n), np.nan, spec.dtype)
+        gemmcall.GemmPlan(a, b, ref, True, spec.trans_b, threads=1,
+                          spec=replace(spec, pack_a=0))()
+        _check(ref, a, b, True, spec.trans_b)
+        for threads in (1, 2, 3):
+            c = np.full((m, n), np.nan, spec.dtype)
+            gemmcall.GemmPlan(a, b, c, True, spec.trans_b, threads=threads, spec=spec)()
+            assert np.array_equal(c, ref), (spec.name, m, n, k, threads)
+        c0 = rng.standard_normal((m, n)).astype(spec.dtype)
+        c = c0.copy()
+        gemmcall.GemmPlan(a, b, c, True, spec.trans_b, accumulate=True, threads=2,
+                          spec=spec)()
+        _check(c, a, b, True, spec.trans_b, extra=c0.astype(np.float64))
+
+
+def test_packed_transposed_a_partitions_by_rows():
+    """Chunks of a packed Aᵀ are row ranges (each packs its rows once and runs every
+    panel); without packing, the same product is split by columns."""
+    spec = G.GemmSpec("float32", True, False, 4, 3, 8, 256, 0, 1, 1)
+    from dataclasses import replace
+    assert G.partition(784, 512, 128, False, spec, 8)[1] is False
+    assert G.partition(784, 512, 128, False, replace(spec, pack_a=0), 8)[1] is True
+    assert G.partition(784, 512, 128, True, spec, 8)[1] is True     # Bᵀ: packed per panel
 
 
 def test_partition_keeps_enough_accumulators():

@@ -112,7 +112,7 @@ def test_space_fits_the_registers():
 
 
 def test_table_of_defaults():
-    assert tuning.family_default(AVX2) == TileChoice(4, 3, 256, 0, 1)   # tuned on Zen 3
+    assert tuning.family_default(AVX2) == TileChoice(4, 3, 256, 0, 1, 1)   # tuned on Zen 3
     assert tuning.family_default(AVX512).nv == 4
     assert tuning.family_default(SPR).nv == 4
     assert tuning.family_default(OTHER_AVX2) == TileChoice(6, 2, 256, 1)  # by width
@@ -121,6 +121,7 @@ def test_table_of_defaults():
     assert not tuning.valid(TileChoice(6, 2, 3, 1), AVX2)
     assert not tuning.valid(TileChoice(6.0, 2, 256, 1), AVX2)
     assert not tuning.valid((6, 2, 256, 1), AVX2)
+    assert not tuning.valid(TileChoice(6, 2, 256, 1, 0, 2), AVX2)
 
 
 def test_tune_off_uses_the_table(cache, monkeypatch, capsys):
@@ -186,7 +187,9 @@ def test_choice_is_part_of_the_graph_key(monkeypatch):
     tuning.set_choice(TileChoice(6, 2, 128, 1))
     k2 = graph_key(g, 1)
     tuning.set_choice(TileChoice(6, 2, 256, 0))
-    assert len({k1, k2, graph_key(g, 1)}) == 3
+    k3 = graph_key(g, 1)
+    tuning.set_choice(TileChoice(6, 2, 256, 0, 0, 1))
+    assert len({k1, k2, k3, graph_key(g, 1)}) == 4
 
 
 def test_tune_with_a_tiny_budget(capsys):
