@@ -20,7 +20,9 @@ Why it is built this way (docs/benchmarks.md has the measurements):
   by every variant of a dtype in a module (each costs ~8 ms of compile time).
 * K is blocked by KC so that a K×NR panel of B stays in L2 while every row tile of
   the range streams past it; with ``trans_b`` that panel is packed (transposed) into
-  a stack buffer once per panel, which makes op(B) rows contiguous.
+  a stack buffer once per panel, which makes op(B) rows contiguous.  With ``trans_a``
+  and ``pack_a`` the first panel's tiles also store the op(A) elements they broadcast
+  into contiguous MR×KC strips, which the other panels read (:func:`emit_gemm`).
 * The function computes a *range* of C (rows i0:i1, columns j0:j1): threads own
   disjoint ranges, and every element's summation order (K blocks in order, k in
   order inside a block) does not depend on the range, so results are bitwise

@@ -38,9 +38,12 @@ if TYPE_CHECKING:
     from ..codegen.gemm import GemmSpec
 
 #: the code generator of the library, whose source the library's key covers (read, not
-#: imported: a process that only loads the library from disk never needs llvmlite.ir)
-GEMM_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "codegen", "gemm.py")
+#: imported: a process that only loads the library from disk never needs llvmlite.ir);
+#: with the modules it emits through (B packing, loop scaffolding)
+_CODEGEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "codegen")
+GEMM_SOURCE = os.path.join(_CODEGEN, "gemm.py")
+GEMM_SOURCES = (GEMM_SOURCE, os.path.join(_CODEGEN, "gemm_pack.py"),
+                os.path.join(_CODEGEN, "loops.py"))
 
 #: bump when the library's ABI or contents change in a way the source digest misses
 LIB_FORMAT_VERSION = 3     # 2: the family includes the prefetch distance; 3: A packing
@@ -66,12 +69,12 @@ def family(spec: GemmSpec) -> tuple:
 
 
 def _source_digest() -> str | None:
-    """sha256 of this file and gemm.py (None when the sources cannot be read)."""
+    """sha256 of this file and the GEMM code generator (None when a source cannot be read)."""
     global _SOURCE_DIGEST
     if _SOURCE_DIGEST is None:
         h = hashlib.sha256()
         try:
-            for path in (GEMM_SOURCE, __file__):
+            for path in (*GEMM_SOURCES, __file__):
                 with open(path, "rb") as f:
                     h.update(f.read())
                 h.update(b"\0")
