@@ -10,6 +10,10 @@ compiled before -- in any graph, any process -- compiles only its entry.  Kernel
 kernels) link without a clash.  Every read goes through the disk cache's trust and
 checksum rules (:func:`.diskcache.read_entry`); a missing, corrupt or foreign entry is
 a miss and the kernel is compiled again.
+
+The backend keys most kernels before building their IR, by a digest of their plan data
+(``plan/signature.py``, named ``gs_<digest>``): :func:`kernel_key` then hashes that
+signature and the code generator's salt instead of the text.
 """
 from __future__ import annotations
 
