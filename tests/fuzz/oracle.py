@@ -162,7 +162,47 @@ def _run_case(prog: Program, transform: str, config) -> None:
         args = make()
         r = _flat(ref(*args))
         g = _flat(got(*[a.copy() for a in args]))
-        compare(f"{transform} call {call + 1}", g, r, dtype, ctx)
+        what = f"{transform} call {call + 1}"
+        try:
+            compare(what, g, r, dtype, ctx)
+        except Mismatch:
+            # within what float32 rounding alone moves the oracle itself?
+            wide = _in_float64(fn, args) if dtype == np.float32 else None
+            if wide is None or len(wide) != len(r):
+                raise
+            compare(what, g, r, dtype, ctx, slack=_rounding_slack(r, wide))
+
+
+def _in_float64(fn, args):
+    """The numpy oracle's results of ``fn`` on ``args`` widened to float64 -- None if the
+    program does not run widened.  A gradient that is mostly rounding noise (layer norm
+    of equal values: the noise of ``x - mean`` times ``1/sqrt(eps)``) differs between two
+    correct float32 backends by more than any fixed tolerance; the oracle's own distance
+    from float64 says how much noise an element carries.  Seed 284196."""
+    try:
+        return _flat(gc.jit(fn, backend="numpy")(*[_wide(a) for a in args]))
+    except Exception:       # noqa: BLE001 -- a program whose dtypes do not widen
+        return None
+
+
+def _wide(x):
+    x = np.asarray(x)
+    return x.astype(np.float64) if x.dtype == np.float32 else x.copy()
+
+
+def _rounding_slack(refs, wides) -> list:
+    """Per result: ``ROUNDING_SLACK`` times the float32 oracle's distance from float64,
+    where both are finite (elsewhere no slack: an overflow in one precision only must
+    not excuse anything)."""
+    out = []
+    for r, w in zip(refs, wides):
+        r, w = np.asarray(r), np.asarray(w)
+        if r.dtype == np.bool_ or w.dtype == np.bool_ or r.shape != w.shape:
+            out.append(np.zeros(r.shape))
+            continue
+        d = np.abs(r.astype(np.float64) - w.astype(np.float64))
+        out.append(np.where(np.isfinite(d), ROUNDING_SLACK * d, 0.0))
+    return out
 
 
 def _run_step(prog: Program, opts, ctx, config):
@@ -199,8 +239,7 @@ def _run_step(prog: Program, opts, ctx, config):
             if wide is None or dtype != np.float32:
                 raise
             _compare_step(call, mine, oracle, dtype, ctx, slack=[
-                [ROUNDING_SLACK * np.abs(np.asarray(r, np.float64) - w)
-                 for r, w in zip(rs, ws)] for rs, ws in zip(oracle, wide)])
+                _rounding_slack(rs, ws) for rs, ws in zip(oracle, wide)])
 
 
 #: how many times the oracle's own float32 rounding error (its distance from the same
@@ -224,15 +263,12 @@ def _step_in_float64(prog, loss_fn, names, init, k, opt, fed):
     any fixed tolerance there.  The oracle's own distance from float64 says how much
     noise an element carries; a backend within a small multiple of it is correct.
     Seeds 31269, 80094, 240049."""
-    def wide(x):
-        x = np.asarray(x)
-        return x.astype(np.float64) if x.dtype == np.float32 else x.copy()
     try:
-        params = {nm: wide(x) for nm, x in zip(names, init)}
-        step = gc.compile_step(loss_fn, params, opt(), tuple(wide(x) for x in init[k:]),
+        params = {nm: _wide(x) for nm, x in zip(names, init)}
+        step = gc.compile_step(loss_fn, params, opt(), tuple(_wide(x) for x in init[k:]),
                                backend="numpy")
         for batch in fed:
-            loss = step(*[wide(b) for b in batch])
+            loss = step(*[_wide(b) for b in batch])
         return [[loss], [step.params[nm] for nm in names], list(step.opt_state.values())]
     except Exception:       # noqa: BLE001 -- a program whose dtypes do not widen
         return None

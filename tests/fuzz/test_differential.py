@@ -28,7 +28,10 @@ REGRESSIONS = ((31269, "step", "sdpa_grad: one key (S = 1), dq noise through Ada
                (241869, "step", "im2col rows of three outputs: a forced vectorization "
                                 "LLVM refused (a warning on stderr)"),
                (242026, "value_and_grad", "attention rows over two keys, float64: a "
-                                          "forced reassociation LLVM refused"))
+                                          "forced reassociation LLVM refused"),
+               (284196, "value_and_grad", "layer norm of two equal values: the gradient is "
+                                          "rounding noise times 1/sqrt(eps), the oracle's "
+                                          "own float32 error"))
 
 
 def _seeds(config):
