@@ -38,6 +38,9 @@ import time
 
 import numpy as np
 
+#: stack of each worker thread (glibc's default for a process with an 8 MiB stack limit)
+WORKER_STACK_BYTES = 8 << 20
+
 #: the signature every launched native function has (as LLVM IR: ``native_pool.JOB_TYPE``)
 JOB_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                              ctypes.c_void_p)
@@ -193,10 +196,18 @@ class _Pool:
         spins = max(1, int(spin_microseconds() * per_us))
         cpus = [_worker_cpu(w) for w in range(workers)]
         self.worker_cpus = frozenset(c for c in cpus if c is not None)
-        for w in range(workers):
-            t = threading.Thread(target=self._work, args=(worker, w, spins, cpus[w]),
-                                 daemon=True, name=f"graphc-worker-{w + 1}")
-            t.start()
+        # the GEMM drivers keep their packing buffers on the stack (up to ~300 KiB:
+        # codegen/gemm.py), so a worker never inherits a small stack size the program
+        # may have set (threading.stack_size): it would crash, not raise
+        previous = threading.stack_size()
+        threading.stack_size(WORKER_STACK_BYTES)
+        try:
+            for w in range(workers):
+                t = threading.Thread(target=self._work, args=(worker, w, spins, cpus[w]),
+                                     daemon=True, name=f"graphc-worker-{w + 1}")
+                t.start()
+        finally:
+            threading.stack_size(previous)
 
     def _work(self, worker, w: int, spins: int, cpu) -> None:
         _pin_worker(cpu)

@@ -425,6 +425,32 @@ def test_threads_work_after_fork():
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+def test_workers_do_not_inherit_a_small_thread_stack():
+    """The GEMM drivers keep packing buffers on the stack (a packed Aᵀ: 256 KiB), so the
+    worker threads get a stack of their own size, whatever ``threading.stack_size`` the
+    program set: with 64 KiB inherited, the first packed product on a worker crashed."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import threading
+        import numpy as np
+        threading.stack_size(64 * 1024)
+        from graphc.backends.llvm.runtime import gemmcall
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((128, 512)).astype(np.float32)
+        b = rng.standard_normal((128, 256)).astype(np.float32)
+        for _ in range(20):
+            c = gemmcall.gemm(a, b, trans_a=True, threads=2)
+        assert np.allclose(c, a.T @ b, rtol=1e-4, atol=1e-3)
+        assert threading.stack_size() == 64 * 1024      # the program's setting is back
+        print("ok")
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
 def test_non_2d_and_non_contiguous():
     with pytest.raises(ValueError):
         gemmcall.gemm(np.ones(3, np.float32), np.ones((3, 2), np.float32))
