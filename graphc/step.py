@@ -96,10 +96,21 @@ def build_step_graph(loss_fn, params, optimizer, example_batch, passes=None,
     pipe = resolve_pipeline(passes, standard.step_pipeline(backend, memory_budget, remat,
                                                            schedule, fuse))
     ctx = PassContext({"optimizer": optimizer, "memory_budget": memory_budget,
-                       "remat": remat, "epilogue": epilogue, "check_finite": check_finite})
+                       "remat": remat, "epilogue": epilogue, "check_finite": check_finite,
+                       "schedule_memo": _schedule_memo(backend)})
     result = pipe.run(fwd, ctx, keep=keep, stages={"forward": fwd})
     result.graph.name = f"{fwd.name}_step"
     return result.stages, result
+
+
+def _schedule_memo(backend):
+    """The LLVM backend keeps the memory-schedule search's answers in its disk cache
+    (``backends/llvm/native/passmemo.py``), salted with the sources that compute them."""
+    if backend != "llvm":
+        return None
+    from graphc.backends import llvm
+    from graphc.backends.llvm.native.passmemo import PassMemo
+    return PassMemo(llvm.source_digest())
 
 
 class CompiledStep:

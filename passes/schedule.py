@@ -21,9 +21,10 @@ A pure pass: returns a new graph, verified.
 """
 from __future__ import annotations
 
+import hashlib
 import heapq
 
-from graphc.ir import Graph, identity_ops, verify, view_ops
+from graphc.ir import Graph, GraphcError, identity_ops, verify, view_ops
 
 from .liveness import persistent_kind
 
@@ -200,7 +201,7 @@ def _bound(graph: Graph, nodes: list, plan_options) -> tuple[int, int]:
 
 
 def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = None,
-                        **plan_options) -> Graph:
+                        memo=None, **plan_options) -> Graph:
     """A copy of ``graph`` in the candidate order with the lowest peak of live bytes.
 
     Every candidate is scored by the planner's lower bound (ties: fewest byte-steps, i.e.
@@ -209,10 +210,24 @@ def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = Non
     the graph it runs.  The original order is a candidate, so the bound never grows.
     ``report`` (a dict), when given, receives ``{candidate: bound_bytes}`` and
     ``"chosen"``.  ``plan_options`` are the planner's (``views``, ``fused``, ``inplace``).
+
+    ``memo`` (``get(key) -> dict | None``, ``put(key, dict)``): the report of an earlier
+    search, kept by :func:`structure_key` -- the graph's structure, shapes and names,
+    not its constants' values, which no candidate's order or bound depends on.  On a hit
+    only the chosen heuristic runs (the search is half of a compile that finds its code
+    in the disk cache).  Whatever a memo holds, the result is a verified topological
+    order: a stale entry can cost memory, never a wrong value.
     """
     names = list(heuristics or HEURISTICS)
     if "original" not in names:
         names.insert(0, "original")
+    key = structure_key(graph, names, plan_options) if memo is not None else None
+    if key is not None:
+        hit = _from_memo(graph, names, memo.get(key))
+        if hit is not None:
+            if report is not None:
+                report.update(hit[1])
+            return hit[0]
     cands, seen = [], set()
     for name in names:
         base = HEURISTICS[name](graph)
@@ -230,4 +245,60 @@ def schedule_for_memory(graph: Graph, heuristics=None, report: dict | None = Non
     score, chosen, nodes = min(cands, key=lambda c: c[0])
     if report is not None:
         report["chosen"] = chosen
+    if key is not None:
+        memo.put(key, {**{c[1]: c[0][0] for c in cands}, "chosen": chosen})
     return verify(_reordered(graph, nodes))
+
+
+def _from_memo(graph: Graph, names: list, entry) -> tuple | None:
+    """(graph in the remembered candidate's order, its report), or None when ``entry``
+    is not a report of these candidates or its order does not verify."""
+    if not isinstance(entry, dict):
+        return None
+    chosen = entry.get("chosen")
+    base, _, sunk = chosen.partition("+") if isinstance(chosen, str) else ("", "", "")
+    if base not in names or sunk not in ("", "sink"):
+        return None
+    nodes = HEURISTICS[base](graph)
+    if sunk:
+        nodes = sink(graph, nodes)
+    if len(nodes) != len(graph.nodes) or len(set(map(id, nodes))) != len(nodes):
+        return None
+    try:
+        return verify(_reordered(graph, nodes)), dict(entry)
+    except GraphcError:
+        return None
+
+
+def structure_key(graph: Graph, names=(), plan_options=None) -> str:
+    """sha256 of what the search reads of ``graph``: per node (in order) its op, operand
+    positions, output name, shape, dtype and role, its attributes (arrays and floats by
+    type alone, the rest by value: input kinds, axes, shapes); the inputs, outputs and
+    updates; the candidates and planner options.  Two graphs that differ only in
+    constant values share it."""
+    pos = {n.output: i for i, n in enumerate(graph.nodes)}
+    h = hashlib.sha256(b"graphc-schedule/1\0")
+    h.update(repr((list(names), sorted((plan_options or {}).items(), key=repr))).encode())
+    for n in graph.nodes:
+        v = n.output
+        h.update(f"{n.op}|{[pos[x] for x in n.inputs]}|{v.name}|{v.type.shape}|"
+                 f"{v.type.dtype.str}|{n.role}|".encode())
+        for k in sorted(n.attrs):
+            a = n.attrs[k]
+            h.update(f"{k}={_attr_shape(a)};".encode())
+        h.update(b"\n")
+    h.update(repr([pos[v] for v in graph.outputs]).encode())
+    h.update(repr([(pos[a], pos[b]) for a, b in graph.updates]).encode())
+    h.update(repr([pos[v] for v in graph.inputs]).encode())
+    return h.hexdigest()
+
+
+def _attr_shape(a) -> str:
+    """An attribute as the search sees it: arrays and scalar constants by type alone."""
+    if hasattr(a, "dtype") and hasattr(a, "shape"):
+        return f"array<{a.dtype.str}{tuple(a.shape)}>"
+    if isinstance(a, (tuple, list)):
+        return "(" + ",".join(_attr_shape(x) for x in a) + ")"
+    if isinstance(a, float):
+        return "float"
+    return f"{type(a).__name__}:{a!r}"

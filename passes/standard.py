@@ -87,7 +87,7 @@ def _remat(graph, ctx):
 def _schedule(graph, ctx):
     from .schedule import schedule_for_memory
     rep: dict = {}
-    g = schedule_for_memory(graph, report=rep)
+    g = schedule_for_memory(graph, report=rep, memo=ctx.options.get("schedule_memo"))
     ctx.reports["schedule"] = rep
     return g
 

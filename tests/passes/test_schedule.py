@@ -87,3 +87,64 @@ def test_list_and_dfs_on_the_step():
     for order in (list_schedule(g), list_schedule(g, free_first=True), dfs_schedule(g),
                   dfs_schedule(g, reverse_updates=True)):
         assert is_topological(g, order)
+
+
+class _DictMemo(dict):
+    def put(self, key, value):
+        self[key] = value
+
+
+def _names(g):
+    return [n.output.name for n in g.nodes]
+
+
+def _step_graph(scale):
+    """The MLP step's graph as the schedule pass sees it, its loss scaled by ``scale``."""
+    import graphc as gc
+    from graphc.step import build_step_graph
+    from tests.passes.memgraphs import mlp_problem
+    loss, params, x, y = mlp_problem(sizes=(20, 16, 5), batch=8)
+    stages, _ = build_step_graph(lambda p, x, y: loss(p, x, y) * scale, params,
+                                 gc.optim.SGD(0.1), (x, y), backend="numpy")
+    names = list(stages)
+    return stages[names[names.index("schedule") - 1]]
+
+
+def test_memo_runs_only_the_chosen_heuristic(monkeypatch):
+    """A remembered search gives the same order and report without scoring anything;
+    a graph that differs only in a constant's value finds it too."""
+    from graphc.passes import schedule as S
+    memo, rep = _DictMemo(), {}
+    graphs = [_step_graph(s) for s in (2.0, 2.0, 3.5)]
+    first = schedule_for_memory(graphs[0], report=rep, memo=memo)
+    assert len(memo) == 1 and rep["chosen"] in rep
+    assert S.structure_key(graphs[0]) == S.structure_key(graphs[2])
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored a candidate despite the memo")
+    monkeypatch.setattr(S, "_bound", no_scoring)
+    for g in graphs[1:]:
+        rep2 = {}
+        again = schedule_for_memory(g, report=rep2, memo=memo)
+        assert _names(again) == _names(first) and rep2 == rep
+
+
+def test_memo_key_follows_the_structure():
+    from graphc.passes.schedule import structure_key
+    step = mlp_step(sizes=(20, 16, 5), batch=8)[0]
+    other = mlp_step(sizes=(20, 17, 5), batch=8)[0]
+    assert structure_key(step.graph) != structure_key(other.graph)
+    assert structure_key(step.graph, ["list"]) != structure_key(step.graph)
+
+
+def test_unusable_memo_entries_mean_a_full_search():
+    g = _step_graph(2.0)
+    want = _names(schedule_for_memory(g))
+    for bad in (None, "list", {"chosen": "nope"}, {"chosen": 3}, {"chosen": "list+bogus"},
+                {}, [1, 2]):
+        class Memo(_DictMemo):
+            def get(self, key, bad=bad):
+                return bad
+        memo = Memo()
+        assert _names(schedule_for_memory(g, memo=memo)) == want
+        assert len(memo) == 1                       # the search's answer replaces it

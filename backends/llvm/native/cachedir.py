@@ -175,7 +175,7 @@ def max_bytes() -> int:
 
 def is_cache_file(name: str) -> bool:
     """Files graphc writes into the cache directory (nothing else is counted or deleted)."""
-    return name.endswith((".gco", ".gck")) or (name.startswith(("target-", "tune-"))
+    return name.endswith((".gco", ".gck", ".gcm")) or (name.startswith(("target-", "tune-"))
                                       and name.endswith(".json"))
 
 
