@@ -200,7 +200,10 @@ class _Pool:
         # codegen/gemm.py), so a worker never inherits a small stack size the program
         # may have set (threading.stack_size): it would crash, not raise
         previous = threading.stack_size()
-        threading.stack_size(WORKER_STACK_BYTES)
+        try:
+            threading.stack_size(WORKER_STACK_BYTES)
+        except (ValueError, RuntimeError):      # a platform that cannot set it
+            pass
         try:
             for w in range(workers):
                 t = threading.Thread(target=self._work, args=(worker, w, spins, cpus[w]),
