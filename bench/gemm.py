@@ -64,13 +64,14 @@ def _step_runner(plan, reps: int):
     from llvmlite import ir
 
     from graphc.backends.llvm.codegen import gemm as G
+    from graphc.backends.llvm.codegen import gemm_parallel as GP
     from graphc.backends.llvm.native import jit
     from graphc.backends.llvm.runtime import parallel
 
     spec = plan.spec
     module = ir.Module(name="bench_" + spec.name)
     module.triple = jit.host_target().triple
-    entry = G.emit_gemm_entry(module, spec)
+    entry = GP.emit_gemm_entry(module, spec)
     fn = ir.Function(module, parallel.JOB_TYPE, "bench_repeat")
     tid, nth, argv, bar = fn.args
     i64 = ir.IntType(64)
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
             "call (no ctypes overhead, as inside a compiled training step); *numpy*: "
             "`np.matmul(..., out=)` limited to the same thread count (threadpoolctl).  "
             "Ratio = numpy time / graphc time (> 1: graphc faster).  graphc splits a "
-            "GEMM as a compiled step does (`codegen.gemm.partition`: up to 4 chunks per "
+            "GEMM as a compiled step does (`codegen.gemm_parallel.partition`: up to 4 chunks per "
             f"thread, one per {2 * 2**17 / 1e6:.2f} MFLOP at most; the tile is the step's "
             "for that split), thread t running chunks t, t+T, ...\n\n"
             + table(rows, ceilings) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..codegen import gemm as gemm_mod
+from ..codegen import gemm_parallel
 from .kernels import (Col2imGemmKernel, Im2colGemmKernel, Copy, CopyKernel, CustomKernel, DotKernel, Gemm,
                       GemmKernel, GemmPartition, Kernel, LoopKernel, LoopPartition)
 from .views import View
@@ -57,7 +58,7 @@ def finish(k: Kernel, threads: int) -> None:
                                 units, 1, None)
         k.single = threads > 1 and k.nchunks == 1
     elif isinstance(k, GemmKernel):
-        k.gpart = gemm_partition(k.gemm, gemm_mod.chunks_for(threads))
+        k.gpart = gemm_partition(k.gemm, gemm_parallel.chunks_for(threads))
         k.single = threads > 1 and k.nchunks == 1
     else:
         _finish_loop(k, threads)
@@ -120,6 +121,6 @@ def gemm_spec(g: Gemm):
 
 def gemm_partition(g: Gemm, chunks: int) -> GemmPartition:
     """The fixed split of a GEMM's C into at most ``chunks`` pieces
-    (:func:`..codegen.gemm.partition`, which :class:`..runtime.gemmcall.GemmPlan` uses too,
+    (:func:`..codegen.gemm_parallel.partition`, which :class:`..runtime.gemmcall.GemmPlan` uses too,
     so that benchmarks and tests run the step's split)."""
-    return GemmPartition(*gemm_mod.partition(g.m, g.n, g.k, g.trans_b, gemm_spec(g), chunks))
+    return GemmPartition(*gemm_parallel.partition(g.m, g.n, g.k, g.trans_b, gemm_spec(g), chunks))

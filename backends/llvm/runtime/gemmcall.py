@@ -12,8 +12,8 @@ import threading
 import numpy as np
 from llvmlite import ir
 
-from ..codegen.gemm import (GemmSpec, chunks_for, default_spec, emit_gemm_entry, partition,
-                           shape_spec)
+from ..codegen.gemm import GemmSpec, default_spec, shape_spec
+from ..codegen.gemm_parallel import chunks_for, emit_gemm_entry, partition
 from ..native import jit
 from . import parallel
 
@@ -70,7 +70,7 @@ class GemmPlan:
     ``plan()`` computes ``out (=|+=) op(a)·op(b)`` on ``threads`` threads through
     :mod:`.parallel`; this is how benchmarks measure the kernel without Python-side
     argument conversion, as the compiled step function calls it: the same split into
-    chunks (:func:`..codegen.gemm.partition`), thread ``t`` running chunks ``t``,
+    chunks (:func:`..codegen.gemm_parallel.partition`), thread ``t`` running chunks ``t``,
     ``t + threads``, ... (the step's threads claim them dynamically).  Without ``spec``
     the tile is the one a compiled step would give this product (which may change with
     the thread count: 3-vector tiles in column chunks that are not whole panels); with

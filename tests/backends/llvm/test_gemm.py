@@ -14,6 +14,7 @@ pytest.importorskip("llvmlite")
 from llvmlite import ir  # noqa: E402
 
 from graphc.backends.llvm.codegen import gemm as G  # noqa: E402
+from graphc.backends.llvm.codegen import gemm_parallel as GP  # noqa: E402
 from graphc.backends.llvm.native import jit  # noqa: E402
 from graphc.backends.llvm.runtime import gemmcall  # noqa: E402
 from graphc.backends.llvm.runtime import parallel as P  # noqa: E402
@@ -133,19 +134,19 @@ def test_packed_transposed_a_partitions_by_rows():
     panel); without packing, the same product is split by columns."""
     spec = G.GemmSpec("float32", True, False, 4, 3, 8, 256, 0, 1, 1)
     from dataclasses import replace
-    assert G.partition(784, 512, 128, False, spec, 8)[1] is False
-    assert G.partition(784, 512, 128, False, replace(spec, pack_a=0), 8)[1] is True
-    assert G.partition(784, 512, 128, True, spec, 8)[1] is True     # Bᵀ: packed per panel
+    assert GP.partition(784, 512, 128, False, spec, 8)[1] is False
+    assert GP.partition(784, 512, 128, False, replace(spec, pack_a=0), 8)[1] is True
+    assert GP.partition(784, 512, 128, True, spec, 8)[1] is True     # Bᵀ: packed per panel
 
 
 def test_partition_keeps_enough_accumulators():
     """A 3-vector AVX2 tile is not re-tiled to 2 vectors (8 accumulators) for column
     chunks: the chunks are whole panels instead; AVX-512's 8x3 still becomes 8x2."""
     avx2 = G.GemmSpec("float32", False, False, 4, 3, 8, 256, 0, 1)
-    parts, by_cols, units, width, spec = G.partition(512, 512, 512, False, avx2, 8)
+    parts, by_cols, units, width, spec = GP.partition(512, 512, 512, False, avx2, 8)
     assert by_cols and spec == avx2 and width == avx2.nr and units == -(-512 // avx2.nr)
     avx512 = G.GemmSpec("float32", False, False, 8, 3, 16, 256, 1, 0)
-    assert G.partition(128, 784, 512, False, avx512, 8)[4].nv == 2
+    assert GP.partition(128, 784, 512, False, avx512, 8)[4].nv == 2
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -288,7 +289,7 @@ def _step_module(m, n, k, threads):
     """step(tid, T, argv, barrier): C = A·B ; barrier ; E = Cᵀ·D ; barrier ; F = E·Aᵀ.
 
     The shape of the full backend: every kernel runs its share of the fixed partition's
-    chunks (:func:`..codegen.gemm.partition`, as many chunks as a step on ``threads``
+    chunks (:func:`..codegen.gemm_parallel.partition`, as many chunks as a step on ``threads``
     threads cuts it into) and dependent kernels meet at the barrier, all inside one
     native call.
     """
@@ -299,9 +300,9 @@ def _step_module(m, n, k, threads):
 
     def par(ta, tb, mm, nn_, kk):
         spec = G.shape_spec(G.default_spec("float32", ta, tb), mm, nn_)
-        parts, by_cols, units, width, spec = G.partition(mm, nn_, kk, tb, spec,
-                                                         G.chunks_for(threads))
-        return (G.emit_gemm_parallel(module, spec),
+        parts, by_cols, units, width, spec = GP.partition(mm, nn_, kk, tb, spec,
+                                                         GP.chunks_for(threads))
+        return (GP.emit_gemm_parallel(module, spec),
                 [i64(parts), i64(int(by_cols)), i64(units), i64(width)])
     nn, pnn = par(False, False, m, n, k)
     tn, ptn = par(True, False, n, n, m)
