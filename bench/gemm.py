@@ -63,7 +63,6 @@ def _step_runner(plan, reps: int):
     """A native job running the plan's GEMM ``reps`` times in one call."""
     from llvmlite import ir
 
-    from graphc.backends.llvm.codegen import gemm as G
     from graphc.backends.llvm.codegen import gemm_parallel as GP
     from graphc.backends.llvm.native import jit
     from graphc.backends.llvm.runtime import parallel
