@@ -31,7 +31,9 @@ REGRESSIONS = ((31269, "step", "sdpa_grad: one key (S = 1), dq noise through Ada
                                           "forced reassociation LLVM refused"),
                (284196, "value_and_grad", "layer norm of two equal values: the gradient is "
                                           "rounding noise times 1/sqrt(eps), the oracle's "
-                                          "own float32 error"))
+                                          "own float32 error"),
+               (287293, "grad_of_grad", "2nd derivative of a layer norm over a rank-one "
+                                        "product: one input rounding moves it by 0.005"))
 
 
 def _seeds(config):
@@ -109,3 +111,25 @@ def test_rounding_slack_is_per_element_and_bounded(got, ok):
     else:
         with pytest.raises(Mismatch):
             call()
+
+
+def test_nudged_inputs_measure_the_condition_per_element():
+    """The second allowance (seed 287293): how far one float32 rounding of the inputs
+    moves the float64 result.  ``x * 1e4 - 1e4`` near ``x = 1`` is ill-conditioned (a
+    nudge moves it by ~6e-4), ``x * 2`` is not (~2e-7); an element the nudge cannot move
+    (``x = 0``) gets no allowance at all."""
+    import graphc as gc
+    from .oracle import NUDGES, ROUNDING_SLACK, _in_float64, _nudged, _rounding_slack
+
+    def fn(a, b):
+        return a * 1e4 - 1e4, b * 2.0
+
+    a = np.array([1.0, 1.0001], np.float32)
+    b = np.array([1.0, 0.0], np.float32)
+    ref = [np.asarray(r) for r in gc.jit(fn, backend="numpy")(a, b)]
+    wide = _in_float64(fn, [a, b])
+    nudged = [_in_float64(fn, _nudged([a, b], s)) for s in range(NUDGES)]
+    sa, sb = _rounding_slack(ref, wide, nudged)
+    assert np.all(sa >= ROUNDING_SLACK * 1e4 * 2.0 ** -24 * 0.99)
+    assert np.all(sa <= ROUNDING_SLACK * (1e4 * 2.0 ** -23 + 1e-3))
+    assert 0 < sb[0] <= ROUNDING_SLACK * 2 * 2.0 ** -24 * 1.01 and sb[1] == 0.0
