@@ -32,7 +32,9 @@ Why the workers live entirely in native code (measured on the 2-vCPU VM):
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import queue
 import threading
 import time
 
@@ -40,6 +42,12 @@ import numpy as np
 
 #: stack of each worker thread (glibc's default for a process with an 8 MiB stack limit)
 WORKER_STACK_BYTES = 8 << 20
+#: stack a caller's thread needs for thread 0's share to run on it: the GEMM drivers keep
+#: their packing buffers on the stack (a packed Aᵀ block is 256 KiB, a B panel up to
+#: 96 KiB: codegen/gemm.py), with room left for the Python frames beneath the call.  A
+#: smaller one (musl's 128 KiB default, a ``threading.stack_size`` the program set) has
+#: its calls run on a thread of WORKER_STACK_BYTES instead (:func:`_run_on_big_stack`).
+CALLER_STACK_BYTES = 2 << 20
 
 #: the signature every launched native function has (as LLVM IR: ``native_pool.JOB_TYPE``)
 JOB_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
@@ -184,6 +192,94 @@ def _steer_caller(worker_cpus) -> None:
         pass
 
 
+def _thread_stack_bytes() -> int | None:
+    """Size of the calling thread's stack (``pthread_getattr_np``: glibc and musl; for
+    the main thread glibc reports its RLIMIT_STACK), None where it cannot be asked."""
+    try:
+        libc = ctypes.CDLL(None)
+        get, stack, destroy = (libc.pthread_getattr_np, libc.pthread_attr_getstack,
+                               libc.pthread_attr_destroy)
+        libc.pthread_self.restype = ctypes.c_void_p
+    except (OSError, AttributeError):
+        return None
+    attr = ctypes.create_string_buffer(256)         # pthread_attr_t: 56 bytes on x86-64
+    if get(ctypes.c_void_p(libc.pthread_self()), attr) != 0:
+        return None
+    try:
+        addr, size = ctypes.c_void_p(), ctypes.c_size_t()
+        if stack(attr, ctypes.byref(addr), ctypes.byref(size)) != 0:
+            return None
+        return size.value
+    finally:
+        destroy(attr)
+
+
+_CALLER = threading.local()
+
+
+def _caller_has_stack() -> bool:
+    """Whether this thread's stack holds thread 0's share (asked once per thread)."""
+    ok = getattr(_CALLER, "ok", None)
+    if ok is None:
+        size = _thread_stack_bytes()
+        ok = _CALLER.ok = size is None or size >= CALLER_STACK_BYTES
+    return ok
+
+
+def _big_stack_thread(target, name: str) -> threading.Thread:
+    """A started daemon thread with a WORKER_STACK_BYTES stack, whatever
+    ``threading.stack_size`` the program set (restored afterwards)."""
+    previous = threading.stack_size()
+    try:
+        threading.stack_size(WORKER_STACK_BYTES)
+    except (ValueError, RuntimeError):      # a platform that cannot set it
+        pass
+    try:
+        t = threading.Thread(target=target, daemon=True, name=name)
+        t.start()
+        return t
+    finally:
+        threading.stack_size(previous)
+
+
+class _BigStack:
+    """One thread with a big stack that runs calls for callers whose own stack is too
+    small: a Python hand-off (tens of µs) instead of a SIGSEGV in a packing buffer."""
+
+    def __init__(self):
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        _big_stack_thread(self._serve, "graphc-big-stack")
+
+    def _serve(self) -> None:
+        while True:
+            fn, done, raised = self.jobs.get()
+            try:
+                fn()
+            except BaseException as e:      # noqa: BLE001 -- handed back to the caller
+                raised.append(e)
+            done.set()
+
+    def call(self, fn) -> None:
+        done, raised = threading.Event(), []
+        self.jobs.put((fn, done, raised))
+        done.wait()
+        if raised:
+            raise raised[0]
+
+
+_BIG: _BigStack | None = None
+_BIG_LOCK = threading.Lock()
+
+
+def _run_on_big_stack(fn) -> None:
+    global _BIG
+    with _BIG_LOCK:
+        if _BIG is None:
+            _BIG = _BigStack()
+        big = _BIG
+    big.call(fn)
+
+
 class _Pool:
     """T-1 persistent worker threads living in ``graphc_rt_worker`` (native code)."""
 
@@ -196,21 +292,12 @@ class _Pool:
         spins = max(1, int(spin_microseconds() * per_us))
         cpus = [_worker_cpu(w) for w in range(workers)]
         self.worker_cpus = frozenset(c for c in cpus if c is not None)
-        # the GEMM drivers keep their packing buffers on the stack (up to ~300 KiB:
+        # the GEMM drivers keep their packing buffers on the stack (up to ~350 KiB:
         # codegen/gemm.py), so a worker never inherits a small stack size the program
         # may have set (threading.stack_size): it would crash, not raise
-        previous = threading.stack_size()
-        try:
-            threading.stack_size(WORKER_STACK_BYTES)
-        except (ValueError, RuntimeError):      # a platform that cannot set it
-            pass
-        try:
-            for w in range(workers):
-                t = threading.Thread(target=self._work, args=(worker, w, spins, cpus[w]),
-                                     daemon=True, name=f"graphc-worker-{w + 1}")
-                t.start()
-        finally:
-            threading.stack_size(previous)
+        for w in range(workers):
+            _big_stack_thread(functools.partial(self._work, worker, w, spins, cpus[w]),
+                              f"graphc-worker-{w + 1}")
 
     def _work(self, worker, w: int, spins: int, cpu) -> None:
         _pin_worker(cpu)
@@ -228,9 +315,10 @@ _POOLS_LOCK = threading.Lock()
 
 def _forget_pools_in_child() -> None:
     """After fork only the forking thread exists: pools must be rebuilt, not waited on."""
-    global _POOLS_LOCK
+    global _POOLS_LOCK, _BIG, _BIG_LOCK
     _POOLS.clear()
     _POOLS_LOCK = threading.Lock()
+    _BIG, _BIG_LOCK = None, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -270,13 +358,22 @@ class Launcher:
         n, addr = self.nthreads, self.addr
         if n == 1:
             direct = JOB_CTYPE(addr)
-            return lambda: direct(0, 1, args, barrier)
+
+            def launch():
+                if _caller_has_stack():
+                    direct(0, 1, args, barrier)
+                else:       # thread 0's share on a stack big enough for it
+                    _run_on_big_stack(lambda: direct(0, 1, args, barrier))
+            return launch
         run = _pool(n).run
         lock = self._lock
 
         def launch():
             with lock:  # the barrier state supports one launch at a time
-                run(addr, n, args, barrier)
+                if _caller_has_stack():
+                    run(addr, n, args, barrier)
+                else:
+                    _run_on_big_stack(lambda: run(addr, n, args, barrier))
         return launch
 
     def __call__(self, args: int = 0):

@@ -452,6 +452,46 @@ def test_workers_do_not_inherit_a_small_thread_stack():
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
 
 
+def test_a_caller_thread_with_a_small_stack_runs_packed_products():
+    """Thread 0 of every launch is the caller's thread, whose stack the program chose:
+    a thread made with ``threading.stack_size(128 KiB)`` (musl's default) calling a
+    packed ``tn`` product (256 KiB of packed Aᵀ on the driver's stack) crashed the
+    interpreter with SIGSEGV.  The launcher now runs such a caller's share on a thread
+    of its own with a big stack; the result is the same bits."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import threading
+        import numpy as np
+        from dataclasses import replace
+        from graphc.backends.llvm.codegen.gemm import default_spec
+        from graphc.backends.llvm.runtime import gemmcall
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((784, 128)).astype(np.float32)
+        b = rng.standard_normal((784, 512)).astype(np.float32)
+        spec = replace(default_spec("float32", True, False), pack_a=1, pack=1)
+        want = {t: gemmcall.GemmPlan(a, b, np.empty((128, 512), np.float32), True,
+                                     threads=t, spec=spec)().copy() for t in (1, 2)}
+        got = {}
+        def small():
+            for t in (1, 2):
+                for _ in range(3):
+                    got[t] = gemmcall.GemmPlan(a, b, np.empty((128, 512), np.float32),
+                                               True, threads=t, spec=spec)().copy()
+        threading.stack_size(128 * 1024)
+        th = threading.Thread(target=small)
+        th.start()
+        th.join()
+        assert all(np.array_equal(got[t], want[t]) for t in (1, 2)), "bits differ"
+        assert np.allclose(want[1], a.T @ b, rtol=1e-4, atol=1e-3)
+        print("ok")
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
 def test_non_2d_and_non_contiguous():
     with pytest.raises(ValueError):
         gemmcall.gemm(np.ones(3, np.float32), np.ones((3, 2), np.float32))
