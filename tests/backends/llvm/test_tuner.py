@@ -219,3 +219,32 @@ def test_cli_tune(cache, capsys):
     assert out["cache"] and out["candidates"] and out["choice"]
     assert main(["tune", "--show"]) == 0
     assert out["choice"] in capsys.readouterr().out
+
+
+def test_finalists_are_timed_side_by_side_again(monkeypatch, capsys):
+    """The incumbent is timed in every stage, a candidate that lost its own stage by noise
+    never again -- unless the last stage times the closest ones side by side.  Scripted
+    figures (no kernel is run): the pack_a toggle's first timings are disturbed (85
+    against the incumbent's 90), its later ones show what it does (95); every other
+    candidate is steady at 70."""
+    from dataclasses import replace
+    base = tuning.family_default()
+    marked = replace(base, pack_a=1 - base.pack_a)
+    calls: dict = {}
+
+    def prepare(self, c):
+        self.plans[c] = []
+        return True
+
+    def fake_time(self, c, slice_s, into):
+        calls[c] = calls.get(c, 0) + 1
+        fig = 90.0 if c == base else 70.0
+        if c == marked:
+            fig = 85.0 if calls[c] <= tuner.ROUNDS else 95.0
+        into["s"] = max(into.get("s", 0.0), fig)
+    monkeypatch.setattr(tuner._Bench, "prepare", prepare)
+    monkeypatch.setattr(tuner._Bench, "time", fake_time)
+    res = tuner.tune(budget=60, progress=True, shapes=(("s", 8, 8, 8, False, False),))
+    assert res.best == marked                   # 95 in the last stage beats 90
+    assert calls[marked] == 2 * tuner.ROUNDS    # its own stage and the finalists'
+    assert "best " + marked.label in capsys.readouterr().err
