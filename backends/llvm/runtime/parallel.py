@@ -43,8 +43,8 @@ import numpy as np
 #: stack of each worker thread (glibc's default for a process with an 8 MiB stack limit)
 WORKER_STACK_BYTES = 8 << 20
 #: stack a caller's thread needs for thread 0's share to run on it: the GEMM drivers keep
-#: their packing buffers on the stack (a packed Aᵀ block is 256 KiB, a B panel up to
-#: 96 KiB: codegen/gemm.py), with room left for the Python frames beneath the call.  A
+#: their packing buffers on the stack (a packed Aᵀ block is 256 KiB, a group of B panels
+#: up to 192 KiB: codegen/gemm.py), with room left for the Python frames beneath the call.  A
 #: smaller one (musl's 128 KiB default, a ``threading.stack_size`` the program set) has
 #: its calls run on a thread of WORKER_STACK_BYTES instead (:func:`_run_on_big_stack`).
 CALLER_STACK_BYTES = 2 << 20
@@ -292,7 +292,7 @@ class _Pool:
         spins = max(1, int(spin_microseconds() * per_us))
         cpus = [_worker_cpu(w) for w in range(workers)]
         self.worker_cpus = frozenset(c for c in cpus if c is not None)
-        # the GEMM drivers keep their packing buffers on the stack (up to ~350 KiB:
+        # the GEMM drivers keep their packing buffers on the stack (up to ~450 KiB:
         # codegen/gemm.py), so a worker never inherits a small stack size the program
         # may have set (threading.stack_size): it would crash, not raise
         for w in range(workers):

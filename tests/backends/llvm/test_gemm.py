@@ -129,6 +129,39 @@ def test_packed_transposed_a_matches_numpy_and_the_unpacked_bits(spec):
         _check(c, a, b, True, spec.trans_b, extra=c0.astype(np.float64))
 
 
+GROUP_SPECS = [G.GemmSpec(dt, ta, False, mr, nv, vw, kc, 0, 1, pa)
+               for dt, mr, nv, vw, kc in [("float32", 4, 3, 8, 256), ("float64", 4, 3, 4, 128),
+                                          ("float32", 6, 4, 16, 256)]
+               for ta, pa in ((False, 0), (True, 0), (True, 1))]
+
+
+@pytest.mark.parametrize("spec", GROUP_SPECS, ids=lambda s: f"{s.name}_vw{s.vw}")
+def test_group_packed_b_matches_the_unpacked_bits(spec):
+    """A non-transposed B is packed a group of panels at a time (``gemm_pack.pack_group``:
+    4 of AVX2's 24-float panels, 2 of AVX-512's 64) and the panels after the last whole
+    group one by one: only where B is read changes, so the bits are the unpacked
+    variant's, on 1, 2 and 3 threads (whose column chunks end between groups)."""
+    from dataclasses import replace
+
+    from graphc.backends.llvm.codegen.gemm_pack import pack_group
+    assert pack_group(spec) > 1
+    rng = np.random.default_rng(12)
+    span = pack_group(spec) * spec.nr
+    for m, n, k in [(37, 2 * span + spec.nr + 7, 300), (64, span, 2 * spec.kc + 1),
+                    (17, span + spec.vw, 40), (129, 3 * span - 1, 129)]:
+        a, b = _operands(rng, m, n, k, spec.dtype, spec.trans_a, False)
+        ref = np.full((m, n), np.nan, spec.dtype)
+        gemmcall.GemmPlan(a, b, ref, spec.trans_a, False, threads=1,
+                          spec=replace(spec, pack=0))()
+        _check(ref, a, b, spec.trans_a, False)
+        for threads in (1, 2, 3):
+            c = np.full((m, n), np.nan, spec.dtype)
+            plan = gemmcall.GemmPlan(a, b, c, spec.trans_a, False, threads=threads, spec=spec)
+            for _ in range(2):
+                plan()
+                assert np.array_equal(c, ref), (spec.name, m, n, k, threads)
+
+
 def test_packed_transposed_a_partitions_by_rows():
     """Chunks of a packed Aᵀ are row ranges (each packs its rows once and runs every
     panel); without packing, the same product is split by columns."""
