@@ -248,3 +248,14 @@ def test_finalists_are_timed_side_by_side_again(monkeypatch, capsys):
     assert res.best == marked                   # 95 in the last stage beats 90
     assert calls[marked] == 2 * tuner.ROUNDS    # its own stage and the finalists'
     assert "best " + marked.label in capsys.readouterr().err
+
+
+def test_finalists_include_the_runner_up_tile():
+    """The later stages vary the first stage's winning tile only: the last stage also
+    times the best candidate of another tile, so a tile that lost by noise once is
+    timed beside the winner again."""
+    a1, a2, a3 = (TileChoice(5, 2, kc, 0, 1, 1) for kc in (256, 128, 384))
+    b1, b2 = TileChoice(4, 3, 256, 0, 1, 1), TileChoice(6, 2, 256, 0, 1, 1)
+    assert tuner.finalists([a1, a2, a3, b1, b2]) == [a1, a2, a3, b1]
+    assert tuner.finalists([a1, b1, a2, b2]) == [a1, b1, a2, b2]
+    assert tuner.finalists([a1, a2]) == [a1, a2]
