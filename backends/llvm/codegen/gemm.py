@@ -40,7 +40,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..native import jit
-from .gemm_pack import emit_pack_b, emit_pack_b_group, emit_pack_bt, pack_group
+from .gemm_pack import NNPanels, emit_pack_bt
 from .loops import counted_loop, mark_no_unroll
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -450,15 +450,13 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
     kern = _tile_kernels(em)
     tall = tall_rows(s)
     pack = emit_pack_bt(em) if s.trans_b else None
-    pack_nn = emit_pack_b(em) if s.pack and not s.trans_b else None
-    groups = pack_group(s) if pack_nn else 1
-    pack_nn_group = emit_pack_b_group(em) if pack_nn and groups > 1 else None
+    pack_nn = NNPanels(em) if s.pack and not s.trans_b else None
     pack_a = bool(s.pack_a and s.trans_a)
 
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pbuf = None
     if pack or pack_nn:
-        pbuf = b.alloca(ir.ArrayType(em.t, s.kc * s.nr * groups))
+        pbuf = b.alloca(ir.ArrayType(em.t, s.kc * s.nr * (pack_nn.groups if pack_nn else 1)))
         pbuf.align = 64
     nonempty = b.and_(b.icmp_signed("<", i0, i1), b.icmp_signed("<", j0, j1))
     # K == 0 still runs one (empty) block so that beta == 0 zeroes C
@@ -496,28 +494,7 @@ def emit_gemm(module: ir.Module, spec="float32", trans_a=False, trans_b=False) -
                 bptr, ldbe = pbuf, I64(s.nr)
             elif pack_nn:
                 src = em.gep(b, B, b.add(b.mul(kb, ldb), jp))
-                slot = I64(0)
-                if pack_nn_group is None:
-                    with b.if_then(packing):
-                        b.call(pack_nn, [pbuf, src, ldb, nrem, kc])
-                else:
-                    # whole groups of panels are packed by one copy of their rows (when
-                    # the group's first panel comes), the panels after them one by one
-                    span = I64(groups * s.nr)
-                    rel = b.sub(jp, j0)
-                    grouped = b.icmp_signed("<", jp, b.add(j0, b.mul(b.sdiv(
-                        b.sub(j1, j0), span), span)))
-                    first = b.icmp_signed("==", b.srem(rel, span), I64(0))
-                    slot = b.select(grouped, b.srem(b.sdiv(rel, I64(s.nr)), I64(groups)),
-                                    I64(0))
-                    with b.if_then(packing):
-                        with b.if_else(grouped) as (whole, single):
-                            with whole:
-                                with b.if_then(first):
-                                    b.call(pack_nn_group, [pbuf, src, ldb, nrem, kc])
-                            with single:
-                                b.call(pack_nn, [pbuf, src, ldb, nrem, kc])
-                packed = em.gep(b, pbuf, b.mul(slot, I64(s.kc * s.nr)))
+                packed = pack_nn.emit(b, pbuf, src, ldb, nrem, kc, jp, j0, j1, packing)
                 bptr = b.select(packing, packed, src)
                 ldbe = b.select(packing, I64(s.nr), ldb)
             else:

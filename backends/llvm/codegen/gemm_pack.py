@@ -222,3 +222,39 @@ def emit_pack_b_group(em) -> ir.Function:
     counted_loop(b, I64(0), kc, 1, row, "pkg", True)
     b.ret_void()
     return fn
+
+
+class NNPanels:
+    """Where the driver's panel ``jp`` of a non-transposed B is read from when its call
+    packs (``packing``): whole panels in groups of G = :func:`pack_group` from the
+    range's first column, each group copied by one pass over its rows when its first
+    panel comes (:func:`emit_pack_b_group`), the panels after the last whole group one
+    by one (:func:`emit_pack_b`) into the buffer's first slot.  The buffer holds G
+    KC×NR slots."""
+
+    def __init__(self, em):
+        self.em, self.groups = em, pack_group(em.s)
+        self.single = emit_pack_b(em)
+        self.group = emit_pack_b_group(em) if self.groups > 1 else None
+
+    def emit(self, b, pbuf, src, ldb, nrem, kc, jp, j0, j1, packing):
+        """Pack what panel ``jp`` of [j0, j1) needs (under ``packing``); returns the
+        pointer to its packed KC×NR copy."""
+        s = self.em.s
+        if self.group is None:
+            with b.if_then(packing):
+                b.call(self.single, [pbuf, src, ldb, nrem, kc])
+            return pbuf
+        span = I64(self.groups * s.nr)
+        rel = b.sub(jp, j0)
+        grouped = b.icmp_signed("<", jp, b.add(j0, b.mul(b.sdiv(b.sub(j1, j0), span), span)))
+        first = b.icmp_signed("==", b.srem(rel, span), I64(0))
+        slot = b.select(grouped, b.srem(b.sdiv(rel, I64(s.nr)), I64(self.groups)), I64(0))
+        with b.if_then(packing):
+            with b.if_else(grouped) as (whole, single):
+                with whole:
+                    with b.if_then(first):
+                        b.call(self.group, [pbuf, src, ldb, nrem, kc])
+                with single:
+                    b.call(self.single, [pbuf, src, ldb, nrem, kc])
+        return self.em.gep(b, pbuf, b.mul(slot, I64(s.kc * s.nr)))
