@@ -182,6 +182,34 @@ def test_partition_keeps_enough_accumulators():
     assert GP.partition(128, 784, 512, False, avx512, 8)[4].nv == 2
 
 
+def _busiest(units, parts, threads, last=1.0):
+    """Work of the busiest of ``threads`` threads taking chunk c when c % threads."""
+    load = [0.0] * threads
+    for c in range(parts):
+        lo, hi = units * c // parts, units * (c + 1) // parts
+        load[c % threads] += hi - lo - (1 - last if hi == units else 0)
+    return max(load)
+
+
+def test_whole_panel_chunks_balance_the_threads():
+    """22 whole panels (512 columns of 4x3v) in 8 chunks leave one of two threads 12 of
+    them; the partition takes 6 chunks (11 each).  For any panel count the chosen split
+    never loads the busiest thread more than the most chunks would, and keeps at least
+    one chunk per thread."""
+    avx2 = G.GemmSpec("float32", False, False, 4, 3, 8, 256, 0, 1)
+    parts, by_cols, units, width, _ = GP.partition(512, 512, 512, False, avx2, 8)
+    assert (parts, by_cols, units, width) == (6, True, 22, 24)
+    assert _busiest(22, 6, 2, 8 / 24) == 11 < _busiest(22, 8, 2, 8 / 24)
+    for threads in (2, 3, 4):
+        for units in range(1, 60):
+            most = min(units, 4 * threads)
+            for last in (1.0, 0.5):
+                got = GP.balanced_parts(units, most, threads, last)
+                assert min(most, threads) <= got <= most
+                assert (_busiest(units, got, threads, last)
+                        <= _busiest(units, most, threads, last) + 1e-9)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("ta,tb", VARIANTS)
 def test_accumulate(dtype, ta, tb):
