@@ -28,6 +28,13 @@ MIN_ACCUMULATORS = 12
 CHUNKS_PER_THREAD = 4
 
 
+#: fewest rows a chunk of a packed-Aᵀ product is cut to (:func:`packed_row_parts`): each
+#: chunk packs every panel of B again, which at 98 rows (784 rows in 8 chunks) made 2t
+#: 784×128×512 and 512×128×256 (the MLP's weight gradients) 8-10 % slower than one
+#: chunk per thread (Zen 3, interleaved medians and best calls)
+MIN_PACKED_ROWS = 192
+
+
 def chunks_for(threads: int) -> int:
     """Chunks a GEMM is cut into for ``threads`` threads (1 thread: one)."""
     return threads * CHUNKS_PER_THREAD if threads > 1 else 1
@@ -49,14 +56,17 @@ def partition(m: int, n: int, k: int, trans_b: bool, spec: GemmSpec, chunks: int
     and :class:`..runtime.gemmcall.GemmPlan` (tests, benchmarks, the tuner) both use it."""
     work = m * n * max(k, 1)
     parts = min(chunks, max(1, work // (MIN_WORK_PER_THREAD // CHUNKS_PER_THREAD)))
+    threads = max(1, chunks // CHUNKS_PER_THREAD)
 
     def split(spec):
         cunits, runits = -(-n // spec.vw), -(-m // spec.mr)
         by_cols = cunits >= parts * spec.nv or (trans_b and runits < parts)
+        cut = parts
         if spec.trans_a and spec.pack_a and not trans_b and runits >= parts:
             by_cols = False     # a packed Aᵀ: each chunk packs its own rows once
+            cut = packed_row_parts(m, parts, threads)
         units = cunits if by_cols else runits
-        return (max(1, min(parts, units)), by_cols, units,
+        return (max(1, min(cut, units)), by_cols, units,
                 spec.vw if by_cols else spec.mr, spec)
     p = split(spec)
     if retile and p[1] and p[0] > 1 and spec.nv == 3 and (-(-p[2] // p[0])) % 3:
@@ -65,10 +75,18 @@ def partition(m: int, n: int, k: int, trans_b: bool, spec: GemmSpec, chunks: int
         else:             # too few accumulators at 2 vectors: whole-panel column chunks
             panels = -(-n // spec.nr)
             last = (n - (panels - 1) * spec.nr) / spec.nr
-            threads = max(1, chunks // CHUNKS_PER_THREAD)
             p = (balanced_parts(panels, max(1, min(parts, panels)), threads, last),
                  True, panels, spec.nr, spec)
     return p
+
+
+def packed_row_parts(m: int, parts: int, threads: int) -> int:
+    """Row chunks of a packed-Aᵀ product: every chunk packs all of B's panels again, so
+    each thread gets as many chunks (at most ``parts // threads``) as keep them
+    :data:`MIN_PACKED_ROWS` rows or more -- one at least."""
+    if parts <= threads:
+        return parts
+    return threads * max(1, min(parts // threads, m // (MIN_PACKED_ROWS * threads)))
 
 
 def balanced_parts(units: int, parts: int, threads: int, last: float = 1.0) -> int:

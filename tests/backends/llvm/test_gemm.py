@@ -182,6 +182,22 @@ def test_partition_keeps_enough_accumulators():
     assert GP.partition(128, 784, 512, False, avx512, 8)[4].nv == 2
 
 
+def test_packed_transposed_a_row_chunks_keep_enough_rows():
+    """Every row chunk of a packed Aᵀ packs all of B again: the MLP's weight gradients
+    (784 and 512 rows) get 2 and 1 chunks per thread of 2, not 4 of 98 and 64 rows;
+    tall products still get 4 per thread, one thread one chunk."""
+    spec = G.GemmSpec("float32", True, False, 4, 3, 8, 256, 0, 1, 1)
+    assert GP.partition(784, 512, 128, False, spec, 8)[:2] == (4, False)
+    assert GP.partition(512, 256, 128, False, spec, 8)[:2] == (2, False)
+    assert GP.partition(4096, 512, 128, False, spec, 8)[:2] == (8, False)
+    assert GP.partition(784, 512, 128, False, spec, 1)[0] == 1
+    for threads in (2, 3, 4):
+        for m in (24, 100, 383, 384, 785, 5000):
+            got = GP.packed_row_parts(m, 4 * threads, threads)
+            assert got % threads == 0 and threads <= got <= 4 * threads
+            assert got == threads or m // got >= GP.MIN_PACKED_ROWS
+
+
 def _busiest(units, parts, threads, last=1.0):
     """Work of the busiest of ``threads`` threads taking chunk c when c % threads."""
     load = [0.0] * threads
