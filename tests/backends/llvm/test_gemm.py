@@ -240,13 +240,19 @@ def test_accumulate(dtype, ta, tb):
 
 @pytest.mark.parametrize("ta,tb", VARIANTS)
 @pytest.mark.parametrize("m,n,k", [(64, 64, 64), (128, 784, 512), (37, 101, 97),
-                                   (200, 33, 1000), (7, 500, 20)])
+                                   (200, 33, 1000), (7, 500, 20),
+                                   # 22 whole panels in balanced chunks; packed-Aᵀ row chunks
+                                   (128, 512, 784), (784, 512, 128)])
 def test_thread_count_does_not_change_bits(ta, tb, m, n, k):
     rng = np.random.default_rng(7)
     a, b = _operands(rng, m, n, k, "float32", ta, tb)
     one = gemmcall.gemm(a, b, ta, tb, threads=1)
     for t in (2, 3):
-        assert np.array_equal(gemmcall.gemm(a, b, ta, tb, threads=t), one)
+        out = np.empty_like(one)
+        plan = gemmcall.GemmPlan(a, b, out, ta, tb, threads=t)
+        for _ in range(2):      # a second call must not see the first one's state
+            out.fill(np.nan)
+            assert np.array_equal(plan(), one)
 
 
 @pytest.mark.parametrize("ta,tb", VARIANTS)
